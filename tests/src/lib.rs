@@ -1,0 +1,1 @@
+//! End-to-end tests of vc live in `tests/`; this crate has no library code.

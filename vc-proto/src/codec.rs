@@ -1,0 +1,55 @@
+//! Payload encoding: the one place that knows vc-proto payloads are bincode.
+//!
+//! Payloads use bincode 2 through serde with the *standard* configuration:
+//! little-endian, variable-length integers (`varint`: values below 251 take one
+//! byte; 251, 252, 253 prefix a `u16`, `u32`, `u64`), enums as a varint variant
+//! index followed by the variant's fields, `Option` as one byte (0 or 1) then the
+//! value, strings and sequences as a varint length then their items. Struct fields
+//! are written in declaration order with no names, which is why reordering or
+//! removing fields is a protocol version bump (see the crate docs).
+//!
+//! Decoding is bounded: bincode is given [`DECODE_LIMIT`], so a length prefix
+//! inside a payload can never make it allocate more than the largest frame.
+
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, Error)]
+pub enum CodecError {
+    /// The value could not be encoded.
+    #[error("cannot encode payload: {0}")]
+    Encode(String),
+    /// The bytes are not a valid encoding of the expected type.
+    #[error("cannot decode payload: {0}")]
+    Decode(String),
+    /// Bytes were left over after the value.
+    #[error("{0} trailing bytes after the payload")]
+    Trailing(usize),
+}
+
+/// Most bytes one decode may claim for strings, byte buffers and containers.
+///
+/// Equal to the largest frame payload, so that a decoded value never takes more
+/// memory than the largest frame a reader accepts, whatever length prefixes the
+/// payload holds.
+pub const DECODE_LIMIT: usize = crate::frame::DEFAULT_MAX_PAYLOAD as usize;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// Encodes a value as a payload.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a whole payload as one value; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}

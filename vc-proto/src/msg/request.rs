@@ -1,0 +1,148 @@
+//! Requests, host to agent.
+
+use serde::{Deserialize, Serialize};
+
+use super::container::{ContainerSpec, ProcessRef, ProcessSpec, Resources};
+use super::pod::PodSetup;
+
+/// A request from the host. Each variant names the [`Response`](crate::Response)
+/// it is answered with on success; any request may instead be answered with
+/// [`Response::Error`](crate::Response::Error).
+///
+/// Variants are only ever appended (see the [module docs](crate::msg)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness check. Reply: `Ok`.
+    Ping,
+    /// Reply: `GuestDetails`.
+    GuestDetails,
+    /// Reply: `Health`.
+    Health,
+    /// Set up the pod: hostname, DNS, shared mounts, network. Reply: `Ok`.
+    SetupPod(PodSetup),
+    /// Create a container; its main process is prepared but not started.
+    /// Reply: `Ok`.
+    CreateContainer(ContainerSpec),
+    /// Start a created container's main process. Reply: `Pid`.
+    StartContainer {
+        /// Container id.
+        container_id: String,
+    },
+    /// Stop a container: SIGTERM to every process, then SIGKILL after the grace
+    /// period. Reply: `Exited` with the main process's code.
+    StopContainer {
+        /// Container id.
+        container_id: String,
+        /// Grace period in milliseconds between SIGTERM and SIGKILL.
+        grace_ms: u64,
+    },
+    /// Remove a stopped (or never started) container: its cgroup, mounts and
+    /// directories. Reply: `Ok`.
+    RemoveContainer {
+        /// Container id.
+        container_id: String,
+    },
+    /// Freeze every process of a container. Reply: `Ok`.
+    PauseContainer {
+        /// Container id.
+        container_id: String,
+    },
+    /// Thaw a paused container. Reply: `Ok`.
+    ResumeContainer {
+        /// Container id.
+        container_id: String,
+    },
+    /// Reply: `ContainerStatus`.
+    ContainerState {
+        /// Container id.
+        container_id: String,
+    },
+    /// Start one more process. With an empty `container_id` the process runs in
+    /// the VM outside any container (for debugging). Reply: `Pid`.
+    Exec {
+        /// The new process; `exec_id` must be set and unused.
+        process: ProcessRef,
+        /// What to run.
+        spec: ProcessSpec,
+    },
+    /// Send a signal. Signalling a process that has already exited is not an
+    /// error. Reply: `Ok`.
+    Signal {
+        /// The process; with `all`, every process of its container.
+        process: ProcessRef,
+        /// Signal number.
+        signal: i32,
+        /// Signal every process of the container.
+        all: bool,
+    },
+    /// Wait for a process to exit. Reply: `Exited`.
+    Wait {
+        /// The process.
+        process: ProcessRef,
+    },
+    /// Resize a process's terminal. Reply: `Ok`.
+    ResizeTerminal {
+        /// The process.
+        process: ProcessRef,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// Close a process's stdin (end-of-file). Reply: `Ok`.
+    CloseStdin {
+        /// The process.
+        process: ProcessRef,
+    },
+    /// Change a running container's cgroup limits. Reply: `Ok`.
+    UpdateResources {
+        /// Container id.
+        container_id: String,
+        /// New limits; `None` fields are left as they are.
+        resources: Resources,
+    },
+    /// Reply: `Stats`.
+    Stats {
+        /// Container id.
+        container_id: String,
+    },
+    /// Wait for the next event (OOM kill, process exit). Reply: `Event`.
+    NextEvent,
+    /// Reply: `Interfaces`.
+    ListInterfaces,
+    /// Reply: `Routes`.
+    ListRoutes,
+    /// Stop every container, sync filesystems and power the VM off. Reply: `Ok`,
+    /// sent before the power-off.
+    Shutdown,
+}
+
+impl Request {
+    /// A short name of the request, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::GuestDetails => "guest-details",
+            Request::Health => "health",
+            Request::SetupPod(_) => "setup-pod",
+            Request::CreateContainer(_) => "create-container",
+            Request::StartContainer { .. } => "start-container",
+            Request::StopContainer { .. } => "stop-container",
+            Request::RemoveContainer { .. } => "remove-container",
+            Request::PauseContainer { .. } => "pause-container",
+            Request::ResumeContainer { .. } => "resume-container",
+            Request::ContainerState { .. } => "container-state",
+            Request::Exec { .. } => "exec",
+            Request::Signal { .. } => "signal",
+            Request::Wait { .. } => "wait",
+            Request::ResizeTerminal { .. } => "resize-terminal",
+            Request::CloseStdin { .. } => "close-stdin",
+            Request::UpdateResources { .. } => "update-resources",
+            Request::Stats { .. } => "stats",
+            Request::NextEvent => "next-event",
+            Request::ListInterfaces => "list-interfaces",
+            Request::ListRoutes => "list-routes",
+            Request::Shutdown => "shutdown",
+        }
+    }
+}
