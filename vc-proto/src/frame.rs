@@ -115,9 +115,8 @@ impl Header {
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         let kind = FrameKind::from_u8(bytes[6])?;
-        if !versions.contains(&version)
-            && !(kind == FrameKind::Hello && version == HANDSHAKE_VERSION)
-        {
+        let handshake = kind == FrameKind::Hello && version == HANDSHAKE_VERSION;
+        if !(versions.contains(&version) || handshake) {
             return Err(FrameError::UnsupportedVersion {
                 version,
                 min: *versions.start(),
