@@ -8,8 +8,13 @@
 //! are written in declaration order with no names, which is why reordering or
 //! removing fields is a protocol version bump (see the crate docs).
 //!
-//! Decoding is bounded: bincode is given [`DECODE_LIMIT`], so a length prefix
-//! inside a payload can never make it allocate more than the largest frame.
+//! Decoding is bounded: everything a decoded value allocates (its strings and the
+//! storage of its sequences, with room for `Vec` growth) is charged against
+//! [`DECODE_LIMIT`] *before* it is allocated, so no payload, whatever length
+//! prefixes it holds, makes [`decode`] allocate more than that (see `budget.rs`).
+//! A value that would need more fails with [`CodecError::TooLarge`].
+
+mod budget;
 
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
@@ -26,13 +31,20 @@ pub enum CodecError {
     /// Bytes were left over after the value.
     #[error("{0} trailing bytes after the payload")]
     Trailing(usize),
+    /// The decoded value would take more memory than [`DECODE_LIMIT`].
+    #[error("decoded payload would need more than {limit} bytes of memory")]
+    TooLarge {
+        /// The limit, [`DECODE_LIMIT`].
+        limit: usize,
+    },
 }
 
-/// Most bytes one decode may claim for strings, byte buffers and containers.
+/// Most bytes one decode may allocate for strings, byte buffers and containers.
 ///
 /// Equal to the largest frame payload, so that a decoded value never takes more
 /// memory than the largest frame a reader accepts, whatever length prefixes the
-/// payload holds.
+/// payload holds. bincode is given the same limit for what it counts itself
+/// (string bytes and the width of every integer read).
 pub const DECODE_LIMIT: usize = crate::frame::DEFAULT_MAX_PAYLOAD as usize;
 
 fn config() -> impl bincode::config::Config {
@@ -45,9 +57,21 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 /// Decodes a whole payload as one value; trailing bytes are an error.
+///
+/// Allocates at most [`DECODE_LIMIT`] bytes for the value (plus an error
+/// message when it fails), whatever `bytes` holds.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let budget = budget::Budget::new(DECODE_LIMIT);
+    let (value, used) =
+        budget::decode_from_slice(bytes, config(), &budget).map_err(|e| match e {
+            _ if budget.exhausted() => CodecError::TooLarge {
+                limit: DECODE_LIMIT,
+            },
+            bincode::error::DecodeError::LimitExceeded => CodecError::TooLarge {
+                limit: DECODE_LIMIT,
+            },
+            other => CodecError::Decode(other.to_string()),
+        })?;
     if used != bytes.len() {
         return Err(CodecError::Trailing(bytes.len() - used));
     }

@@ -193,6 +193,15 @@ pub enum FrameError {
         #[source]
         source: crate::codec::CodecError,
     },
+    /// A message to send could not be encoded.
+    #[error("cannot encode {kind:?} payload")]
+    Unencodable {
+        /// Kind of the frame.
+        kind: FrameKind,
+        /// The codec's error.
+        #[source]
+        source: crate::codec::CodecError,
+    },
     /// A message to send does not fit in a frame.
     #[error("message of {length} bytes is too large to send (limit {max} bytes)")]
     TooLargeToSend {

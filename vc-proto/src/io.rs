@@ -63,6 +63,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads one frame. A clean end of stream between frames is
     /// `FrameError::Truncated { got: 0, .. }` (see [`FrameError::is_clean_eof`]).
+    ///
+    /// The payload buffer is allocated once the header has been validated, so a
+    /// frame never takes more than the cap (plus the 20 header bytes).
+    ///
+    /// Not cancel-safe: dropping the future part-way through a frame loses the
+    /// bytes already read and leaves the stream out of step. Keep one task reading
+    /// a connection rather than racing `read_frame` in a `select!`.
     pub async fn read_frame(&mut self) -> Result<Frame, FrameError> {
         let mut head = [0u8; HEADER_LEN];
         read_full(&mut self.inner, &mut head).await?;
@@ -82,6 +89,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Reads one frame and decodes it as `T`, which must be of kind `kind`.
+    ///
+    /// Allocates at most the payload cap for the frame plus
+    /// [`DECODE_LIMIT`](codec::DECODE_LIMIT) for the value. Not cancel-safe (see
+    /// [`read_frame`](Self::read_frame)).
     pub async fn read_message<T: DeserializeOwned>(
         &mut self,
         kind: FrameKind,
@@ -149,7 +160,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         value: &T,
     ) -> Result<(), FrameError> {
         let payload =
-            codec::encode(value).map_err(|source| FrameError::Undecodable { kind, source })?;
+            codec::encode(value).map_err(|source| FrameError::Unencodable { kind, source })?;
         let version = if kind == FrameKind::Hello {
             crate::frame::HANDSHAKE_VERSION
         } else {
