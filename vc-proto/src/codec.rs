@@ -43,12 +43,15 @@ pub enum CodecError {
 ///
 /// Equal to the largest frame payload, so that a decoded value never takes more
 /// memory than the largest frame a reader accepts, whatever length prefixes the
-/// payload holds. bincode is given the same limit for what it counts itself
-/// (string bytes and the width of every integer read).
+/// payload holds.
 pub const DECODE_LIMIT: usize = crate::frame::DEFAULT_MAX_PAYLOAD as usize;
 
+/// bincode's standard configuration, without bincode's own limit: that limit
+/// counts the width of every integer read on top of the string bytes, so it
+/// refused a string that fills the largest frame, and it does not count sequence
+/// elements at all. The budget of `budget.rs` is the one limit.
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+    bincode::config::standard()
 }
 
 /// Encodes a value as a payload.
@@ -65,9 +68,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) =
         budget::decode_from_slice(bytes, config(), &budget).map_err(|e| match e {
             _ if budget.exhausted() => CodecError::TooLarge {
-                limit: DECODE_LIMIT,
-            },
-            bincode::error::DecodeError::LimitExceeded => CodecError::TooLarge {
                 limit: DECODE_LIMIT,
             },
             other => CodecError::Decode(other.to_string()),
