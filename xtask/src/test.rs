@@ -1,0 +1,94 @@
+//! `cargo xtask test`: the project's one test command (the README's, and `.ci/run`'s). In order:
+//! deps, guest image, rootfs, `cargo fmt --check`, `cargo clippy -D warnings`, then every test of
+//! the workspace with the image, the rootfs and the tools made known to the test processes. Stops
+//! at the first failure.
+
+use std::ffi::OsString;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use guest_image::IMAGE_DIR_ENV;
+
+use crate::ctx::{self, Ctx, CACHE_DIR_ENV, ROOTFS_ENV};
+use crate::{deps, image, rootfs};
+
+/// How many tests of one test binary run at once: end-to-end tests boot VMs, and the machines
+/// this runs on have 2 cores.
+pub(crate) const TEST_THREADS: u32 = 2;
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct Args {
+    /// Extra arguments for the test binaries (after `cargo test -- --test-threads=2`), for
+    /// example a test name filter.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "TEST ARGS"
+    )]
+    pub test_args: Vec<String>,
+}
+
+pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let start = Instant::now();
+    let total = 6;
+    let mut n = 0;
+    let mut stage = |what: &str| {
+        n += 1;
+        ctx::step(format!(
+            "[{n}/{total}] {what} ({:.0} s so far)",
+            start.elapsed().as_secs_f64()
+        ));
+    };
+
+    stage("host dependencies");
+    deps::run(ctx)?;
+    stage("guest image");
+    let image = image::run(ctx, &image::Args::default())?;
+    let image_dir = image
+        .paths
+        .manifest
+        .parent()
+        .context("the image has no directory")?
+        .to_owned();
+    stage("container rootfs");
+    let rootfs = rootfs::run(ctx, &rootfs::Args::default())?;
+
+    stage("cargo fmt --check");
+    ctx::run(ctx.cargo().args(["fmt", "--all", "--check"]))?;
+    stage("cargo clippy");
+    ctx::run(ctx.cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    stage("cargo test");
+    let mut path = OsString::from(ctx.tools_bin());
+    if let Some(old) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    ctx::run(
+        ctx.cargo()
+            .args([
+                "test",
+                "--workspace",
+                "--",
+                &format!("--test-threads={TEST_THREADS}"),
+            ])
+            .args(&args.test_args)
+            .env(IMAGE_DIR_ENV, &image_dir)
+            .env(ROOTFS_ENV, &rootfs)
+            .env(CACHE_DIR_ENV, &ctx.cache)
+            .env("PATH", path),
+    )?;
+    ctx::step(format!(
+        "all checks and tests passed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
