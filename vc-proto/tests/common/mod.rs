@@ -6,7 +6,12 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod strategies;
+
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use vc_proto::{
     AgentError, ContainerSpec, ContainerStats, ContainerStatus, Dns, ErrorCode, Event,
@@ -386,4 +391,18 @@ pub fn stream_attaches() -> Vec<StreamAttach> {
         stream,
     })
     .collect()
+}
+
+/// Runs a future that never waits, such as a `FrameReader` over a byte slice or
+/// a `FrameWriter` over a `Vec`, to completion on the current thread, without a
+/// runtime (so nothing but the future itself allocates).
+pub fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("an in-memory future returned Pending"),
+    }
 }
