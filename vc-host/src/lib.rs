@@ -6,6 +6,7 @@
 //! talks to the agent over vsock, and keeps each pod's state on disk so that any
 //! process on the host can find it again.
 
+pub mod agent;
 pub mod id;
 pub mod state;
 pub mod store;

@@ -1,0 +1,295 @@
+//! Process streams on the host: one extra connection per stream of a process
+//! (stdin, stdout, stderr or a terminal), opened with a
+//! [`StreamAttach`](vc_proto::StreamAttach) frame and raw bytes after the
+//! agent's `Ok`; [`ProcessIo`] bundles them and [`collect_output`] reads a
+//! whole process's output and exit code.
+//!
+//! End of stream: the agent closes an output stream after the last byte the
+//! process wrote, so reading to end-of-file gets every byte. For stdin, shutting
+//! down the writer ([`AsyncWriteExt::shutdown`](tokio::io::AsyncWriteExt::shutdown))
+//! is end-of-file for the process.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tracing::{debug, debug_span, Instrument};
+use vc_proto::{
+    FrameKind, FrameReader, FrameWriter, ProcessRef, Response, StreamAttach, StreamKind,
+};
+
+use super::client::{hello, AgentClient};
+use super::dial::RawStream;
+use super::error::{AgentClientError, LinkDown, StreamError};
+use super::methods::response_name;
+use super::options::vm_gone;
+
+impl AgentClient {
+    /// Opens a new connection to the agent, attaches it to `stream` of
+    /// `process`, and returns it carrying raw bytes.
+    ///
+    /// Needs a dialer: a client made by [`connect`](Self::connect) dials the
+    /// same vsock address and port; one made by
+    /// [`from_stream_with`](Self::from_stream_with) uses the dialer given
+    /// there. Bounded by the call timeout and the liveness probe.
+    pub async fn attach(
+        &self,
+        process: &ProcessRef,
+        stream: StreamKind,
+    ) -> Result<RawStream, AgentClientError> {
+        let span = debug_span!(
+            "agent_attach",
+            container = %process.container_id,
+            exec = ?process.exec_id,
+            stream = ?stream
+        );
+        async move {
+            let dialer = self
+                .inner
+                .dialer
+                .as_ref()
+                .ok_or(AgentClientError::NoDialer)?;
+            if let Some(LinkDown::VmGone) = self.inner.shared.down() {
+                return Err(AgentClientError::VmGone { during: "attach" });
+            }
+            let opts = &self.inner.opts;
+            let attach = StreamAttach {
+                process: process.clone(),
+                stream,
+            };
+            let exchange = async {
+                let conn = dialer.dial().await.map_err(StreamError::Dial)?;
+                let (read, write) = tokio::io::split(conn);
+                let mut reader = FrameReader::new(read);
+                let mut writer = FrameWriter::new(write);
+                vc_proto::handshake_client(&mut reader, &mut writer, &hello())
+                    .await
+                    .map_err(StreamError::Handshake)?;
+                writer
+                    .write_message(FrameKind::StreamAttach, 0, &attach)
+                    .await
+                    .map_err(StreamError::Frame)?;
+                let (_, response) = reader
+                    .read_message::<Response>(FrameKind::Response)
+                    .await
+                    .map_err(StreamError::Frame)?;
+                match response {
+                    Response::Ok => {}
+                    Response::Error(e) => return Err(StreamError::Refused(e)),
+                    other => return Err(StreamError::Unexpected(response_name(&other))),
+                }
+                // The frame reader reads exactly one frame's bytes, so nothing
+                // of the raw stream that follows has been consumed.
+                Ok(reader.into_inner().unsplit(writer.into_inner()))
+            };
+            let result = tokio::select! {
+                biased;
+                _ = vm_gone(opts.vm_alive.as_ref(), opts.liveness_interval) => {
+                    return Err(AgentClientError::VmGone { during: "attach" });
+                }
+                result = tokio::time::timeout(opts.call_timeout, exchange) => result
+                    .unwrap_or(Err(StreamError::Timeout(opts.call_timeout))),
+            };
+            let conn = result.map_err(|source| AgentClientError::Stream {
+                process: process.clone(),
+                stream,
+                source,
+            })?;
+            debug!("attached");
+            Ok(conn)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Attaches the streams of a process: with `terminal`, its terminal only;
+    /// otherwise stdout and stderr, and stdin when `stdin` is set.
+    pub async fn attach_process(
+        &self,
+        process: &ProcessRef,
+        terminal: bool,
+        stdin: bool,
+    ) -> Result<ProcessIo, AgentClientError> {
+        if terminal {
+            let tty = self.attach(process, StreamKind::Tty).await?;
+            return Ok(ProcessIo {
+                tty: Some(ProcessTty(tty)),
+                ..ProcessIo::default()
+            });
+        }
+        let open_stdin = async {
+            if stdin {
+                self.attach(process, StreamKind::Stdin).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (stdin, stdout, stderr) = tokio::try_join!(
+            open_stdin,
+            self.attach(process, StreamKind::Stdout),
+            self.attach(process, StreamKind::Stderr),
+        )?;
+        Ok(ProcessIo {
+            stdin: stdin.map(ProcessStdin),
+            stdout: Some(ProcessOutput(stdout)),
+            stderr: Some(ProcessOutput(stderr)),
+            tty: None,
+        })
+    }
+}
+
+/// The attached streams of one process.
+///
+/// The streams are plain connections: they do not watch the VM. To bound a
+/// read by the VM's life, race it against [`AgentClient::closed`].
+#[derive(Debug, Default)]
+pub struct ProcessIo {
+    /// Writer to the process's stdin; shutting it down is end-of-file.
+    pub stdin: Option<ProcessStdin>,
+    /// The process's stdout.
+    pub stdout: Option<ProcessOutput>,
+    /// The process's stderr.
+    pub stderr: Option<ProcessOutput>,
+    /// The process's terminal, both ways (terminal mode only).
+    pub tty: Option<ProcessTty>,
+}
+
+/// A process's stdin. Shutting it down is end-of-file for the process.
+#[derive(Debug)]
+pub struct ProcessStdin(RawStream);
+
+/// A process's stdout or stderr; end-of-file after the process's last byte.
+#[derive(Debug)]
+pub struct ProcessOutput(RawStream);
+
+/// A process's terminal: reads give its output, writes are its input.
+#[derive(Debug)]
+pub struct ProcessTty(RawStream);
+
+macro_rules! forward_read {
+    ($t:ident) => {
+        impl AsyncRead for $t {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_read(cx, buf)
+            }
+        }
+    };
+}
+
+macro_rules! forward_write {
+    ($t:ident) => {
+        impl AsyncWrite for $t {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.0).poll_write(cx, buf)
+            }
+
+            fn poll_flush(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
+forward_read!(ProcessOutput);
+forward_read!(ProcessTty);
+forward_write!(ProcessStdin);
+forward_write!(ProcessTty);
+
+impl ProcessOutput {
+    /// The underlying connection.
+    pub fn into_inner(self) -> RawStream {
+        self.0
+    }
+}
+
+impl ProcessStdin {
+    /// The underlying connection.
+    pub fn into_inner(self) -> RawStream {
+        self.0
+    }
+}
+
+impl ProcessTty {
+    /// The underlying connection.
+    pub fn into_inner(self) -> RawStream {
+        self.0
+    }
+}
+
+/// A finished process's whole output and exit code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Everything the process wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything the process wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Exit status, or 128 + signal number.
+    pub exit_code: i32,
+}
+
+/// Attaches stdout and stderr of `process` (not a terminal process), reads
+/// both to end-of-file concurrently, and waits for the exit code.
+///
+/// The wait is sent while the streams are read, so that a dead VM is noticed
+/// through the liveness probe at any point; the whole collection is also
+/// ended by the control connection going down. Then the error is
+/// [`AgentClientError::VmGone`] or [`AgentClientError::ConnectionLost`]
+/// ([`AgentClientError::exit_code`] gives
+/// [`EXIT_CODE_VM_GONE`](vc_proto::EXIT_CODE_VM_GONE) for both).
+///
+/// Everything is kept in memory: meant for processes with bounded output.
+pub async fn collect_output(
+    client: &AgentClient,
+    process: &ProcessRef,
+) -> Result<Output, AgentClientError> {
+    let read_all = |mut output: RawStream, stream: StreamKind| async move {
+        let mut bytes = Vec::new();
+        output
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|source| AgentClientError::Stream {
+                process: process.clone(),
+                stream,
+                source: StreamError::Read(source),
+            })?;
+        Ok::<_, AgentClientError>(bytes)
+    };
+    let collect = async {
+        let (stdout, stderr) = tokio::try_join!(
+            client.attach(process, StreamKind::Stdout),
+            client.attach(process, StreamKind::Stderr),
+        )?;
+        let (stdout, stderr, exit_code) = tokio::try_join!(
+            read_all(stdout, StreamKind::Stdout),
+            read_all(stderr, StreamKind::Stderr),
+            client.wait(process),
+        )?;
+        Ok(Output {
+            stdout,
+            stderr,
+            exit_code,
+        })
+    };
+    tokio::select! {
+        output = collect => output,
+        cause = client.closed() => Err(cause.for_request("collect-output")),
+    }
+}
