@@ -7,7 +7,12 @@
 //! process on the host can find it again.
 
 pub mod agent;
+pub mod config;
+pub mod hypervisor;
 pub mod id;
+pub mod runtime;
 pub mod state;
 pub mod store;
 pub mod vsock;
+
+pub use runtime::{Runtime, RuntimeError};

@@ -1,0 +1,184 @@
+//! The command line of virtc.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use vc_host::id::{ContainerId, PodId};
+
+/// virtc: create and run pods (VMs) and containers (processes in them) with vc.
+#[derive(Debug, Parser)]
+#[command(name = "virtc", version)]
+pub struct Cli {
+    /// Runtime root holding the state of every pod [env: VC_ROOT; default /run/vc].
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
+    /// Guest image directory (vmlinuz, initrd.img, manifest.json)
+    /// [env: VC_GUEST_IMAGE_DIR].
+    #[arg(long, global = true)]
+    pub image_dir: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log level or filter on stderr (default warn; RUST_LOG overrides).
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage pods.
+    #[command(subcommand)]
+    Pod(PodCommand),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Create a pod with one container, print its output, clean up, and exit
+    /// with the container's exit code.
+    Run(RunArgs),
+}
+
+/// VM settings shared by `pod create` and `run`.
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// Virtual CPUs.
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    pub memory_mib: Option<u32>,
+    /// Network namespace whose interfaces the VM gets (such as /var/run/netns/NAME).
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PodCommand {
+    /// Prepare a pod without starting its VM.
+    Create {
+        /// Pod id.
+        id: PodId,
+        /// A pod configuration file (TOML or JSON) instead of flags.
+        #[arg(long, conflicts_with_all = ["vcpus", "memory_mib", "netns", "hostname"])]
+        config: Option<PathBuf>,
+        /// Hostname (default: the id).
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Boot a pod's VM and start its containers.
+    Start { id: PodId },
+    /// Stop a pod's containers and its VM.
+    Stop { id: PodId },
+    /// Delete a stopped or never started pod.
+    Delete { id: PodId },
+    /// List every pod on the host.
+    List,
+    /// Show a pod's state, processes and containers.
+    Status { id: PodId },
+    /// Freeze a pod's VM.
+    Pause { id: PodId },
+    /// Thaw a pod's VM.
+    Resume { id: PodId },
+    /// Run a command in the pod's VM, outside any container (for debugging).
+    Enter {
+        id: PodId,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// What a container runs, shared by `container create` and `run`.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// Host directory with the container's root filesystem.
+    #[arg(long)]
+    pub rootfs: PathBuf,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub readonly: bool,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// User as UID[:GID].
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Hostname of the container.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit in bytes.
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
+    /// Most processes at once.
+    #[arg(long)]
+    pub pids_limit: Option<u64>,
+    /// CPU quota in microseconds per 100 ms period.
+    #[arg(long)]
+    pub cpu_quota_us: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create a container in a ready or running pod.
+    Create {
+        pod: PodId,
+        id: ContainerId,
+        #[command(flatten)]
+        args: ContainerArgs,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Start a created container.
+    Start { pod: PodId, id: ContainerId },
+    /// Stop a container: SIGTERM, then SIGKILL after the grace period.
+    Stop {
+        pod: PodId,
+        id: ContainerId,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        grace: u64,
+    },
+    /// Delete a ready or stopped container.
+    Delete { pod: PodId, id: ContainerId },
+    /// Send a signal to a container.
+    Kill {
+        pod: PodId,
+        id: ContainerId,
+        /// Signal number or name (TERM, KILL, SIGINT, 9, ...).
+        #[arg(long, short = 's', default_value = "TERM")]
+        signal: String,
+        /// Signal every process of the container, not only the main one.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a container's state, pid and exit code.
+    Status { pod: PodId, id: ContainerId },
+    /// Wait for a container's main process and exit with its code.
+    Wait { pod: PodId, id: ContainerId },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pod id (default: generated).
+    #[arg(long)]
+    pub pod: Option<PodId>,
+    /// Container id.
+    #[arg(long, default_value = "main")]
+    pub name: ContainerId,
+    /// Keep the pod and container instead of removing them at the end.
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    #[command(flatten)]
+    pub container: ContainerArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}

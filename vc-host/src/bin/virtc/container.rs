@@ -1,0 +1,144 @@
+//! `virtc container ...`
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use vc_host::config::{ContainerConfig, UserConfig};
+use vc_host::id::ContainerId;
+use vc_host::Runtime;
+
+use crate::cli::{ContainerArgs, ContainerCommand};
+use crate::print::Printer;
+
+/// Builds a container configuration from the command line.
+pub fn config_from_args(
+    id: ContainerId,
+    args: &ContainerArgs,
+    command: Vec<String>,
+) -> anyhow::Result<ContainerConfig> {
+    let mut c = ContainerConfig::new(id, &args.rootfs, command);
+    c.readonly_rootfs = args.readonly;
+    c.env = args.env.clone();
+    if let Some(cwd) = &args.cwd {
+        c.cwd = cwd.clone();
+    }
+    if let Some(user) = &args.user {
+        c.user = parse_user(user)?;
+    }
+    c.hostname = args.hostname.clone();
+    c.resources.memory_limit_bytes = args.memory_limit;
+    c.resources.pids_limit = args.pids_limit;
+    c.resources.cpu_quota_us = args.cpu_quota_us;
+    Ok(c)
+}
+
+fn parse_user(user: &str) -> anyhow::Result<UserConfig> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid: u32 = uid
+        .parse()
+        .with_context(|| format!("user {user:?} is not UID[:GID]"))?;
+    let gid: u32 = match gid {
+        Some(g) => g
+            .parse()
+            .with_context(|| format!("user {user:?} is not UID[:GID]"))?,
+        None => uid,
+    };
+    Ok(UserConfig {
+        uid,
+        gid,
+        additional_gids: Vec::new(),
+    })
+}
+
+/// Parses a signal given as a number or a name (`TERM`, `SIGTERM`).
+pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    let sig: nix::sys::signal::Signal = name
+        .parse()
+        .with_context(|| format!("unknown signal {s:?}"))?;
+    Ok(sig as i32)
+}
+
+pub async fn run(rt: &Runtime, out: &Printer, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ContainerCommand::Create {
+            pod,
+            id,
+            args,
+            command,
+        } => {
+            let config = config_from_args(id, &args, command)?;
+            out.container(&rt.create_container(&pod, config).await?)?;
+        }
+        ContainerCommand::Start { pod, id } => {
+            out.container(&rt.start_container(&pod, &id).await?)?
+        }
+        ContainerCommand::Stop { pod, id, grace } => out.container(
+            &rt.stop_container(&pod, &id, Duration::from_secs(grace))
+                .await?,
+        )?,
+        ContainerCommand::Delete { pod, id } => {
+            rt.delete_container(&pod, &id).await?;
+            if out.json {
+                out.json(&serde_json::json!({ "deleted": id }))?;
+            }
+        }
+        ContainerCommand::Kill {
+            pod,
+            id,
+            signal,
+            all,
+        } => {
+            rt.kill_container(&pod, &id, parse_signal(&signal)?, all)
+                .await?
+        }
+        ContainerCommand::Status { pod, id } => {
+            out.container(&rt.container_status(&pod, &id).await?)?
+        }
+        ContainerCommand::Wait { pod, id } => {
+            let code = rt.wait_container(&pod, &id).await?;
+            if out.json {
+                out.json(&serde_json::json!({ "exit_code": code }))?;
+            }
+            return Ok(exit_code(code));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A process exit code as this process's exit code.
+pub fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_number_and_name() {
+        assert_eq!(parse_signal("9").expect("number"), 9);
+        assert_eq!(parse_signal("TERM").expect("name"), 15);
+        assert_eq!(parse_signal("sigkill").expect("name"), 9);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn users() {
+        assert_eq!(parse_user("1000").expect("uid").gid, 1000);
+        assert_eq!(parse_user("1:2").expect("uid:gid").gid, 2);
+        assert!(parse_user("root").is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! `virtc run`: a pod and one container in one step.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use vc_host::config::PodConfig;
+use vc_host::id::PodId;
+use vc_host::Runtime;
+use vc_proto::ProcessRef;
+
+use crate::cli::RunArgs;
+use crate::container::{config_from_args, exit_code};
+use crate::pod::apply_vm_args;
+use crate::print::Printer;
+
+pub async fn run(rt: &Runtime, out: &Printer, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let pod_id = match &args.pod {
+        Some(id) => id.clone(),
+        None => PodId::new(format!(
+            "run-{}-{}",
+            std::process::id(),
+            vc_host::runtime::record::now()
+        ))?,
+    };
+    let container = config_from_args(args.name.clone(), &args.container, args.command.clone())?;
+    container.validate()?;
+    let mut pod = PodConfig::new(pod_id.clone());
+    apply_vm_args(&mut pod, &args.vm);
+
+    let timings = Timings::new(!out.json);
+    rt.create_pod(pod).await?;
+    let result = async {
+        timings.step("pod created");
+        rt.start_pod(&pod_id).await?;
+        timings.step("pod started (VM booted, agent answered)");
+        rt.create_container(&pod_id, container).await?;
+        timings.step("container created");
+        rt.start_container(&pod_id, &args.name).await?;
+        timings.step("container started");
+        let agent = rt.pod_agent(&pod_id).await?;
+        let process = ProcessRef {
+            container_id: args.name.to_string(),
+            exec_id: None,
+        };
+        let io = agent.attach_process(&process, false, false).await?;
+        let copy = |from: Option<vc_host::agent::ProcessOutput>,
+                    mut to: Box<dyn tokio::io::AsyncWrite + Unpin + Send>| async move {
+            if let Some(from) = from {
+                let mut from = from.into_inner();
+                tokio::io::copy(&mut from, &mut to).await?;
+                to.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let (_, _, code) = tokio::try_join!(
+            async {
+                copy(io.stdout, Box::new(tokio::io::stdout()))
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            async {
+                copy(io.stderr, Box::new(tokio::io::stderr()))
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            async { agent.wait(&process).await.map_err(anyhow::Error::from) },
+        )?;
+        timings.step("container exited");
+        Ok::<_, anyhow::Error>(code)
+    }
+    .await;
+    if !args.keep {
+        let _ = rt.stop_pod(&pod_id).await;
+        let cleanup = rt.delete_pod(&pod_id).await;
+        timings.step("pod stopped and deleted");
+        if let (Ok(_), Err(e)) = (&result, cleanup) {
+            return Err(anyhow::Error::new(e).context(format!("cannot delete pod {pod_id}")));
+        }
+    }
+    let code = result?;
+    if out.json {
+        out.json(&serde_json::json!({ "pod": pod_id, "exit_code": code }))?;
+    }
+    Ok(exit_code(code))
+}
+
+/// Prints how long each step took, on stderr, when `VC_TIMINGS` is set.
+struct Timings {
+    enabled: bool,
+    last: std::cell::Cell<Instant>,
+}
+
+impl Timings {
+    fn new(human: bool) -> Self {
+        Self {
+            enabled: human && std::env::var_os("VC_TIMINGS").is_some(),
+            last: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    fn step(&self, what: &str) {
+        let now = Instant::now();
+        if self.enabled {
+            eprintln!("[{:>7.3} s] {what}", (now - self.last.get()).as_secs_f64());
+        }
+        self.last.set(now);
+    }
+}

@@ -1,0 +1,436 @@
+//! Configuration as data: what a caller asks for, as serde types readable from
+//! TOML or JSON, with defaults that work. Unknown fields are refused, so a typo
+//! is an error instead of a silently ignored setting.
+//!
+//! A caller who gives only a root filesystem and a command gets a running
+//! container:
+//!
+//! ```
+//! let c: vc_host::config::ContainerConfig =
+//!     toml::from_str(r#"id = "c1"
+//! rootfs = "/srv/busybox"
+//! command = ["/bin/sh", "-c", "echo hello"]"#).unwrap();
+//! assert_eq!(c.cwd, "/");
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::hypervisor::VmConfig;
+use crate::id::{ContainerId, PodId};
+
+/// The `PATH` a container gets when its environment names none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where the library keeps state and finds its guest image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Runtime root: one directory per pod. Default `/run/vc`, or `$VC_ROOT`.
+    pub root: PathBuf,
+    /// Directory holding `vmlinuz`, `initrd.img` and `manifest.json` (made by
+    /// `cargo xtask guest-image`). Default `$VC_GUEST_IMAGE_DIR`, else
+    /// `/usr/share/vc/guest-image`.
+    pub guest_image_dir: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let env_path = |key: &str| {
+            std::env::var_os(key)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Self {
+            root: env_path("VC_ROOT").unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_ROOT)),
+            guest_image_dir: env_path("VC_GUEST_IMAGE_DIR")
+                .unwrap_or_else(|| PathBuf::from("/usr/share/vc/guest-image")),
+        }
+    }
+}
+
+/// DNS settings written to the containers' `/etc/resolv.conf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers.
+    pub servers: Vec<std::net::IpAddr>,
+    /// Search domains.
+    pub search: Vec<String>,
+    /// Resolver options.
+    pub options: Vec<String>,
+}
+
+/// A pod: one VM and the containers that run in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodConfig {
+    /// The pod's id, unique on the host.
+    pub id: PodId,
+    /// Hostname of the VM and default hostname of its containers; default: the id.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The virtual machine.
+    #[serde(default)]
+    pub vm: VmConfig,
+    /// A network namespace (such as `/var/run/netns/NAME`) whose interfaces the
+    /// VM gets; none means the VM has no network.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// DNS for the containers.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Containers created with the pod and started with it.
+    #[serde(default)]
+    pub containers: Vec<ContainerConfig>,
+    /// Free-form annotations kept with the pod.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl PodConfig {
+    /// A pod with default settings.
+    pub fn new(id: PodId) -> Self {
+        Self {
+            id,
+            hostname: None,
+            vm: VmConfig::default(),
+            netns: None,
+            dns: DnsConfig::default(),
+            containers: Vec::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The hostname the VM gets.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(self.id.as_str())
+    }
+
+    /// Checks what can be checked before anything is created.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(h) = &self.hostname {
+            validate_hostname(h)?;
+        }
+        if let Some(ns) = &self.netns {
+            if !ns.exists() {
+                return Err(ConfigError::MissingPath {
+                    what: "network namespace",
+                    path: ns.clone(),
+                });
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &self.containers {
+            if !seen.insert(&c.id) {
+                return Err(ConfigError::DuplicateContainer(c.id.clone()));
+            }
+            c.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// The user a container's processes run as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserConfig {
+    /// User id (default 0).
+    pub uid: u32,
+    /// Group id (default 0).
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub additional_gids: Vec<u32>,
+}
+
+/// cgroup limits of a container. Unset fields mean no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesConfig {
+    /// Memory limit in bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// CPU quota in microseconds per period.
+    pub cpu_quota_us: Option<u64>,
+    /// CPU period in microseconds (default 100000 when a quota is set).
+    pub cpu_period_us: Option<u64>,
+    /// CPU weight, 1..=10000.
+    pub cpu_weight: Option<u64>,
+    /// Most processes at once.
+    pub pids_limit: Option<u64>,
+}
+
+impl From<&ResourcesConfig> for vc_proto::Resources {
+    fn from(r: &ResourcesConfig) -> Self {
+        vc_proto::Resources {
+            memory_limit_bytes: r.memory_limit_bytes,
+            cpu_quota_us: r.cpu_quota_us,
+            cpu_period_us: r.cpu_period_us,
+            cpu_weight: r.cpu_weight,
+            pids_limit: r.pids_limit,
+        }
+    }
+}
+
+/// A resource limit of a container's processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlimitConfig {
+    /// `nofile`, `nproc`, `core`, ...
+    pub resource: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// A container: a process tree in the pod's VM with its own root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    /// The container's id, unique in its pod.
+    pub id: ContainerId,
+    /// Host directory holding the root filesystem.
+    pub rootfs: PathBuf,
+    /// Program and arguments of the main process.
+    pub command: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+    /// Environment as `KEY=VALUE`; a `PATH` is added when none is given.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory (default `/`).
+    #[serde(default = "default_cwd")]
+    pub cwd: String,
+    /// User and groups (default root).
+    #[serde(default)]
+    pub user: UserConfig,
+    /// Hostname (default: the pod's).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Give the main process a terminal.
+    #[serde(default)]
+    pub terminal: bool,
+    /// cgroup limits.
+    #[serde(default)]
+    pub resources: ResourcesConfig,
+    /// Resource limits.
+    #[serde(default)]
+    pub rlimits: Vec<RlimitConfig>,
+    /// Capabilities kept (such as `CAP_NET_BIND_SERVICE`); default: the usual
+    /// container default set.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    /// Set `no_new_privs` (default true).
+    #[serde(default = "default_true")]
+    pub no_new_privileges: bool,
+}
+
+fn default_cwd() -> String {
+    "/".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ContainerConfig {
+    /// A container with default settings running `command` on `rootfs`.
+    pub fn new(id: ContainerId, rootfs: impl Into<PathBuf>, command: Vec<String>) -> Self {
+        Self {
+            id,
+            rootfs: rootfs.into(),
+            command,
+            readonly_rootfs: false,
+            env: Vec::new(),
+            cwd: default_cwd(),
+            user: UserConfig::default(),
+            hostname: None,
+            terminal: false,
+            resources: ResourcesConfig::default(),
+            rlimits: Vec::new(),
+            capabilities: None,
+            no_new_privileges: true,
+        }
+    }
+
+    /// Checks what can be checked before anything is created.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(ConfigError::EmptyCommand(self.id.clone()));
+        }
+        if !self.rootfs.is_dir() {
+            return Err(ConfigError::MissingPath {
+                what: "container root filesystem",
+                path: self.rootfs.clone(),
+            });
+        }
+        if !self.cwd.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                field: "cwd",
+                reason: format!("{:?} is not an absolute path", self.cwd),
+            });
+        }
+        if let Some(h) = &self.hostname {
+            validate_hostname(h)?;
+        }
+        if let Some(env) = self.env.iter().find(|e| !e.contains('=')) {
+            return Err(ConfigError::Invalid {
+                field: "env",
+                reason: format!("{env:?} is not KEY=VALUE"),
+            });
+        }
+        if let Some(w) = self.resources.cpu_weight {
+            if !(1..=10_000).contains(&w) {
+                return Err(ConfigError::Invalid {
+                    field: "resources.cpu_weight",
+                    reason: format!("{w} is outside 1..=10000"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The main process as the agent receives it.
+    pub fn process_spec(&self) -> vc_proto::ProcessSpec {
+        let mut env = self.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(0, DEFAULT_PATH.to_owned());
+        }
+        vc_proto::ProcessSpec {
+            args: self.command.clone(),
+            env,
+            cwd: self.cwd.clone(),
+            user: vc_proto::User {
+                uid: self.user.uid,
+                gid: self.user.gid,
+                additional_gids: self.user.additional_gids.clone(),
+            },
+            terminal: self.terminal,
+            rlimits: self
+                .rlimits
+                .iter()
+                .map(|r| vc_proto::Rlimit {
+                    resource: r.resource.clone(),
+                    soft: r.soft,
+                    hard: r.hard,
+                })
+                .collect(),
+            capabilities: self.capabilities.clone(),
+            no_new_privileges: self.no_new_privileges,
+        }
+    }
+}
+
+fn validate_hostname(h: &str) -> Result<(), ConfigError> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field: "hostname",
+            reason: format!("{h:?} is not a valid hostname"),
+        })
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// The command is empty.
+    #[error("container {0} has no command")]
+    EmptyCommand(ContainerId),
+    /// Two containers share an id.
+    #[error("container id {0} is used twice")]
+    DuplicateContainer(ContainerId),
+    /// A path that must exist does not.
+    #[error("{what} {} does not exist", path.display())]
+    MissingPath {
+        /// What the path is for.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A field has a value that cannot work.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_container_config_gets_working_defaults() {
+        let c: ContainerConfig =
+            serde_json::from_str(r#"{"id": "c1", "rootfs": "/tmp", "command": ["/bin/true"]}"#)
+                .expect("parses");
+        assert_eq!(
+            c,
+            ContainerConfig::new(
+                ContainerId::new("c1").expect("id"),
+                "/tmp",
+                vec!["/bin/true".into()]
+            )
+        );
+        let spec = c.process_spec();
+        assert_eq!(spec.env, vec![DEFAULT_PATH.to_owned()]);
+        assert!(spec.no_new_privileges);
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<ContainerConfig>(
+            r#"{"id": "c1", "rootfs": "/tmp", "command": ["x"], "comand": []}"#,
+        )
+        .expect_err("typo refused");
+        assert!(err.to_string().contains("unknown field `comand`"), "{err}");
+        assert!(toml::from_str::<PodConfig>("id = \"p\"\nnetnss = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn pod_config_from_toml() {
+        let p: PodConfig = toml::from_str(
+            "id = \"p1\"\n[[containers]]\nid = \"c\"\nrootfs = \"/tmp\"\ncommand = [\"sh\"]\n",
+        )
+        .expect("parses");
+        assert_eq!(p.hostname(), "p1");
+        assert_eq!(p.containers.len(), 1);
+        p.validate().expect("valid");
+    }
+
+    #[test]
+    fn validation_refuses_bad_input() {
+        let id = ContainerId::new("c").expect("id");
+        let mut c = ContainerConfig::new(id.clone(), "/nonexistent/rootfs", vec!["sh".into()]);
+        assert!(matches!(c.validate(), Err(ConfigError::MissingPath { .. })));
+        c.rootfs = "/tmp".into();
+        c.command.clear();
+        assert!(matches!(c.validate(), Err(ConfigError::EmptyCommand(_))));
+        c.command = vec!["sh".into()];
+        c.env = vec!["NOEQUALS".into()];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid { field: "env", .. })
+        ));
+        let mut p = PodConfig::new(PodId::new("p").expect("id"));
+        c.env.clear();
+        p.containers = vec![c.clone(), c];
+        assert!(matches!(
+            p.validate(),
+            Err(ConfigError::DuplicateContainer(_))
+        ));
+    }
+}

@@ -1,0 +1,337 @@
+//! Container verbs: create, start, stop, delete, kill, status, and the
+//! process streams of a container's main process.
+
+use std::time::Duration;
+
+use tracing::{info, info_span, Instrument};
+use vc_proto::{ContainerSpec, ProcessRef, ProcessState, Rootfs};
+
+use super::pod::LockedPod;
+use super::record::{now, ContainerRecord, ContainerStatus};
+use super::share;
+use super::{Runtime, RuntimeError};
+use crate::agent::AgentClient;
+use crate::config::ContainerConfig;
+use crate::id::{ContainerId, PodId};
+use crate::state::{State, Transition};
+
+impl LockedPod {
+    fn container(&self, id: &ContainerId) -> Result<&ContainerRecord, RuntimeError> {
+        self.record
+            .containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::ContainerNotFound {
+                pod: self.config.id.clone(),
+                container: id.clone(),
+            })
+    }
+
+    fn container_mut(&mut self, id: &ContainerId) -> Result<&mut ContainerRecord, RuntimeError> {
+        let pod = self.config.id.clone();
+        self.record
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::ContainerNotFound {
+                pod,
+                container: id.clone(),
+            })
+    }
+}
+
+fn main_process(id: &ContainerId) -> ProcessRef {
+    ProcessRef {
+        container_id: id.to_string(),
+        exec_id: None,
+    }
+}
+
+impl Runtime {
+    /// Bind-mounts the container's rootfs into the share and creates the
+    /// container in the guest.
+    pub(super) async fn create_in_guest(
+        &self,
+        pod: &mut LockedPod,
+        agent: &AgentClient,
+        id: &ContainerId,
+    ) -> Result<(), RuntimeError> {
+        let config = pod.container(id)?.config.clone();
+        share::bind_rootfs(
+            &pod.dir.shared_dir(),
+            id,
+            &config.rootfs,
+            config.readonly_rootfs,
+        )?;
+        let spec = ContainerSpec {
+            id: id.to_string(),
+            rootfs: Rootfs::Path(share::guest_rootfs_path(id)),
+            readonly_rootfs: config.readonly_rootfs,
+            hostname: config
+                .hostname
+                .clone()
+                .unwrap_or_else(|| pod.config.hostname().to_owned()),
+            process: config.process_spec(),
+            mounts: Vec::new(),
+            resources: (&config.resources).into(),
+        };
+        if let Err(e) = agent.create_container(spec).await {
+            let _ = share::unbind_rootfs(&pod.dir.shared_dir(), id);
+            return Err(e.into());
+        }
+        info!(container_id = %id, "container created");
+        Ok(())
+    }
+
+    /// Starts a created container's main process.
+    pub(super) async fn start_in_guest(
+        &self,
+        pod: &mut LockedPod,
+        agent: &AgentClient,
+        id: &ContainerId,
+    ) -> Result<(), RuntimeError> {
+        let pid = agent.start_container(id.as_str()).await?;
+        let c = pod.container_mut(id)?;
+        c.state = State::Running;
+        c.pid = Some(pid);
+        c.started_at = Some(now());
+        info!(container_id = %id, pid, "container started");
+        Ok(())
+    }
+
+    /// Creates a container in a ready or running pod. In a running pod it is
+    /// created in the guest at once; in a ready pod, when the pod starts.
+    pub async fn create_container(
+        &self,
+        pod_id: &PodId,
+        config: ContainerConfig,
+    ) -> Result<ContainerStatus, RuntimeError> {
+        let span = info_span!("container", pod_id = %pod_id, container_id = %config.id);
+        async move {
+            config.validate()?;
+            let mut pod = self.lock(pod_id).await?;
+            let state = pod.effective_state();
+            if !matches!(state, State::Ready | State::Running) {
+                return Err(RuntimeError::PodNotRunning {
+                    pod: pod_id.clone(),
+                    state,
+                    operation: "create container",
+                });
+            }
+            let id = config.id.clone();
+            if pod.record.containers.contains_key(&id) {
+                return Err(RuntimeError::ContainerExists {
+                    pod: pod_id.clone(),
+                    container: id,
+                });
+            }
+            pod.record
+                .containers
+                .insert(id.clone(), ContainerRecord::new(config));
+            if state == State::Running {
+                let vm = self.running_vm(&pod, "create container")?;
+                let agent = self.agent(&pod, &vm).await?;
+                if let Err(e) = self.create_in_guest(&mut pod, &agent, &id).await {
+                    pod.record.containers.remove(&id);
+                    return Err(e);
+                }
+            }
+            pod.save()?;
+            info!("container created");
+            Ok(pod.container(&id)?.status(pod_id))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Starts a ready container of a running pod.
+    pub async fn start_container(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+    ) -> Result<ContainerStatus, RuntimeError> {
+        let span = info_span!("container", pod_id = %pod_id, container_id = %id);
+        async move {
+            let mut pod = self.lock(pod_id).await?;
+            pod.container(id)?
+                .state
+                .apply("container", Transition::Start)?;
+            let vm = self.running_vm(&pod, "start container")?;
+            let agent = self.agent(&pod, &vm).await?;
+            self.start_in_guest(&mut pod, &agent, id).await?;
+            pod.save()?;
+            Ok(pod.container(id)?.status(pod_id))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Stops a container: SIGTERM to its processes, SIGKILL after `grace`.
+    pub async fn stop_container(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+        grace: Duration,
+    ) -> Result<ContainerStatus, RuntimeError> {
+        let span = info_span!("container", pod_id = %pod_id, container_id = %id);
+        async move {
+            let mut pod = self.refreshed(pod_id, id).await?;
+            let state = pod.container(id)?.state;
+            state.apply("container", Transition::Stop)?;
+            let mut code = None;
+            if state != State::Ready {
+                let vm = self.running_vm(&pod, "stop container")?;
+                let agent = self.agent(&pod, &vm).await?;
+                code = Some(agent.stop_container(id.as_str(), grace).await?);
+            }
+            let c = pod.container_mut(id)?;
+            c.state = State::Stopped;
+            if code.is_some() {
+                c.exit_code = code;
+                c.finished_at = Some(now());
+            }
+            pod.save()?;
+            info!(exit_code = ?code, "container stopped");
+            Ok(pod.container(id)?.status(pod_id))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Deletes a ready or stopped container.
+    pub async fn delete_container(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+    ) -> Result<(), RuntimeError> {
+        let span = info_span!("container", pod_id = %pod_id, container_id = %id);
+        async move {
+            let mut pod = self.refreshed(pod_id, id).await?;
+            pod.container(id)?
+                .state
+                .apply("container", Transition::Delete)?;
+            if let Some(vm) = pod.live_vm() {
+                if pod.effective_state() == State::Running {
+                    let agent = self.agent(&pod, &vm).await?;
+                    match agent.remove_container(id.as_str()).await {
+                        Ok(()) => {}
+                        // Created while the pod was ready: never reached the guest.
+                        Err(crate::agent::AgentClientError::Agent { source, .. })
+                            if source.code == vc_proto::ErrorCode::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            share::unbind_rootfs(&pod.dir.shared_dir(), id)?;
+            pod.record.containers.remove(id);
+            pod.save()?;
+            info!("container deleted");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sends `signal` to the container's main process, or with `all` to every
+    /// process of the container. Signalling a stopped container is not an error.
+    pub async fn kill_container(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+        signal: i32,
+        all: bool,
+    ) -> Result<(), RuntimeError> {
+        let pod = self.refreshed(pod_id, id).await?;
+        let state = pod.container(id)?.state;
+        if state == State::Stopped {
+            return Ok(());
+        }
+        if state == State::Ready {
+            return Err(crate::state::TransitionError {
+                what: "container",
+                transition: Transition::Stop,
+                from: state,
+            }
+            .into());
+        }
+        let vm = self.running_vm(&pod, "kill container")?;
+        let agent = self.agent(&pod, &vm).await?;
+        agent.signal(&main_process(id), signal, all).await?;
+        info!(pod_id = %pod_id, container_id = %id, signal, all, "container signalled");
+        Ok(())
+    }
+
+    /// The detailed status of a container, refreshed from the agent when the
+    /// pod runs (a container whose process exited is reported stopped, with
+    /// its exit code).
+    pub async fn container_status(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+    ) -> Result<ContainerStatus, RuntimeError> {
+        let pod = self.refreshed(pod_id, id).await?;
+        Ok(pod.container(id)?.status(pod_id))
+    }
+
+    /// Waits for a container's main process to exit and returns its exit code.
+    /// Works from any process; when the VM goes away first, the error says so
+    /// (callers that need a number use [`vc_proto::EXIT_CODE_VM_GONE`]).
+    pub async fn wait_container(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+    ) -> Result<i32, RuntimeError> {
+        let agent = {
+            let pod = self.refreshed(pod_id, id).await?;
+            let c = pod.container(id)?;
+            if let (State::Stopped, Some(code)) = (c.state, c.exit_code) {
+                return Ok(code);
+            }
+            let vm = self.running_vm(&pod, "wait container")?;
+            self.agent(&pod, &vm).await?
+        };
+        let code = agent.wait(&main_process(id)).await?;
+        // Record the exit for other processes.
+        let _ = self.refreshed(pod_id, id).await?;
+        Ok(code)
+    }
+
+    /// An agent connection for the container's pod, for process I/O.
+    pub async fn pod_agent(&self, pod_id: &PodId) -> Result<AgentClient, RuntimeError> {
+        let pod = self.lock(pod_id).await?;
+        let vm = self.running_vm(&pod, "attach")?;
+        self.agent(&pod, &vm).await
+    }
+
+    /// Locks the pod and brings the container's record up to date with the
+    /// guest: a running container whose process exited becomes stopped.
+    async fn refreshed(&self, pod_id: &PodId, id: &ContainerId) -> Result<LockedPod, RuntimeError> {
+        let mut pod = self.lock(pod_id).await?;
+        let state = pod.container(id)?.state;
+        if !matches!(state, State::Running | State::Paused) {
+            return Ok(pod);
+        }
+        match pod.live_vm() {
+            Some(vm) if pod.effective_state() == State::Running => {
+                let agent = self.agent(&pod, &vm).await?;
+                let status = agent.container_state(id.as_str()).await?;
+                if status.state == ProcessState::Stopped {
+                    let c = pod.container_mut(id)?;
+                    c.state = State::Stopped;
+                    c.exit_code = status.exit_code;
+                    c.oom_killed = status.oom_killed;
+                    c.finished_at = Some(now());
+                    pod.save()?;
+                }
+            }
+            Some(_) => {}
+            None => {
+                // The VM is gone: so is the container.
+                let c = pod.container_mut(id)?;
+                c.state = State::Stopped;
+                c.exit_code.get_or_insert(vc_proto::EXIT_CODE_VM_GONE);
+                c.finished_at.get_or_insert_with(now);
+                pod.save()?;
+            }
+        }
+        Ok(pod)
+    }
+}

@@ -1,0 +1,55 @@
+//! The pod and container API: the virtcontainers verbs over real VMs.
+//!
+//! [`Runtime`] is the entry point. Every operation that changes a pod takes the
+//! pod's lock in the [store](crate::store) for its whole duration, reads the
+//! pod's record, does its work, and writes the record back, so that operations
+//! from different processes on one pod serialize and any process sees the same
+//! state. Nothing is kept in memory between operations: a pod created by one
+//! process can be started, listed and deleted by others.
+
+mod container;
+mod error;
+mod guest;
+mod pod;
+pub mod record;
+pub mod share;
+
+use std::time::Duration;
+
+use crate::config::RuntimeConfig;
+use crate::store::Store;
+
+pub use error::RuntimeError;
+pub use guest::GuestImage;
+pub use record::{ContainerStatus, PodStatus, ProcessInfo};
+
+/// How long a container's processes get between SIGTERM and SIGKILL by default.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the agent gets to power the VM off before QEMU is told to quit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The library's entry point: pods and containers on this host.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    store: Store,
+    config: RuntimeConfig,
+}
+
+impl Runtime {
+    /// Opens the runtime root (creating it when missing).
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let store = Store::open(&config.root)?;
+        Ok(Self { store, config })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}

@@ -1,0 +1,477 @@
+//! Pod verbs: create, start, stop, delete, run, list, status, pause, resume, enter.
+
+use std::time::Duration;
+
+use tracing::{info, info_span, warn, Instrument};
+use vc_proto::{PodSetup, ProcessRef, ProcessSpec, SharedMount};
+
+use super::record::{now, PodRecord, PodStatus, ProcessInfo};
+use super::share::{self, GUEST_SHARED_DIR};
+use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
+use crate::agent::{collect_output, AgentClient, ConnectOptions, Output};
+use crate::config::PodConfig;
+use crate::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmSettings, VmSpec, SHARED_FS_TAG};
+use crate::id::PodId;
+use crate::state::{State, Transition};
+use crate::store::{PodDir, PodLock};
+
+/// A pod's files, loaded under its lock.
+pub(super) struct LockedPod {
+    pub dir: PodDir,
+    pub lock: PodLock,
+    pub config: PodConfig,
+    pub record: PodRecord,
+}
+
+impl LockedPod {
+    pub fn save(&self) -> Result<(), RuntimeError> {
+        Ok(self.dir.write(&self.dir.state_path(), &self.record)?)
+    }
+
+    /// The running VM, if the record has one and it is still alive.
+    pub fn live_vm(&self) -> Option<Vm> {
+        let vm = Vm::from_record(self.record.vm.clone()?).ok()?;
+        vm.is_running().then_some(vm)
+    }
+
+    /// The state to report: a pod whose VM died is stopped.
+    pub fn effective_state(&self) -> State {
+        effective_state(&self.record)
+    }
+}
+
+fn effective_state(record: &PodRecord) -> State {
+    match (record.state, &record.vm) {
+        (State::Running | State::Paused, Some(vm))
+            if !Vm::from_record(vm.clone()).is_ok_and(|vm| vm.is_running()) =>
+        {
+            State::Stopped
+        }
+        (State::Running | State::Paused, None) => State::Stopped,
+        (state, _) => state,
+    }
+}
+
+impl Runtime {
+    pub(super) async fn lock(&self, id: &PodId) -> Result<LockedPod, RuntimeError> {
+        let (dir, lock) = self.store.lock_pod(id).await?;
+        let config = dir.read(&dir.config_path())?;
+        let record = dir.read(&dir.state_path())?;
+        Ok(LockedPod {
+            dir,
+            lock,
+            config,
+            record,
+        })
+    }
+
+    /// Connects to the agent of a running pod.
+    pub(super) async fn agent(
+        &self,
+        pod: &LockedPod,
+        vm: &Vm,
+    ) -> Result<AgentClient, RuntimeError> {
+        let probe = vm.clone();
+        let opts = ConnectOptions::default()
+            .deadline(Duration::from_secs(10))
+            .vm_alive(move || probe.is_running());
+        let _ = pod;
+        Ok(AgentClient::connect(vm.agent_addr(), &opts).await?)
+    }
+
+    fn guest_image(&self) -> Result<GuestImage, RuntimeError> {
+        GuestImage::load(&self.config.guest_image_dir)
+    }
+
+    /// The pod's VM settings, with the kernel and initrd of the guest image
+    /// unless the configuration names its own.
+    fn vm_settings(&self, config: &PodConfig) -> Result<VmSettings, RuntimeError> {
+        let image = self.guest_image()?;
+        let mut vm = config.vm.clone();
+        vm.kernel.get_or_insert(image.kernel);
+        vm.initrd.get_or_insert(image.initrd);
+        Ok(vm
+            .validate()
+            .map_err(crate::hypervisor::HypervisorError::from)?)
+    }
+
+    /// Prepares a pod without starting its VM. Everything that can be checked
+    /// (ids, configuration, guest image, paths) is checked before anything is
+    /// created; a duplicate id is refused.
+    pub async fn create_pod(&self, config: PodConfig) -> Result<PodStatus, RuntimeError> {
+        let span = info_span!("pod", pod_id = %config.id);
+        async move {
+            config.validate()?;
+            self.vm_settings(&config)?;
+            let (dir, lock) = self.store.create_pod(&config.id).await?;
+            let mut record = PodRecord::new();
+            for c in &config.containers {
+                record
+                    .containers
+                    .insert(c.id.clone(), super::record::ContainerRecord::new(c.clone()));
+            }
+            let pod = LockedPod {
+                dir,
+                lock,
+                config,
+                record,
+            };
+            let written = pod
+                .dir
+                .write(&pod.dir.state_path(), &pod.record)
+                .and_then(|()| pod.dir.write(&pod.dir.config_path(), &pod.config));
+            if let Err(e) = written {
+                let _ = std::fs::remove_dir_all(&pod.dir.path);
+                return Err(e.into());
+            }
+            info!("pod created");
+            Ok(self.status_of(&pod.config, &pod.record))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Creates and starts a pod.
+    pub async fn run_pod(&self, config: PodConfig) -> Result<PodStatus, RuntimeError> {
+        let id = config.id.clone();
+        self.create_pod(config).await?;
+        match self.start_pod(&id).await {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                let _ = self.delete_pod(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Boots the pod's VM, sets the pod up in the guest, and creates and starts
+    /// the containers of its configuration.
+    pub async fn start_pod(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
+        let span = info_span!("pod", pod_id = %id);
+        async move {
+            let mut pod = self.lock(id).await?;
+            pod.record.state.apply("pod", Transition::Start)?;
+            let spec = VmSpec {
+                name: Some(id.to_string()),
+                settings: self.vm_settings(&pod.config)?,
+                run_dir: pod.dir.vm_dir(),
+                shared_dir: Some(pod.dir.shared_dir()),
+                netns: pod.config.netns.clone(),
+                taps: Vec::new(),
+            };
+            let vm = QemuHypervisor::new(self.store.root()).launch(&spec).await?;
+            // Record the VM at once: if anything below fails, stop and delete
+            // still find every process to clean up.
+            pod.record.vm = Some(vm.record().clone());
+            pod.save()?;
+            match self.boot(&mut pod, &vm).await {
+                Ok(()) => {
+                    pod.record.state = State::Running;
+                    pod.record.started_at = Some(now());
+                    pod.save()?;
+                    info!("pod started");
+                    Ok(self.status_of(&pod.config, &pod.record))
+                }
+                Err(e) => {
+                    warn!(error = %e, "pod failed to start; stopping its VM");
+                    let _ = vm.stop(SHUTDOWN_GRACE).await;
+                    unbind_all(&pod);
+                    for c in pod.record.containers.values_mut() {
+                        c.state = State::Ready;
+                        c.pid = None;
+                    }
+                    pod.record.vm = None;
+                    pod.save()?;
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Waits for the agent, sets the pod up, and starts its ready containers.
+    async fn boot(&self, pod: &mut LockedPod, vm: &Vm) -> Result<(), RuntimeError> {
+        let probe = vm.clone();
+        let opts = ConnectOptions::default().vm_alive(move || probe.is_running());
+        let agent = match AgentClient::connect(vm.agent_addr(), &opts).await {
+            Ok(agent) => agent,
+            Err(source) => {
+                return Err(RuntimeError::BootFailed {
+                    pod: pod.config.id.clone(),
+                    console_tail: vm.console_tail(30),
+                    source: Box::new(source),
+                })
+            }
+        };
+        let setup = PodSetup {
+            pod_id: pod.config.id.to_string(),
+            hostname: pod.config.hostname().to_owned(),
+            dns: vc_proto::Dns {
+                servers: pod.config.dns.servers.clone(),
+                search: pod.config.dns.search.clone(),
+                options: pod.config.dns.options.clone(),
+            },
+            hosts: Vec::new(),
+            shared_mounts: vec![SharedMount {
+                fstype: "virtiofs".to_owned(),
+                source: SHARED_FS_TAG.to_owned(),
+                target: GUEST_SHARED_DIR.to_owned(),
+                options: Vec::new(),
+            }],
+            interfaces: Vec::new(),
+            routes: Vec::new(),
+            neighbours: Vec::new(),
+        };
+        agent.setup_pod(setup).await?;
+        let ids: Vec<_> = pod.record.containers.keys().cloned().collect();
+        for cid in ids {
+            self.create_in_guest(pod, &agent, &cid).await?;
+            self.start_in_guest(pod, &agent, &cid).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every container, shuts the VM down and cleans up its processes,
+    /// sockets and mounts. A pod whose VM already died is cleaned up the same way.
+    pub async fn stop_pod(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
+        let span = info_span!("pod", pod_id = %id);
+        async move {
+            let mut pod = self.lock(id).await?;
+            let effective = pod.effective_state();
+            if effective != State::Stopped {
+                effective.apply("pod", Transition::Stop)?;
+            }
+            self.shutdown_vm(&mut pod).await;
+            pod.record.state = State::Stopped;
+            pod.record.stopped_at = Some(now());
+            pod.save()?;
+            info!("pod stopped");
+            Ok(self.status_of(&pod.config, &pod.record))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Best-effort shutdown: agent first, then the hypervisor. Never fails:
+    /// whatever the guest does, every host process and mount is gone afterwards.
+    async fn shutdown_vm(&self, pod: &mut LockedPod) {
+        let Some(record) = pod.record.vm.clone() else {
+            unbind_all(pod);
+            return;
+        };
+        let vm = match Vm::from_record(record) {
+            Ok(vm) => vm,
+            Err(e) => {
+                warn!(error = %e, "unusable VM record; nothing to stop");
+                unbind_all(pod);
+                pod.record.vm = None;
+                return;
+            }
+        };
+        if vm.is_running() {
+            match self.agent(pod, &vm).await {
+                Ok(agent) => {
+                    if matches!(vm.status().await, Ok(crate::hypervisor::VmStatus::Paused)) {
+                        let _ = vm.resume().await;
+                    }
+                    for c in pod.record.containers.values_mut() {
+                        if matches!(c.state, State::Running | State::Paused) {
+                            let grace = DEFAULT_STOP_GRACE.min(SHUTDOWN_GRACE);
+                            let code = agent
+                                .stop_container(c.config.id.as_str(), grace)
+                                .await
+                                .unwrap_or(vc_proto::EXIT_CODE_VM_GONE);
+                            c.exit_code = Some(code);
+                            c.finished_at = Some(now());
+                        }
+                    }
+                    if let Err(e) = agent.shutdown().await {
+                        warn!(error = %e, "agent did not acknowledge shutdown");
+                    }
+                    let _ = vm.wait_exit(SHUTDOWN_GRACE).await;
+                }
+                Err(e) => warn!(error = %e, "agent unreachable; stopping the VM without it"),
+            }
+        }
+        if let Err(e) = vm.stop(SHUTDOWN_GRACE).await {
+            warn!(error = %e, "hypervisor cleanup reported an error");
+        }
+        for c in pod.record.containers.values_mut() {
+            if matches!(c.state, State::Running | State::Paused) {
+                c.state = State::Stopped;
+                c.exit_code.get_or_insert(vc_proto::EXIT_CODE_VM_GONE);
+                c.finished_at.get_or_insert_with(now);
+            }
+        }
+        unbind_all(pod);
+        pod.record.vm = None;
+    }
+
+    /// Deletes a pod that is not running: its directory, share and records.
+    pub async fn delete_pod(&self, id: &PodId) -> Result<(), RuntimeError> {
+        let span = info_span!("pod", pod_id = %id);
+        async move {
+            let mut pod = self.lock(id).await?;
+            pod.effective_state().apply("pod", Transition::Delete)?;
+            // A VM that died on its own still has helpers, sockets and mounts.
+            self.shutdown_vm(&mut pod).await;
+            let LockedPod { dir, lock, .. } = pod;
+            self.store.remove_pod(dir, lock)?;
+            info!("pod deleted");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Every pod on the host, as seen from any process.
+    pub async fn list_pods(&self) -> Result<Vec<PodStatus>, RuntimeError> {
+        let mut out = Vec::new();
+        for id in self.store.list()? {
+            match self.pod_status(&id).await {
+                Ok(status) => out.push(status),
+                // Deleted between the listing and the read.
+                Err(RuntimeError::Store(crate::store::StoreError::PodNotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The detailed status of a pod. Reads without locking: state files are
+    /// replaced atomically.
+    pub async fn pod_status(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
+        let dir = self.store.pod(id)?;
+        let config = dir.read(&dir.config_path())?;
+        let record = dir.read(&dir.state_path())?;
+        Ok(self.status_of(&config, &record))
+    }
+
+    pub(super) fn status_of(&self, config: &PodConfig, record: &PodRecord) -> PodStatus {
+        let state = effective_state(record);
+        let processes = match (&record.vm, state) {
+            (Some(vm), State::Running | State::Paused) => std::iter::once(ProcessInfo {
+                name: "qemu".to_owned(),
+                pid: vm.qemu.pid,
+            })
+            .chain(vm.daemons.iter().map(|d| ProcessInfo {
+                name: d.kind.name().to_owned(),
+                pid: d.process.pid,
+            }))
+            .collect(),
+            _ => Vec::new(),
+        };
+        PodStatus {
+            id: config.id.clone(),
+            state,
+            config: config.clone(),
+            processes,
+            console_log: record.vm.as_ref().map(|vm| vm.console_log.clone()),
+            containers: record
+                .containers
+                .values()
+                .map(|c| c.status(&config.id))
+                .collect(),
+            created_at: record.created_at,
+            started_at: record.started_at,
+            stopped_at: record.stopped_at,
+        }
+    }
+
+    /// Freezes the whole VM.
+    pub async fn pause_pod(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
+        self.pause_or_resume(id, Transition::Pause).await
+    }
+
+    /// Thaws a paused VM.
+    pub async fn resume_pod(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
+        self.pause_or_resume(id, Transition::Resume).await
+    }
+
+    async fn pause_or_resume(&self, id: &PodId, t: Transition) -> Result<PodStatus, RuntimeError> {
+        let span = info_span!("pod", pod_id = %id);
+        async move {
+            let mut pod = self.lock(id).await?;
+            let next = pod.effective_state().apply("pod", t)?;
+            let vm = pod.live_vm().ok_or(RuntimeError::PodNotRunning {
+                pod: id.clone(),
+                state: State::Stopped,
+                operation: "pause/resume",
+            })?;
+            match t {
+                Transition::Pause => vm.pause().await?,
+                _ => vm.resume().await?,
+            }
+            pod.record.state = next;
+            pod.save()?;
+            info!(state = %next, "pod {t}d");
+            Ok(self.status_of(&pod.config, &pod.record))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs a command in the pod's VM, outside any container, and collects its
+    /// output and exit code (for debugging).
+    pub async fn enter_pod(
+        &self,
+        id: &PodId,
+        command: Vec<String>,
+    ) -> Result<Output, RuntimeError> {
+        let pod = self.lock(id).await?;
+        let vm = self.running_vm(&pod, "enter")?;
+        let agent = self.agent(&pod, &vm).await?;
+        drop(pod);
+        let process = ProcessRef {
+            container_id: String::new(),
+            exec_id: Some(unique_exec_id()),
+        };
+        let spec = ProcessSpec {
+            args: command,
+            env: vec![crate::config::DEFAULT_PATH.to_owned()],
+            cwd: "/".to_owned(),
+            ..ProcessSpec::default()
+        };
+        agent.exec(&process, spec).await?;
+        Ok(collect_output(&agent, &process).await?)
+    }
+
+    pub(super) fn running_vm(
+        &self,
+        pod: &LockedPod,
+        operation: &'static str,
+    ) -> Result<Vm, RuntimeError> {
+        let state = pod.effective_state();
+        match (state, pod.live_vm()) {
+            (State::Running, Some(vm)) => Ok(vm),
+            (state, _) => Err(RuntimeError::PodNotRunning {
+                pod: pod.config.id.clone(),
+                state,
+                operation,
+            }),
+        }
+    }
+}
+
+/// Removes every container rootfs bind mount of the pod's share.
+pub(super) fn unbind_all(pod: &LockedPod) {
+    let shared = pod.dir.shared_dir();
+    for id in pod.record.containers.keys() {
+        if let Err(e) = share::unbind_rootfs(&shared, id) {
+            warn!(container_id = %id, error = %e, "cannot remove rootfs bind mount");
+        }
+    }
+}
+
+/// An exec id unique enough for one pod: time and a process-local counter.
+pub(super) fn unique_exec_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "exec-{}-{}-{}",
+        std::process::id(),
+        now(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,170 @@
+//! What the store keeps about a pod and its containers between operations, and
+//! the status views returned to callers.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ContainerConfig, PodConfig};
+use crate::hypervisor::VmRecord;
+use crate::id::{ContainerId, PodId};
+use crate::state::State;
+
+/// Milliseconds since the Unix epoch.
+pub type Timestamp = u64;
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The mutable part of a pod, in `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodRecord {
+    /// Lifecycle state as last recorded.
+    pub state: State,
+    /// When the pod was created.
+    pub created_at: Timestamp,
+    /// When the VM last started.
+    pub started_at: Option<Timestamp>,
+    /// When the VM last stopped.
+    pub stopped_at: Option<Timestamp>,
+    /// The running VM, while there is one.
+    pub vm: Option<VmRecord>,
+    /// The pod's containers, by id.
+    pub containers: BTreeMap<ContainerId, ContainerRecord>,
+}
+
+impl PodRecord {
+    /// A new, ready pod.
+    pub fn new() -> Self {
+        Self {
+            state: State::Ready,
+            created_at: now(),
+            started_at: None,
+            stopped_at: None,
+            vm: None,
+            containers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for PodRecord {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the store keeps about one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Its configuration.
+    pub config: ContainerConfig,
+    /// Lifecycle state as last recorded.
+    pub state: State,
+    /// Pid of the main process in the guest, once started.
+    pub pid: Option<u32>,
+    /// Exit code once stopped (128 + signal when signalled, 255 when the VM went away).
+    pub exit_code: Option<i32>,
+    /// Whether the kernel OOM-killed a process of the container.
+    pub oom_killed: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its main process started.
+    pub started_at: Option<Timestamp>,
+    /// When its main process exited.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl ContainerRecord {
+    /// A new, ready container.
+    pub fn new(config: ContainerConfig) -> Self {
+        Self {
+            config,
+            state: State::Ready,
+            pid: None,
+            exit_code: None,
+            oom_killed: false,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    /// The status view of this record.
+    pub fn status(&self, pod_id: &PodId) -> ContainerStatus {
+        ContainerStatus {
+            pod_id: pod_id.clone(),
+            id: self.config.id.clone(),
+            state: self.state,
+            pid: self.pid,
+            exit_code: self.exit_code,
+            oom_killed: self.oom_killed,
+            config: self.config.clone(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+/// A helper process of a running pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// What it is: `qemu`, `vhost-device-vsock`, `virtiofsd`.
+    pub name: String,
+    /// Its pid on the host.
+    pub pid: i32,
+}
+
+/// The detailed status of a pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodStatus {
+    /// Its id.
+    pub id: PodId,
+    /// Its state; a pod whose VM died is reported `stopped`.
+    pub state: State,
+    /// Its configuration.
+    pub config: PodConfig,
+    /// The hypervisor and helper processes while the VM runs.
+    pub processes: Vec<ProcessInfo>,
+    /// Where the guest console is logged.
+    pub console_log: Option<std::path::PathBuf>,
+    /// Its containers.
+    pub containers: Vec<ContainerStatus>,
+    /// When the pod was created.
+    pub created_at: Timestamp,
+    /// When the VM last started.
+    pub started_at: Option<Timestamp>,
+    /// When the VM last stopped.
+    pub stopped_at: Option<Timestamp>,
+}
+
+/// The detailed status of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    /// Its pod.
+    pub pod_id: PodId,
+    /// Its id.
+    pub id: ContainerId,
+    /// Its state.
+    pub state: State,
+    /// Pid of the main process in the guest.
+    pub pid: Option<u32>,
+    /// Exit code once stopped.
+    pub exit_code: Option<i32>,
+    /// Whether the kernel OOM-killed a process of the container.
+    pub oom_killed: bool,
+    /// Its configuration.
+    pub config: ContainerConfig,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its main process started.
+    pub started_at: Option<Timestamp>,
+    /// When its main process exited.
+    pub finished_at: Option<Timestamp>,
+}
