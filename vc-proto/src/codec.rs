@@ -62,16 +62,20 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Decodes a whole payload as one value; trailing bytes are an error.
 ///
 /// Allocates at most [`DECODE_LIMIT`] bytes for the value (plus an error
-/// message when it fails), whatever `bytes` holds.
+/// message when it fails), whatever `bytes` holds. The bound covers values whose
+/// heap is made of strings, byte buffers, sequences and maps, which is every
+/// vc-proto message; a `Box` or `Rc` inside `T` would not be charged.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let budget = budget::Budget::new(DECODE_LIMIT);
-    let (value, used) =
-        budget::decode_from_slice(bytes, config(), &budget).map_err(|e| match e {
-            _ if budget.exhausted() => CodecError::TooLarge {
+    let (value, used) = budget::decode_from_slice(bytes, config(), &budget).map_err(|e| {
+        if budget.exhausted() {
+            CodecError::TooLarge {
                 limit: DECODE_LIMIT,
-            },
-            other => CodecError::Decode(other.to_string()),
-        })?;
+            }
+        } else {
+            CodecError::Decode(e.to_string())
+        }
+    })?;
     if used != bytes.len() {
         return Err(CodecError::Trailing(bytes.len() - used));
     }
