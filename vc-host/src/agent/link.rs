@@ -217,6 +217,15 @@ pub(crate) async fn read_loop<R>(mut reader: FrameReader<R>, shared: Arc<Shared>
 where
     R: AsyncRead + Unpin,
 {
+    // A guest may send any number of stray frames; log the first few and then
+    // a sample, so it cannot flood the host's log.
+    let mut dropped = 0u64;
+    let mut drop_frame = |kind: FrameKind, id: u64, why: &str| {
+        dropped += 1;
+        if dropped <= 16 || dropped % 1024 == 0 {
+            warn!(?kind, id, dropped, "{why}, dropped");
+        }
+    };
     loop {
         let frame = match reader.read_frame().await {
             Ok(frame) => frame,
@@ -227,7 +236,7 @@ where
         };
         let id = frame.header.id;
         if frame.header.kind != FrameKind::Response {
-            warn!(kind = ?frame.header.kind, id, "unexpected frame from the agent, dropped");
+            drop_frame(frame.header.kind, id, "unexpected frame from the agent");
             continue;
         }
         let routed = shared.complete(id, |request| {
@@ -236,7 +245,11 @@ where
                 .map_err(|source| AgentClientError::BadResponse { request, source })
         });
         if !routed {
-            warn!(id, "response for an unknown request id, dropped");
+            drop_frame(
+                FrameKind::Response,
+                id,
+                "response for an unknown request id",
+            );
         }
     }
 }
