@@ -1,0 +1,40 @@
+//! vc-agent: the agent inside a vc pod VM.
+//!
+//! As PID 1 of the guest (the `vc-agent` binary is `/init` in the initrd) it mounts
+//! the pseudo filesystems, loads the image's kernel modules, and serves
+//! [`vc_proto`] on vsock. The same server runs as a normal process for tests:
+//! [`serve_connection`] takes any `AsyncRead + AsyncWrite` stream, so a test can
+//! drive an [`Agent`] over `tokio::io::duplex`.
+//!
+//! What lives where:
+//! - [`boot`]: PID 1 early setup (mount table, modules), before the async runtime;
+//! - [`config`]: `vc.*` settings from the kernel command line;
+//! - [`power`]: the fatal path (sync, power off) and the panic hook;
+//! - [`server`]: connections, framing, request dispatch and process streams;
+//! - [`agent`]: the [`Agent`] state and one handler per request;
+//! - [`process`]: spawning processes (fork/clone + exec), stdio, the reaper;
+//! - [`network`]: interfaces, addresses, routes and neighbours over rtnetlink;
+//! - [`events`]: the queue behind `NextEvent`.
+
+pub mod agent;
+pub mod boot;
+pub mod config;
+#[path = "container_seam_stub.rs"]
+pub mod container;
+pub mod events;
+pub mod logging;
+pub mod network;
+pub mod power;
+pub mod process;
+pub mod server;
+
+pub use agent::{Agent, AgentOptions};
+pub use server::{serve_connection, serve_unix, serve_vsock, ServeError};
+
+/// The agent's version, as reported in `GuestDetails` and the handshake.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The software string the agent announces in the handshake.
+pub fn software() -> String {
+    format!("vc-agent {VERSION}")
+}
