@@ -1,0 +1,648 @@
+//! The QEMU command line as data: typed options ([`QemuOpt`]) built from the
+//! settings and the launch spec, rendered to argv at the last moment.
+//!
+//! Option values that QEMU parses as `key=value,...` lists (paths, names)
+//! have their commas doubled, QEMU's escape, so a path with a comma cannot
+//! inject options.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use super::config::{Accel, Machine, VmSettings, VsockKind};
+use super::spec::{MacAddr, RunLayout, VmSpec, SHARED_FS_TAG};
+
+/// Id of the shared memory backend (vhost-user daemons map guest memory).
+const MEM_ID: &str = "mem";
+const CONSOLE_ID: &str = "console";
+const QMP_ID: &str = "qmp";
+const VSOCK_ID: &str = "vsock";
+const FS_ID: &str = "fs";
+
+/// How devices attach: virtio-mmio on microvm, PCI on q35.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `virtio-*-device` on the microvm's virtio-mmio slots.
+    Mmio,
+    /// `virtio-*-pci`.
+    Pci,
+}
+
+impl Transport {
+    /// The transport of a machine type.
+    pub fn of(machine: Machine) -> Self {
+        match machine {
+            Machine::Microvm => Transport::Mmio,
+            Machine::Q35 => Transport::Pci,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Transport::Mmio => "device",
+            Transport::Pci => "pci",
+        }
+    }
+}
+
+/// A character device backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chardev {
+    /// Output appended to a file.
+    File {
+        /// Chardev id.
+        id: &'static str,
+        /// File path.
+        path: PathBuf,
+    },
+    /// A Unix socket; QEMU listens when `server`, else connects.
+    Socket {
+        /// Chardev id.
+        id: &'static str,
+        /// Socket path.
+        path: PathBuf,
+        /// Listen (and do not wait for a client) instead of connecting.
+        server: bool,
+    },
+}
+
+/// A device on the guest's bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// vsock through a vhost-user daemon.
+    VhostUserVsock {
+        /// Bus.
+        transport: Transport,
+        /// Chardev connected to the daemon.
+        chardev: &'static str,
+    },
+    /// vsock through the host kernel's vhost-vsock.
+    VhostVsock {
+        /// Bus.
+        transport: Transport,
+        /// Guest context id.
+        cid: u32,
+    },
+    /// virtio-fs through a vhost-user daemon (virtiofsd).
+    VhostUserFs {
+        /// Bus.
+        transport: Transport,
+        /// Chardev connected to the daemon.
+        chardev: &'static str,
+        /// Mount tag seen by the guest.
+        tag: &'static str,
+    },
+    /// virtio-net on a netdev.
+    VirtioNet {
+        /// Bus.
+        transport: Transport,
+        /// Netdev id.
+        netdev: String,
+        /// Guest MAC address.
+        mac: MacAddr,
+    },
+}
+
+/// One QEMU option with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QemuOpt {
+    /// `-name`.
+    Name(String),
+    /// `-machine`.
+    Machine {
+        /// Machine type.
+        machine: Machine,
+        /// microvm only: `pit=on,pic=on` (needed under TCG, which has no
+        /// kvmclock); `None` leaves QEMU's default.
+        legacy_timers: Option<bool>,
+        /// Memory backend id.
+        memory_backend: &'static str,
+    },
+    /// `-accel`.
+    Accel(Accel),
+    /// `-cpu`.
+    Cpu(&'static str),
+    /// `-smp`.
+    Smp(u32),
+    /// `-m` in MiB.
+    Memory(u32),
+    /// `-object memory-backend-memfd,...,share=on`.
+    MemfdBackend {
+        /// Object id.
+        id: &'static str,
+        /// Size in MiB.
+        size_mib: u32,
+    },
+    /// `-kernel`.
+    Kernel(PathBuf),
+    /// `-initrd`.
+    Initrd(PathBuf),
+    /// `-append`.
+    Append(String),
+    /// `-chardev`.
+    Chardev(Chardev),
+    /// `-serial chardev:<id>`.
+    Serial(&'static str),
+    /// `-mon chardev=<id>,mode=control` (QMP).
+    QmpMonitor(&'static str),
+    /// `-netdev tap,id=..,ifname=..,script=no,downscript=no`.
+    TapNetdev {
+        /// Netdev id.
+        id: String,
+        /// Tap interface name.
+        ifname: String,
+    },
+    /// `-device`.
+    Device(Device),
+    /// An option without argument such as `-no-reboot`.
+    Flag(&'static str),
+    /// `-display none`.
+    DisplayNone,
+}
+
+/// A complete QEMU invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuCommand {
+    /// The program.
+    pub program: PathBuf,
+    /// Its options, in order.
+    pub opts: Vec<QemuOpt>,
+}
+
+/// The guest kernel command line: `console=ttyS0 panic=-1`, the agent's
+/// `vc.*` keys, then the caller's extra arguments. (microvm appends its
+/// `virtio_mmio.device=` entries itself: `auto-kernel-cmdline` stays on.)
+pub fn kernel_cmdline(settings: &VmSettings) -> String {
+    let mut args = vec![
+        "console=ttyS0".to_owned(),
+        "panic=-1".to_owned(),
+        format!("vc.log={}", settings.agent_log),
+        format!("vc.port={}", settings.agent_port),
+    ];
+    if !settings.agent_debug.is_empty() {
+        args.push(format!("vc.debug={}", settings.agent_debug.join(",")));
+    }
+    args.extend(settings.kernel_args.iter().cloned());
+    args.join(" ")
+}
+
+impl QemuCommand {
+    /// The command for `spec`, with files placed per `layout`; `cid` is the
+    /// guest CID for kernel vsock (ignored for hybrid).
+    pub fn build(spec: &VmSpec, layout: &RunLayout, cid: Option<u32>) -> Self {
+        let s = &spec.settings;
+        let transport = Transport::of(s.machine);
+        let mut opts = Vec::new();
+        if let Some(name) = &spec.name {
+            opts.push(QemuOpt::Name(name.clone()));
+        }
+        opts.push(QemuOpt::Machine {
+            machine: s.machine,
+            legacy_timers: match (s.machine, s.accel) {
+                (Machine::Microvm, Accel::Tcg) => Some(true),
+                _ => None,
+            },
+            memory_backend: MEM_ID,
+        });
+        opts.push(QemuOpt::Accel(s.accel));
+        opts.push(QemuOpt::Cpu(match s.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        }));
+        opts.push(QemuOpt::Smp(s.vcpus));
+        opts.push(QemuOpt::Memory(s.memory_mib));
+        opts.push(QemuOpt::MemfdBackend {
+            id: MEM_ID,
+            size_mib: s.memory_mib,
+        });
+        opts.push(QemuOpt::Kernel(s.kernel.clone()));
+        if let Some(initrd) = &s.initrd {
+            opts.push(QemuOpt::Initrd(initrd.clone()));
+        }
+        opts.push(QemuOpt::Append(kernel_cmdline(s)));
+        opts.push(QemuOpt::Chardev(Chardev::File {
+            id: CONSOLE_ID,
+            path: layout.console_log.clone(),
+        }));
+        opts.push(QemuOpt::Serial(CONSOLE_ID));
+        opts.push(QemuOpt::Chardev(Chardev::Socket {
+            id: QMP_ID,
+            path: layout.qmp_socket.clone(),
+            server: true,
+        }));
+        opts.push(QemuOpt::QmpMonitor(QMP_ID));
+        match (s.vsock, cid) {
+            (VsockKind::Kernel, Some(cid)) => {
+                opts.push(QemuOpt::Device(Device::VhostVsock { transport, cid }));
+            }
+            _ => {
+                opts.push(QemuOpt::Chardev(Chardev::Socket {
+                    id: VSOCK_ID,
+                    path: layout.vsock_vhost_socket.clone(),
+                    server: false,
+                }));
+                opts.push(QemuOpt::Device(Device::VhostUserVsock {
+                    transport,
+                    chardev: VSOCK_ID,
+                }));
+            }
+        }
+        if spec.shared_dir.is_some() {
+            opts.push(QemuOpt::Chardev(Chardev::Socket {
+                id: FS_ID,
+                path: layout.fs_socket.clone(),
+                server: false,
+            }));
+            opts.push(QemuOpt::Device(Device::VhostUserFs {
+                transport,
+                chardev: FS_ID,
+                tag: SHARED_FS_TAG,
+            }));
+        }
+        for (i, tap) in spec.taps.iter().enumerate() {
+            let id = format!("net{i}");
+            opts.push(QemuOpt::TapNetdev {
+                id: id.clone(),
+                ifname: tap.ifname.clone(),
+            });
+            opts.push(QemuOpt::Device(Device::VirtioNet {
+                transport,
+                netdev: id,
+                mac: tap.mac,
+            }));
+        }
+        for flag in ["-no-reboot", "-nodefaults", "-no-user-config", "-nographic"] {
+            opts.push(QemuOpt::Flag(flag));
+        }
+        opts.push(QemuOpt::DisplayNone);
+        QemuCommand {
+            program: s.qemu.clone(),
+            opts,
+        }
+    }
+
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut out = Vec::new();
+        for opt in &self.opts {
+            opt.render(&mut out);
+        }
+        out
+    }
+}
+
+/// Appends `value` to `out` with commas doubled.
+fn push_escaped(out: &mut OsString, value: &OsStr) {
+    let bytes = value.as_bytes();
+    let mut escaped = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        escaped.push(b);
+        if b == b',' {
+            escaped.push(b',');
+        }
+    }
+    out.push(OsStr::from_bytes(&escaped));
+}
+
+/// `prefix` then `value` escaped.
+fn kv(prefix: &str, value: &OsStr) -> OsString {
+    let mut s = OsString::from(prefix);
+    push_escaped(&mut s, value);
+    s
+}
+
+impl QemuOpt {
+    fn render(&self, out: &mut Vec<OsString>) {
+        let mut pair = |flag: &str, value: OsString| {
+            out.push(flag.into());
+            out.push(value);
+        };
+        match self {
+            QemuOpt::Name(name) => pair("-name", kv("", OsStr::new(name))),
+            QemuOpt::Machine {
+                machine,
+                legacy_timers,
+                memory_backend,
+            } => {
+                let mut m = machine.qemu_name().to_owned();
+                if *machine == Machine::Microvm {
+                    if let Some(on) = legacy_timers {
+                        let v = if *on { "on" } else { "off" };
+                        m.push_str(&format!(",pit={v},pic={v}"));
+                    }
+                    m.push_str(",auto-kernel-cmdline=on");
+                }
+                m.push_str(&format!(",memory-backend={memory_backend}"));
+                pair("-machine", m.into());
+            }
+            QemuOpt::Accel(a) => pair("-accel", a.qemu_name().into()),
+            QemuOpt::Cpu(c) => pair("-cpu", (*c).into()),
+            QemuOpt::Smp(n) => pair("-smp", n.to_string().into()),
+            QemuOpt::Memory(mib) => pair("-m", format!("{mib}M").into()),
+            QemuOpt::MemfdBackend { id, size_mib } => pair(
+                "-object",
+                format!("memory-backend-memfd,id={id},size={size_mib}M,share=on").into(),
+            ),
+            QemuOpt::Kernel(p) => pair("-kernel", p.clone().into()),
+            QemuOpt::Initrd(p) => pair("-initrd", p.clone().into()),
+            QemuOpt::Append(s) => pair("-append", s.into()),
+            QemuOpt::Chardev(Chardev::File { id, path }) => {
+                pair(
+                    "-chardev",
+                    kv(&format!("file,id={id},path="), path.as_os_str()),
+                );
+            }
+            QemuOpt::Chardev(Chardev::Socket { id, path, server }) => {
+                let mut v = kv(&format!("socket,id={id},path="), path.as_os_str());
+                if *server {
+                    v.push(",server=on,wait=off");
+                }
+                pair("-chardev", v);
+            }
+            QemuOpt::Serial(id) => pair("-serial", format!("chardev:{id}").into()),
+            QemuOpt::QmpMonitor(id) => pair("-mon", format!("chardev={id},mode=control").into()),
+            QemuOpt::TapNetdev { id, ifname } => {
+                let mut v = kv("tap,id=", OsStr::new(id));
+                v.push(kv(",ifname=", OsStr::new(ifname)));
+                v.push(",script=no,downscript=no");
+                pair("-netdev", v);
+            }
+            QemuOpt::Device(d) => pair("-device", d.render()),
+            QemuOpt::Flag(f) => out.push((*f).into()),
+            QemuOpt::DisplayNone => pair("-display", "none".into()),
+        }
+    }
+}
+
+impl Device {
+    fn render(&self) -> OsString {
+        match self {
+            Device::VhostUserVsock { transport, chardev } => {
+                format!("vhost-user-vsock-{},chardev={chardev}", transport.suffix()).into()
+            }
+            Device::VhostVsock { transport, cid } => {
+                format!("vhost-vsock-{},guest-cid={cid}", transport.suffix()).into()
+            }
+            Device::VhostUserFs {
+                transport,
+                chardev,
+                tag,
+            } => format!(
+                "vhost-user-fs-{},chardev={chardev},tag={tag}",
+                transport.suffix()
+            )
+            .into(),
+            Device::VirtioNet {
+                transport,
+                netdev,
+                mac,
+            } => {
+                let mut v = OsString::from(format!("virtio-net-{},netdev=", transport.suffix()));
+                push_escaped(&mut v, OsStr::new(netdev));
+                v.push(format!(",mac={mac}"));
+                v
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::config::VirtiofsCache;
+    use crate::hypervisor::spec::TapSpec;
+    use std::path::Path;
+
+    fn settings(machine: Machine, accel: Accel, vsock: VsockKind) -> VmSettings {
+        VmSettings {
+            vcpus: 2,
+            memory_mib: 256,
+            machine,
+            accel,
+            vsock,
+            kernel: "/img/vmlinuz".into(),
+            initrd: Some("/img/initrd.img".into()),
+            kernel_args: vec!["quiet".to_owned()],
+            agent_port: 1024,
+            agent_log: "debug".to_owned(),
+            agent_debug: Vec::new(),
+            virtiofs_cache: VirtiofsCache::Auto,
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            vhost_device_vsock: Some("/tools/vhost-device-vsock".into()),
+            virtiofsd: Some("/tools/virtiofsd".into()),
+        }
+    }
+
+    fn spec(machine: Machine, accel: Accel, vsock: VsockKind) -> VmSpec {
+        VmSpec {
+            name: Some("pod1".to_owned()),
+            shared_dir: Some("/run/vc/pods/pod1/shared".into()),
+            taps: vec![TapSpec {
+                ifname: "tap0".to_owned(),
+                mac: "02:00:c0:00:02:0a".parse().expect("mac"),
+            }],
+            ..VmSpec::new(settings(machine, accel, vsock), "/r")
+        }
+    }
+
+    fn argv(machine: Machine, accel: Accel, vsock: VsockKind) -> Vec<String> {
+        let spec = spec(machine, accel, vsock);
+        let layout = RunLayout::new(Path::new("/r"));
+        let cmd = QemuCommand::build(&spec, &layout, Some(7));
+        assert_eq!(cmd.program, Path::new("/usr/bin/qemu-system-x86_64"));
+        cmd.args()
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect()
+    }
+
+    const CMDLINE: &str = "console=ttyS0 panic=-1 vc.log=debug vc.port=1024 quiet";
+
+    fn expected(machine: &str, accel: &str, cpu: &str, vsock: &[&str], bus: &str) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-name",
+            "pod1",
+            "-machine",
+            machine,
+            "-accel",
+            accel,
+            "-cpu",
+            cpu,
+            "-smp",
+            "2",
+            "-m",
+            "256M",
+            "-object",
+            "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-kernel",
+            "/img/vmlinuz",
+            "-initrd",
+            "/img/initrd.img",
+            "-append",
+            CMDLINE,
+            "-chardev",
+            "file,id=console,path=/r/console.log",
+            "-serial",
+            "chardev:console",
+            "-chardev",
+            "socket,id=qmp,path=/r/qmp.sock,server=on,wait=off",
+            "-mon",
+            "chardev=qmp,mode=control",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(vsock.iter().map(|s| s.to_string()));
+        v.extend([
+            "-chardev".to_owned(),
+            "socket,id=fs,path=/r/fs.sock".to_owned(),
+            "-device".to_owned(),
+            format!("vhost-user-fs-{bus},chardev=fs,tag=vcfs"),
+            "-netdev".to_owned(),
+            "tap,id=net0,ifname=tap0,script=no,downscript=no".to_owned(),
+            "-device".to_owned(),
+            format!("virtio-net-{bus},netdev=net0,mac=02:00:c0:00:02:0a"),
+        ]);
+        v.extend(
+            [
+                "-no-reboot",
+                "-nodefaults",
+                "-no-user-config",
+                "-nographic",
+                "-display",
+                "none",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v
+    }
+
+    const MICROVM_TCG: &str = "microvm,pit=on,pic=on,auto-kernel-cmdline=on,memory-backend=mem";
+    const MICROVM_KVM: &str = "microvm,auto-kernel-cmdline=on,memory-backend=mem";
+    const Q35: &str = "q35,memory-backend=mem";
+    const HYBRID_MMIO: &[&str] = &[
+        "-chardev",
+        "socket,id=vsock,path=/r/vhost-vsock.sock",
+        "-device",
+        "vhost-user-vsock-device,chardev=vsock",
+    ];
+    const HYBRID_PCI: &[&str] = &[
+        "-chardev",
+        "socket,id=vsock,path=/r/vhost-vsock.sock",
+        "-device",
+        "vhost-user-vsock-pci,chardev=vsock",
+    ];
+    const KERNEL_MMIO: &[&str] = &["-device", "vhost-vsock-device,guest-cid=7"];
+    const KERNEL_PCI: &[&str] = &["-device", "vhost-vsock-pci,guest-cid=7"];
+
+    #[test]
+    fn microvm_tcg_hybrid() {
+        assert_eq!(
+            argv(Machine::Microvm, Accel::Tcg, VsockKind::Hybrid),
+            expected(MICROVM_TCG, "tcg", "max", HYBRID_MMIO, "device")
+        );
+    }
+
+    #[test]
+    fn microvm_tcg_kernel() {
+        assert_eq!(
+            argv(Machine::Microvm, Accel::Tcg, VsockKind::Kernel),
+            expected(MICROVM_TCG, "tcg", "max", KERNEL_MMIO, "device")
+        );
+    }
+
+    #[test]
+    fn microvm_kvm_hybrid() {
+        assert_eq!(
+            argv(Machine::Microvm, Accel::Kvm, VsockKind::Hybrid),
+            expected(MICROVM_KVM, "kvm", "host", HYBRID_MMIO, "device")
+        );
+    }
+
+    #[test]
+    fn microvm_kvm_kernel() {
+        assert_eq!(
+            argv(Machine::Microvm, Accel::Kvm, VsockKind::Kernel),
+            expected(MICROVM_KVM, "kvm", "host", KERNEL_MMIO, "device")
+        );
+    }
+
+    #[test]
+    fn q35_tcg_hybrid() {
+        assert_eq!(
+            argv(Machine::Q35, Accel::Tcg, VsockKind::Hybrid),
+            expected(Q35, "tcg", "max", HYBRID_PCI, "pci")
+        );
+    }
+
+    #[test]
+    fn q35_tcg_kernel() {
+        assert_eq!(
+            argv(Machine::Q35, Accel::Tcg, VsockKind::Kernel),
+            expected(Q35, "tcg", "max", KERNEL_PCI, "pci")
+        );
+    }
+
+    #[test]
+    fn q35_kvm_hybrid() {
+        assert_eq!(
+            argv(Machine::Q35, Accel::Kvm, VsockKind::Hybrid),
+            expected(Q35, "kvm", "host", HYBRID_PCI, "pci")
+        );
+    }
+
+    #[test]
+    fn q35_kvm_kernel() {
+        assert_eq!(
+            argv(Machine::Q35, Accel::Kvm, VsockKind::Kernel),
+            expected(Q35, "kvm", "host", KERNEL_PCI, "pci")
+        );
+    }
+
+    #[test]
+    fn minimal_spec_has_no_share_no_net_no_name() {
+        let spec = VmSpec::new(
+            VmSettings {
+                initrd: None,
+                kernel_args: Vec::new(),
+                agent_log: "info".to_owned(),
+                agent_debug: vec!["a".to_owned(), "b".to_owned()],
+                ..settings(Machine::Microvm, Accel::Tcg, VsockKind::Hybrid)
+            },
+            "/r",
+        );
+        let args: Vec<String> = QemuCommand::build(&spec, &RunLayout::new(Path::new("/r")), None)
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect();
+        assert!(!args
+            .iter()
+            .any(|a| a == "-name" || a == "-initrd" || a == "-netdev"));
+        assert!(!args.iter().any(|a| a.contains("vhost-user-fs")));
+        let append = args
+            .iter()
+            .position(|a| a == "-append")
+            .map(|i| args[i + 1].clone());
+        assert_eq!(
+            append.as_deref(),
+            Some("console=ttyS0 panic=-1 vc.log=info vc.port=1024 vc.debug=a,b")
+        );
+    }
+
+    #[test]
+    fn commas_in_values_are_doubled() {
+        let mut spec = spec(Machine::Microvm, Accel::Tcg, VsockKind::Hybrid);
+        spec.name = Some("a,b".to_owned());
+        let cmd = QemuCommand::build(&spec, &RunLayout::new(Path::new("/r,x")), None);
+        let args: Vec<String> = cmd
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect();
+        assert!(args.contains(&"a,,b".to_owned()));
+        assert!(args.contains(&"file,id=console,path=/r,,x/console.log".to_owned()));
+        assert!(args.contains(&"socket,id=qmp,path=/r,,x/qmp.sock,server=on,wait=off".to_owned()));
+    }
+}

@@ -1,0 +1,617 @@
+//! What a VM is made of, as data: [`VmConfig`] (what a caller writes, with
+//! working defaults) and [`VmSettings`] (the same, validated and resolved
+//! against the host: accelerator, vsock form and binary paths decided).
+//!
+//! Validation happens before anything is spawned and fails with a typed
+//! [`ConfigError`] naming what is wrong and how to fix it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::host::{choose_accel, choose_vsock, HostFacts};
+use super::tools::{ToolSearch, QEMU, VHOST_DEVICE_VSOCK, VIRTIOFSD};
+
+/// Smallest guest memory accepted: the Debian cloud kernel with the vc initrd
+/// needs about 100 MiB to reach init; below this the guest dies in ways that
+/// are hard to read from a console log.
+pub const MIN_MEMORY_MIB: u32 = 128;
+
+/// Largest vCPU count accepted (the x86 xAPIC limit without interrupt
+/// remapping).
+pub const MAX_VCPUS: u32 = 255;
+
+/// QEMU machine type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Machine {
+    /// `microvm`: virtio-mmio devices, no PCI, no hotplug; fastest boot.
+    #[default]
+    Microvm,
+    /// `q35`: PCI(e) devices; slower boot, room for hotplug.
+    Q35,
+}
+
+impl Machine {
+    /// QEMU's name for the machine type.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Machine::Microvm => "microvm",
+            Machine::Q35 => "q35",
+        }
+    }
+}
+
+/// Which accelerator the caller asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccelChoice {
+    /// KVM where `/dev/kvm` opens read-write and the CPU shows vmx or svm,
+    /// TCG otherwise.
+    #[default]
+    Auto,
+    /// KVM, an error where `/dev/kvm` cannot be opened.
+    Kvm,
+    /// TCG (software emulation), always available.
+    Tcg,
+}
+
+/// The accelerator a VM runs with, once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    /// Hardware virtualization through `/dev/kvm`.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's name for the accelerator.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Which vsock form the caller asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VsockChoice {
+    /// Kernel vhost-vsock where `/dev/vhost-vsock` exists, hybrid otherwise.
+    #[default]
+    Auto,
+    /// Kernel vhost-vsock with a guest CID, an error without `/dev/vhost-vsock`.
+    Kernel,
+    /// Hybrid vsock through the `vhost-device-vsock` daemon.
+    Hybrid,
+}
+
+/// The vsock form a VM runs with, once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VsockKind {
+    /// `vhost-vsock` in the host kernel, reached with `AF_VSOCK`.
+    Kernel,
+    /// `vhost-device-vsock`, reached through a Unix socket.
+    Hybrid,
+}
+
+/// virtiofsd's `--cache` policy for the pod's shared directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtiofsCache {
+    /// Short (1 s) metadata timeouts, page cache kept while a file is
+    /// unchanged: a bind mount made on the host after boot is seen by the
+    /// guest at its next lookup.
+    #[default]
+    Auto,
+    /// Cache everything for long: only for shares nobody else changes.
+    Always,
+    /// No caching: every access goes to the host.
+    Never,
+    /// Cache metadata, not data.
+    Metadata,
+}
+
+impl VirtiofsCache {
+    /// virtiofsd's name for the policy.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            VirtiofsCache::Auto => "auto",
+            VirtiofsCache::Always => "always",
+            VirtiofsCache::Never => "never",
+            VirtiofsCache::Metadata => "metadata",
+        }
+    }
+}
+
+/// Paths of the programs a VM needs; `None` means: search `PATH`, then the
+/// project's tools cache (`<cache>/tools/bin`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Binaries {
+    /// `qemu-system-x86_64`.
+    pub qemu: Option<PathBuf>,
+    /// `vhost-device-vsock` (hybrid vsock only).
+    pub vhost_device_vsock: Option<PathBuf>,
+    /// `virtiofsd` (only when the VM has a shared directory).
+    pub virtiofsd: Option<PathBuf>,
+}
+
+/// A VM as a caller describes it. Every field has a default that boots, except
+/// the kernel and initrd, which the caller fills from the guest image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmConfig {
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Machine type.
+    pub machine: Machine,
+    /// Accelerator.
+    pub accel: AccelChoice,
+    /// vsock form.
+    pub vsock: VsockChoice,
+    /// Guest kernel (`vmlinuz` of the guest image).
+    pub kernel: Option<PathBuf>,
+    /// Guest initrd (`initrd.img` of the guest image).
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel arguments, appended after the ones vc sets. One argument
+    /// per entry, without whitespace.
+    pub kernel_args: Vec<String>,
+    /// vsock port the agent listens on (`vc.port`).
+    pub agent_port: u32,
+    /// Agent log level (`vc.log`).
+    pub agent_log: String,
+    /// Agent debug flags (`vc.debug`, comma-separated in the kernel
+    /// command line); empty for none.
+    pub agent_debug: Vec<String>,
+    /// virtiofsd cache policy.
+    pub virtiofs_cache: VirtiofsCache,
+    /// Program paths.
+    pub binaries: Binaries,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            vcpus: 1,
+            memory_mib: 256,
+            machine: Machine::default(),
+            accel: AccelChoice::default(),
+            vsock: VsockChoice::default(),
+            kernel: None,
+            initrd: None,
+            kernel_args: Vec::new(),
+            agent_port: vc_proto::AGENT_VSOCK_PORT,
+            agent_log: "info".to_owned(),
+            agent_debug: Vec::new(),
+            virtiofs_cache: VirtiofsCache::default(),
+            binaries: Binaries::default(),
+        }
+    }
+}
+
+/// A [`VmConfig`] validated and resolved against the host: what
+/// [`super::Hypervisor::launch`] consumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSettings {
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Machine type.
+    pub machine: Machine,
+    /// Accelerator in use.
+    pub accel: Accel,
+    /// vsock form in use.
+    pub vsock: VsockKind,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Guest initrd.
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel arguments.
+    pub kernel_args: Vec<String>,
+    /// Agent vsock port.
+    pub agent_port: u32,
+    /// Agent log level.
+    pub agent_log: String,
+    /// Agent debug flags.
+    pub agent_debug: Vec<String>,
+    /// virtiofsd cache policy.
+    pub virtiofs_cache: VirtiofsCache,
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// `vhost-device-vsock`; always set for hybrid vsock.
+    pub vhost_device_vsock: Option<PathBuf>,
+    /// `virtiofsd`, when found; required only by a VM with a shared directory.
+    pub virtiofsd: Option<PathBuf>,
+}
+
+/// Why a [`VmConfig`] cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// vCPU count of zero or above [`MAX_VCPUS`].
+    #[error("vcpus must be between 1 and {MAX_VCPUS}, not {0}")]
+    Vcpus(u32),
+    /// Memory below [`MIN_MEMORY_MIB`].
+    #[error("memory_mib must be at least {MIN_MEMORY_MIB}, not {0}")]
+    MemoryTooSmall(u32),
+    /// No kernel given.
+    #[error("no guest kernel configured: build the guest image with `cargo xtask guest-image` and pass its vmlinuz")]
+    NoKernel,
+    /// The kernel or initrd file is not there.
+    #[error("guest {what} {path} is not a readable file (build the guest image with `cargo xtask guest-image`)")]
+    ImageFile {
+        /// `kernel` or `initrd`.
+        what: &'static str,
+        /// Path given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A kernel argument that would not survive as one argument.
+    #[error("kernel argument {0:?} is empty or contains whitespace or control characters")]
+    KernelArg(String),
+    /// Agent port 0 or above the vsock port range we use.
+    #[error("agent_port {0} is not a usable vsock port")]
+    AgentPort(u32),
+    /// KVM forced but unusable.
+    #[error("KVM was asked for but /dev/kvm cannot be opened read-write")]
+    KvmUnavailable,
+    /// Kernel vsock forced but unusable.
+    #[error("kernel vsock was asked for but /dev/vhost-vsock does not exist (load vhost_vsock, or use hybrid vsock)")]
+    KernelVsockUnavailable,
+    /// A configured program path does not point at an executable.
+    #[error("{name} at {path} is not an executable file")]
+    BinaryPath {
+        /// Program name.
+        name: &'static str,
+        /// Path given in the config.
+        path: PathBuf,
+    },
+    /// A program is not installed.
+    #[error(
+        "{name} was found neither on PATH nor in {searched}; install it with `cargo xtask deps`"
+    )]
+    BinaryNotFound {
+        /// Program name.
+        name: &'static str,
+        /// Where else it was looked for.
+        searched: String,
+    },
+}
+
+impl VmConfig {
+    /// Validates the config against this host (`/dev/kvm`, `/proc/cpuinfo`,
+    /// `/dev/vhost-vsock`, `PATH` and the tools cache).
+    pub fn validate(&self) -> Result<VmSettings, ConfigError> {
+        self.validate_with(&HostFacts::probe(), &ToolSearch::from_env())
+    }
+
+    /// Validates the config against given host facts and program search
+    /// paths. Pure except for checking that files exist.
+    pub fn validate_with(
+        &self,
+        host: &HostFacts,
+        tools: &ToolSearch,
+    ) -> Result<VmSettings, ConfigError> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::Vcpus(self.vcpus));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(ConfigError::MemoryTooSmall(self.memory_mib));
+        }
+        // Ports below 1024 are privileged in AF_VSOCK; u32::MAX is VMADDR_PORT_ANY.
+        if self.agent_port == 0 || self.agent_port == u32::MAX {
+            return Err(ConfigError::AgentPort(self.agent_port));
+        }
+        for arg in self
+            .kernel_args
+            .iter()
+            .chain(std::iter::once(&self.agent_log))
+            .chain(&self.agent_debug)
+        {
+            if !is_single_kernel_arg(arg) {
+                return Err(ConfigError::KernelArg(arg.clone()));
+            }
+        }
+        let kernel = self.kernel.as_deref().ok_or(ConfigError::NoKernel)?;
+        check_file("kernel", kernel)?;
+        if let Some(initrd) = &self.initrd {
+            check_file("initrd", initrd)?;
+        }
+        let accel = choose_accel(self.accel, host)?;
+        let vsock = choose_vsock(self.vsock, host)?;
+
+        let qemu = tools.resolve(QEMU, self.binaries.qemu.as_deref())?;
+        let vhost_device_vsock = match vsock {
+            VsockKind::Hybrid => Some(tools.resolve(
+                VHOST_DEVICE_VSOCK,
+                self.binaries.vhost_device_vsock.as_deref(),
+            )?),
+            VsockKind::Kernel => None,
+        };
+        // Only needed with a shared directory, which is part of the launch
+        // spec: a configured path must be valid, a missing one is reported by
+        // launch when a share is asked for.
+        let virtiofsd = match self.binaries.virtiofsd.as_deref() {
+            Some(path) => Some(tools.resolve(VIRTIOFSD, Some(path))?),
+            None => tools.resolve(VIRTIOFSD, None).ok(),
+        };
+
+        Ok(VmSettings {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            machine: self.machine,
+            accel,
+            vsock,
+            kernel: kernel.to_path_buf(),
+            initrd: self.initrd.clone(),
+            kernel_args: self.kernel_args.clone(),
+            agent_port: self.agent_port,
+            agent_log: self.agent_log.clone(),
+            agent_debug: self.agent_debug.clone(),
+            virtiofs_cache: self.virtiofs_cache,
+            qemu,
+            vhost_device_vsock,
+            virtiofsd,
+        })
+    }
+}
+
+fn is_single_kernel_arg(arg: &str) -> bool {
+    !arg.is_empty() && !arg.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::ImageFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(ConfigError::ImageFile {
+            what,
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        tools: ToolSearch,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin dir");
+        for name in [QEMU, VHOST_DEVICE_VSOCK, VIRTIOFSD] {
+            let p = bin.join(name);
+            std::fs::write(&p, "#!/bin/sh\n").expect("fake tool");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::write(dir.path().join("vmlinuz"), b"k").expect("kernel");
+        std::fs::write(dir.path().join("initrd.img"), b"i").expect("initrd");
+        let tools = ToolSearch::new(vec![bin], None);
+        Fixture { dir, tools }
+    }
+
+    fn tcg_host() -> HostFacts {
+        HostFacts {
+            kvm_read_write: false,
+            cpu_virt_flags: false,
+            vhost_vsock: false,
+        }
+    }
+
+    fn config(f: &Fixture) -> VmConfig {
+        VmConfig {
+            kernel: Some(f.dir.path().join("vmlinuz")),
+            initrd: Some(f.dir.path().join("initrd.img")),
+            ..VmConfig::default()
+        }
+    }
+
+    #[test]
+    fn empty_document_gives_the_defaults() {
+        let from_json: VmConfig = serde_json::from_str("{}").expect("json");
+        let from_toml: VmConfig = toml::from_str("").expect("toml");
+        assert_eq!(from_json, VmConfig::default());
+        assert_eq!(from_toml, VmConfig::default());
+        let d = VmConfig::default();
+        assert_eq!((d.vcpus, d.memory_mib), (1, 256));
+        assert_eq!(d.machine, Machine::Microvm);
+        assert_eq!(d.accel, AccelChoice::Auto);
+        assert_eq!(d.vsock, VsockChoice::Auto);
+        assert_eq!(d.agent_port, 1024);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml::from_str::<VmConfig>("vcpu = 2").expect_err("typo");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = toml::from_str::<VmConfig>("[binaries]\nqemu-path = \"/q\"").expect_err("typo");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn partial_toml_keeps_other_defaults() {
+        let c: VmConfig = toml::from_str(
+            "vcpus = 2\nmachine = \"q35\"\naccel = \"tcg\"\nvsock = \"hybrid\"\n[binaries]\nqemu = \"/opt/qemu\"",
+        )
+        .expect("toml");
+        assert_eq!(c.vcpus, 2);
+        assert_eq!(c.memory_mib, 256);
+        assert_eq!(c.machine, Machine::Q35);
+        assert_eq!(c.accel, AccelChoice::Tcg);
+        assert_eq!(c.vsock, VsockChoice::Hybrid);
+        assert_eq!(c.binaries.qemu, Some(PathBuf::from("/opt/qemu")));
+    }
+
+    #[test]
+    fn defaults_resolve_to_tcg_and_hybrid_here() {
+        let f = fixture();
+        let s = config(&f)
+            .validate_with(&tcg_host(), &f.tools)
+            .expect("valid");
+        assert_eq!(s.accel, Accel::Tcg);
+        assert_eq!(s.vsock, VsockKind::Hybrid);
+        assert_eq!(s.qemu, f.dir.path().join("bin").join(QEMU));
+        assert!(s.vhost_device_vsock.is_some());
+        assert!(s.virtiofsd.is_some());
+    }
+
+    #[test]
+    fn kernel_vsock_needs_no_vsock_daemon() {
+        let f = fixture();
+        let host = HostFacts {
+            vhost_vsock: true,
+            ..tcg_host()
+        };
+        let s = config(&f).validate_with(&host, &f.tools).expect("valid");
+        assert_eq!(s.vsock, VsockKind::Kernel);
+        assert_eq!(s.vhost_device_vsock, None);
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let f = fixture();
+        let c = VmConfig {
+            vcpus: 0,
+            ..config(&f)
+        };
+        assert!(matches!(
+            c.validate_with(&tcg_host(), &f.tools),
+            Err(ConfigError::Vcpus(0))
+        ));
+        let c = VmConfig {
+            memory_mib: 64,
+            ..config(&f)
+        };
+        assert!(matches!(
+            c.validate_with(&tcg_host(), &f.tools),
+            Err(ConfigError::MemoryTooSmall(64))
+        ));
+    }
+
+    #[test]
+    fn missing_kernel_names_the_image_command() {
+        let f = fixture();
+        let c = VmConfig {
+            kernel: None,
+            ..config(&f)
+        };
+        let err = c
+            .validate_with(&tcg_host(), &f.tools)
+            .expect_err("no kernel");
+        assert!(err.to_string().contains("cargo xtask guest-image"), "{err}");
+        let c = VmConfig {
+            kernel: Some(f.dir.path().join("nope")),
+            ..config(&f)
+        };
+        let err = c.validate_with(&tcg_host(), &f.tools).expect_err("no file");
+        assert!(matches!(err, ConfigError::ImageFile { what: "kernel", .. }));
+        assert!(err.to_string().contains("cargo xtask guest-image"), "{err}");
+        let c = VmConfig {
+            initrd: Some(f.dir.path().to_path_buf()),
+            ..config(&f)
+        };
+        let err = c.validate_with(&tcg_host(), &f.tools).expect_err("a dir");
+        assert!(matches!(err, ConfigError::ImageFile { what: "initrd", .. }));
+    }
+
+    #[test]
+    fn missing_binary_names_the_deps_command() {
+        let f = fixture();
+        let empty = ToolSearch::new(vec![], Some(f.dir.path().join("cache-bin")));
+        let err = config(&f)
+            .validate_with(&tcg_host(), &empty)
+            .expect_err("no qemu");
+        assert!(
+            matches!(err, ConfigError::BinaryNotFound { name: QEMU, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("cargo xtask deps"), "{err}");
+        assert!(err.to_string().contains("cache-bin"), "{err}");
+
+        let mut c = config(&f);
+        c.binaries.vhost_device_vsock = Some(f.dir.path().join("vmlinuz"));
+        let err = c
+            .validate_with(&tcg_host(), &f.tools)
+            .expect_err("not executable");
+        assert!(matches!(
+            err,
+            ConfigError::BinaryPath {
+                name: VHOST_DEVICE_VSOCK,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn virtiofsd_is_optional_until_a_share_is_asked_for() {
+        let f = fixture();
+        std::fs::remove_file(f.dir.path().join("bin").join(VIRTIOFSD)).expect("rm");
+        let s = config(&f)
+            .validate_with(&tcg_host(), &f.tools)
+            .expect("valid");
+        assert_eq!(s.virtiofsd, None);
+    }
+
+    #[test]
+    fn kernel_args_must_be_single_tokens() {
+        let f = fixture();
+        for bad in ["", "a b", "x\ny"] {
+            let c = VmConfig {
+                kernel_args: vec![bad.to_owned()],
+                ..config(&f)
+            };
+            assert!(matches!(
+                c.validate_with(&tcg_host(), &f.tools),
+                Err(ConfigError::KernelArg(_))
+            ));
+        }
+        let c = VmConfig {
+            agent_log: "debug info".to_owned(),
+            ..config(&f)
+        };
+        assert!(c.validate_with(&tcg_host(), &f.tools).is_err());
+    }
+
+    #[test]
+    fn forced_choices_are_checked() {
+        let f = fixture();
+        let c = VmConfig {
+            accel: AccelChoice::Kvm,
+            ..config(&f)
+        };
+        assert!(matches!(
+            c.validate_with(&tcg_host(), &f.tools),
+            Err(ConfigError::KvmUnavailable)
+        ));
+        let c = VmConfig {
+            vsock: VsockChoice::Kernel,
+            ..config(&f)
+        };
+        assert!(matches!(
+            c.validate_with(&tcg_host(), &f.tools),
+            Err(ConfigError::KernelVsockUnavailable)
+        ));
+    }
+}

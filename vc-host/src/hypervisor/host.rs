@@ -1,0 +1,178 @@
+//! What the host offers a VM (KVM, kernel vsock) and the pure choice of
+//! accelerator and vsock form made from it.
+//!
+//! KVM counts as usable only when `/dev/kvm` opens read-write *and* the CPU
+//! flags show `vmx` or `svm`: a `/dev/kvm` backed by PVM (as on the
+//! development machines) opens, but a stock kernel hangs under it.
+
+use std::path::Path;
+
+use super::config::{Accel, AccelChoice, ConfigError, VsockChoice, VsockKind};
+
+/// Facts about the host that decide the accelerator and the vsock form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFacts {
+    /// `/dev/kvm` opened read-write.
+    pub kvm_read_write: bool,
+    /// `/proc/cpuinfo` shows `vmx` or `svm`.
+    pub cpu_virt_flags: bool,
+    /// `/dev/vhost-vsock` exists.
+    pub vhost_vsock: bool,
+}
+
+impl HostFacts {
+    /// Looks at this host.
+    pub fn probe() -> Self {
+        let kvm_read_write = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        let cpu_virt_flags = std::fs::read_to_string("/proc/cpuinfo")
+            .map(|text| cpuinfo_has_virt(&text))
+            .unwrap_or(false);
+        let vhost_vsock = Path::new("/dev/vhost-vsock").exists();
+        HostFacts {
+            kvm_read_write,
+            cpu_virt_flags,
+            vhost_vsock,
+        }
+    }
+
+    /// KVM is usable for a stock guest kernel.
+    pub fn kvm_usable(&self) -> bool {
+        self.kvm_read_write && self.cpu_virt_flags
+    }
+}
+
+/// True when a `flags` line of `/proc/cpuinfo` text lists `vmx` (Intel VT-x)
+/// or `svm` (AMD-V).
+pub fn cpuinfo_has_virt(cpuinfo: &str) -> bool {
+    cpuinfo.lines().any(|line| {
+        let Some((key, value)) = line.split_once(':') else {
+            return false;
+        };
+        key.trim() == "flags" && value.split_whitespace().any(|f| f == "vmx" || f == "svm")
+    })
+}
+
+/// Decides the accelerator. A forced KVM needs only `/dev/kvm` (the caller
+/// knows what it runs on); the automatic choice also needs the CPU flags.
+pub fn choose_accel(choice: AccelChoice, host: &HostFacts) -> Result<Accel, ConfigError> {
+    match choice {
+        AccelChoice::Auto if host.kvm_usable() => Ok(Accel::Kvm),
+        AccelChoice::Auto | AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Kvm if host.kvm_read_write => Ok(Accel::Kvm),
+        AccelChoice::Kvm => Err(ConfigError::KvmUnavailable),
+    }
+}
+
+/// Decides the vsock form.
+pub fn choose_vsock(choice: VsockChoice, host: &HostFacts) -> Result<VsockKind, ConfigError> {
+    match choice {
+        VsockChoice::Auto if host.vhost_vsock => Ok(VsockKind::Kernel),
+        VsockChoice::Auto | VsockChoice::Hybrid => Ok(VsockKind::Hybrid),
+        VsockChoice::Kernel if host.vhost_vsock => Ok(VsockKind::Kernel),
+        VsockChoice::Kernel => Err(ConfigError::KernelVsockUnavailable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTEL: &str =
+        "processor\t: 0\nflags\t\t: fpu vme de pse vmx sse2\nbugs\t\t: spectre_v1\n";
+    const AMD: &str = "flags\t\t: fpu svm lm\n";
+    const PVM: &str = "processor\t: 0\nflags\t\t: fpu vme hypervisor lm\nvmx flags\t: foo\n";
+
+    fn host(kvm: bool, flags: bool) -> HostFacts {
+        HostFacts {
+            kvm_read_write: kvm,
+            cpu_virt_flags: flags,
+            vhost_vsock: false,
+        }
+    }
+
+    #[test]
+    fn cpu_flags_are_read_from_the_flags_line_only() {
+        assert!(cpuinfo_has_virt(INTEL));
+        assert!(cpuinfo_has_virt(AMD));
+        // "vmx flags" is a different key; "hypervisor" is not "vmx".
+        assert!(!cpuinfo_has_virt(PVM));
+        assert!(!cpuinfo_has_virt(""));
+    }
+
+    #[test]
+    fn auto_takes_kvm_only_with_device_and_flags() {
+        use AccelChoice::Auto;
+        assert_eq!(choose_accel(Auto, &host(true, true)).ok(), Some(Accel::Kvm));
+        // PVM-backed /dev/kvm: opens, but no vmx/svm.
+        assert_eq!(
+            choose_accel(Auto, &host(true, false)).ok(),
+            Some(Accel::Tcg)
+        );
+        assert_eq!(
+            choose_accel(Auto, &host(false, true)).ok(),
+            Some(Accel::Tcg)
+        );
+        assert_eq!(
+            choose_accel(Auto, &host(false, false)).ok(),
+            Some(Accel::Tcg)
+        );
+    }
+
+    #[test]
+    fn forced_accelerators() {
+        assert_eq!(
+            choose_accel(AccelChoice::Tcg, &host(true, true)).ok(),
+            Some(Accel::Tcg)
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Kvm, &host(true, false)).ok(),
+            Some(Accel::Kvm)
+        );
+        assert!(matches!(
+            choose_accel(AccelChoice::Kvm, &host(false, true)),
+            Err(ConfigError::KvmUnavailable)
+        ));
+    }
+
+    #[test]
+    fn vsock_form_follows_dev_vhost_vsock() {
+        let without = host(false, false);
+        let with = HostFacts {
+            vhost_vsock: true,
+            ..without
+        };
+        assert_eq!(
+            choose_vsock(VsockChoice::Auto, &without).ok(),
+            Some(VsockKind::Hybrid)
+        );
+        assert_eq!(
+            choose_vsock(VsockChoice::Auto, &with).ok(),
+            Some(VsockKind::Kernel)
+        );
+        assert_eq!(
+            choose_vsock(VsockChoice::Hybrid, &with).ok(),
+            Some(VsockKind::Hybrid)
+        );
+        assert!(matches!(
+            choose_vsock(VsockChoice::Kernel, &without),
+            Err(ConfigError::KernelVsockUnavailable)
+        ));
+    }
+
+    #[test]
+    fn probe_on_this_machine_does_not_pick_kvm() {
+        // The development machines have a PVM-backed /dev/kvm and no vmx/svm
+        // (DESIGN.md); wherever the flags are missing, auto must mean TCG.
+        let facts = HostFacts::probe();
+        if !facts.cpu_virt_flags {
+            assert_eq!(
+                choose_accel(AccelChoice::Auto, &facts).ok(),
+                Some(Accel::Tcg)
+            );
+        }
+    }
+}

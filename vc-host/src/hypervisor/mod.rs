@@ -1,0 +1,182 @@
+//! The hypervisor: a pod's VM as QEMU plus its vhost-user helper daemons.
+//!
+//! This module owns everything between a [`VmConfig`] and a running VM that
+//! any host process can find again:
+//!
+//! - [`config`]: the config as data and its validation into [`VmSettings`];
+//! - [`host`]: accelerator (KVM/TCG) and vsock form (kernel/hybrid) choice;
+//! - [`argv`]: the QEMU command line as typed parts;
+//! - [`daemons`]: `vhost-device-vsock` and `virtiofsd`;
+//! - [`cid`]: guest CIDs for kernel vsock, unique among pods;
+//! - [`process`]: detached processes, pid + start time, zombie-aware liveness;
+//! - [`qmp`]: QMP over the monitor socket (`qapi` crate);
+//! - [`qemu`]: [`QemuHypervisor`], the launch sequence;
+//! - [`vm`]: [`Vm`] and its persistent [`VmRecord`].
+//!
+//! The pod layer calls [`Hypervisor::launch`], persists [`Vm::record`] in the
+//! pod's directory, reopens it with [`Vm::from_record`] from later processes,
+//! asks the agent to shut down, then calls [`Vm::stop`].
+
+pub mod argv;
+pub mod cid;
+pub mod config;
+pub mod daemons;
+pub mod host;
+pub mod process;
+pub mod qemu;
+pub mod qmp;
+pub mod spec;
+pub mod tools;
+pub mod vm;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use cid::{CidAllocator, CidError};
+pub use config::{
+    Accel, AccelChoice, Binaries, ConfigError, Machine, VirtiofsCache, VmConfig, VmSettings,
+    VsockChoice, VsockKind,
+};
+pub use daemons::DaemonKind;
+pub use host::HostFacts;
+pub use process::{ProcessError, ProcessRecord};
+pub use qemu::QemuHypervisor;
+pub use qmp::QmpError;
+pub use spec::{MacAddr, TapSpec, VmSpec, SHARED_FS_TAG};
+pub use vm::{DaemonRecord, Vm, VmRecord, VmStatus};
+
+/// Launches VMs. Only what the pod layer needs: everything else is a method
+/// of the [`Vm`] it returns.
+pub trait Hypervisor: Send + Sync {
+    /// Starts a VM (and its helper daemons) as described by `spec`, returning
+    /// once QEMU answers on its monitor. The guest may still be booting: the
+    /// caller connects to [`Vm::agent_addr`] with retries. On error nothing
+    /// started is left running.
+    fn launch(&self, spec: &VmSpec) -> impl Future<Output = Result<Vm, HypervisorError>> + Send;
+}
+
+/// Why a VM could not be launched or controlled.
+#[derive(Debug, Error)]
+pub enum HypervisorError {
+    /// The configuration is unusable.
+    #[error("the VM configuration is invalid")]
+    Config(#[from] ConfigError),
+    /// The run directory could not be created.
+    #[error("cannot create run directory {path}")]
+    RunDir {
+        /// Run directory.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A socket path does not fit in `sun_path`.
+    #[error("socket path {path} is longer than 107 bytes: use a shorter run directory")]
+    SocketPathTooLong {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The shared directory is not a directory.
+    #[error("shared directory {path} is not a directory")]
+    SharedDir {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A tap name QEMU or the kernel would refuse.
+    #[error("tap name {ifname:?} must be 1 to 15 bytes without '/'")]
+    TapName {
+        /// The name.
+        ifname: String,
+    },
+    /// The network namespace could not be opened.
+    #[error("cannot open network namespace {path}")]
+    Netns {
+        /// Namespace path.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No guest CID could be allocated.
+    #[error("cannot allocate a guest CID")]
+    Cid(#[from] CidError),
+    /// A process could not be started.
+    #[error("cannot start {what}")]
+    Start {
+        /// QEMU or the daemon's name.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: ProcessError,
+    },
+    /// A helper daemon exited while starting.
+    #[error("{daemon} exited while starting; its log ends with:\n{log_tail}")]
+    DaemonDied {
+        /// Which daemon.
+        daemon: DaemonKind,
+        /// The end of its log.
+        log_tail: String,
+    },
+    /// A helper daemon did not create its socket in time.
+    #[error("{daemon} did not create {socket} within {timeout:?}; its log ends with:\n{log_tail}")]
+    DaemonTimeout {
+        /// Which daemon.
+        daemon: DaemonKind,
+        /// The socket waited for.
+        socket: PathBuf,
+        /// How long we waited.
+        timeout: Duration,
+        /// The end of its log.
+        log_tail: String,
+    },
+    /// QEMU exited while starting.
+    #[error("QEMU exited while starting; its log ends with:\n{qemu_log}\nand the console with:\n{console}")]
+    QemuExited {
+        /// The end of QEMU's stdout/stderr.
+        qemu_log: String,
+        /// The end of the guest console.
+        console: String,
+    },
+    /// QEMU runs but its monitor did not answer.
+    #[error(
+        "QEMU did not answer on its monitor within {timeout:?}; its log ends with:\n{qemu_log}"
+    )]
+    QemuNotReady {
+        /// How long we waited.
+        timeout: Duration,
+        /// The end of QEMU's stdout/stderr.
+        qemu_log: String,
+        /// The last monitor error, if any.
+        #[source]
+        source: Option<QmpError>,
+    },
+    /// A monitor command failed.
+    #[error("the QEMU monitor failed")]
+    Qmp(#[from] QmpError),
+    /// The VM is not running (for pause, resume).
+    #[error("the VM (QEMU pid {pid}) is not running")]
+    NotRunning {
+        /// QEMU's pid.
+        pid: i32,
+    },
+    /// A process would not stop.
+    #[error("cannot stop {what}")]
+    Stop {
+        /// QEMU or the daemon's name.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: ProcessError,
+    },
+    /// A record written by an incompatible version.
+    #[error("VM record format {found} is not supported (this build reads {expected})")]
+    RecordFormat {
+        /// Format found.
+        found: u32,
+        /// Format understood.
+        expected: u32,
+    },
+}

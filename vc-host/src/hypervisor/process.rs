@@ -1,0 +1,411 @@
+//! Detached processes and how to find them again.
+//!
+//! QEMU and the helper daemons start in a new session (`setsid`), with stdin
+//! on `/dev/null` and stdout/stderr in a log file, so they outlive the process
+//! that launched them. They stay that process's children while it lives (so
+//! it can reap them); afterwards they are reparented.
+//!
+//! A process is named by [`ProcessRecord`]: its pid *and* its start time
+//! (field 22 of `/proc/<pid>/stat`), so that a reused pid is never mistaken
+//! for it. A zombie counts as dead: PID 1 in some sandboxes never reaps
+//! orphans. Signals go through a pidfd opened after the start time was
+//! checked, so a process that exits and whose pid is reused in between cannot
+//! receive them.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// How often liveness is polled while waiting for an exit.
+const POLL: Duration = Duration::from_millis(10);
+
+/// A process, identified by pid and start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Process id.
+    pub pid: i32,
+    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+}
+
+/// Why a process could not be started or signalled.
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    /// The log file could not be created.
+    #[error("cannot create log file {path}")]
+    Log {
+        /// Log path.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program could not be started.
+    #[error("cannot start {program}")]
+    Spawn {
+        /// Program path.
+        program: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The started process vanished before its start time could be read.
+    #[error("{program} (pid {pid}) vanished right after it started")]
+    Vanished {
+        /// Program path.
+        program: PathBuf,
+        /// Its pid.
+        pid: i32,
+    },
+    /// A signal could not be delivered.
+    #[error("cannot send {signal} to pid {pid}")]
+    Signal {
+        /// Target pid.
+        pid: i32,
+        /// Signal.
+        signal: Signal,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process outlived SIGKILL for longer than the deadline.
+    #[error("pid {pid} is still alive {waited:?} after SIGKILL")]
+    Unkillable {
+        /// Target pid.
+        pid: i32,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+/// State and start time read from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub state: char,
+    pub start_time: u64,
+}
+
+/// Parses the text of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may itself contain spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // Field 3 is the state; field 22 the start time, 19 fields after it.
+    let state = fields.next()?.chars().next()?;
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(Stat { state, start_time })
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+impl ProcessRecord {
+    /// The record of a running (or zombie) process.
+    pub fn of(pid: i32) -> Option<Self> {
+        read_stat(pid).map(|s| ProcessRecord {
+            pid,
+            start_time: s.start_time,
+        })
+    }
+
+    /// True while the process runs: its pid exists with the recorded start
+    /// time and is not a zombie. A zombie child of ours is reaped on the way.
+    pub fn is_alive(&self) -> bool {
+        match read_stat(self.pid) {
+            Some(s) if s.start_time == self.start_time => {
+                if matches!(s.state, 'Z' | 'X') {
+                    self.reap();
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Reaps the process if it is an exited child of ours; nothing otherwise.
+    fn reap(&self) {
+        // ECHILD (not our child) and "still running" are both fine here.
+        let _ = waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG));
+    }
+
+    /// Sends `signal`. Returns `false` when the process was already gone.
+    pub fn signal(&self, signal: Signal) -> Result<bool, ProcessError> {
+        let err = |source| ProcessError::Signal {
+            pid: self.pid,
+            signal,
+            source,
+        };
+        let Some(pidfd) = pidfd_open(self.pid).map_err(err)? else {
+            return Ok(false);
+        };
+        // The pidfd pins this pid: checked now, it cannot be reused later.
+        if !self.is_alive() {
+            return Ok(false);
+        }
+        match pidfd_send_signal(&pidfd, signal) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Polls until the process is gone; `true` when it went within `timeout`.
+    pub async fn wait_gone(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.is_alive() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL and up to `kill_wait`.
+    pub async fn terminate(
+        &self,
+        grace: Duration,
+        kill_wait: Duration,
+    ) -> Result<(), ProcessError> {
+        if self.signal(Signal::SIGTERM)? && self.wait_gone(grace).await {
+            return Ok(());
+        }
+        self.kill(kill_wait).await
+    }
+
+    /// SIGKILL and up to `wait` for the process to be gone.
+    pub async fn kill(&self, wait: Duration) -> Result<(), ProcessError> {
+        self.signal(Signal::SIGKILL)?;
+        if self.wait_gone(wait).await {
+            Ok(())
+        } else {
+            Err(ProcessError::Unkillable {
+                pid: self.pid,
+                waited: wait,
+            })
+        }
+    }
+
+    /// SIGKILL without waiting, for drop guards; errors are ignored.
+    pub(crate) fn kill_now(&self) {
+        let _ = self.signal(Signal::SIGKILL);
+        // Give the kernel a moment so the child can be reaped right away.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while self.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// `pidfd_open(2)`; `None` when the process does not exist.
+fn pidfd_open(pid: i32) -> std::io::Result<Option<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no
+    // memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| std::io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// `pidfd_send_signal(2)` without siginfo.
+fn pidfd_send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    // SAFETY: a valid pidfd, a signal number, a null siginfo (allowed: the
+    // kernel fills it as for kill(2)) and zero flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A program to start detached.
+#[derive(Debug)]
+pub struct Detached<'a> {
+    /// Program path.
+    pub program: &'a Path,
+    /// Arguments.
+    pub args: Vec<OsString>,
+    /// File receiving stdout and stderr (truncated).
+    pub log: &'a Path,
+    /// Network namespace to enter before exec.
+    pub netns: Option<&'a File>,
+    /// Descriptors to leave open across exec (their close-on-exec flag is
+    /// cleared in the child), such as a CID lock.
+    pub inherit: Vec<RawFd>,
+}
+
+impl Detached<'_> {
+    /// Starts the program in a new session and returns its record.
+    pub fn spawn(&self) -> Result<ProcessRecord, ProcessError> {
+        let log = File::create(self.log).map_err(|source| ProcessError::Log {
+            path: self.log.to_path_buf(),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| ProcessError::Log {
+            path: self.log.to_path_buf(),
+            source,
+        })?;
+        let mut cmd = Command::new(self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let netns = self.netns.map(|f| f.as_raw_fd());
+        let inherit = self.inherit.clone();
+        // SAFETY: the closure runs between fork and exec and only makes
+        // async-signal-safe system calls (setsid, setns, fcntl) on plain
+        // integers; it allocates nothing and takes no locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = netns {
+                    if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for &fd in &inherit {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+            program: self.program.to_path_buf(),
+            source,
+        })?;
+        let pid = i32::try_from(child.id()).map_err(|_| ProcessError::Vanished {
+            program: self.program.to_path_buf(),
+            pid: -1,
+        })?;
+        // Dropping `child` neither waits nor kills; the process stays our
+        // child (and unreaped) until `is_alive` sees it exit, so its /proc
+        // entry is there to read.
+        drop(child);
+        ProcessRecord::of(pid).ok_or_else(|| ProcessError::Vanished {
+            program: self.program.to_path_buf(),
+            pid,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let text =
+            "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(
+            parse_stat(text),
+            Some(Stat {
+                state: 'S',
+                start_time: 987654
+            })
+        );
+        let zombie = "77 (qemu) Z 1 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 42 0 0";
+        assert_eq!(
+            parse_stat(zombie).map(|s| (s.state, s.start_time)),
+            Some(('Z', 42))
+        );
+        assert_eq!(parse_stat("12 (x) S 1"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = ProcessRecord::of(std::process::id() as i32).expect("self");
+        assert!(me.is_alive());
+        let other = ProcessRecord {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!other.is_alive());
+        // Signalling a record whose start time does not match is a no-op.
+        assert!(!other.signal(Signal::SIGKILL).expect("no-op"));
+    }
+
+    #[tokio::test]
+    async fn detached_child_runs_in_its_own_session_and_is_killed_by_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("sleep.log");
+        let rec = Detached {
+            program: Path::new("/bin/sh"),
+            args: vec!["-c".into(), "echo started; exec sleep 30".into()],
+            log: &log,
+            netns: None,
+            inherit: Vec::new(),
+        }
+        .spawn()
+        .expect("spawn");
+        assert!(rec.is_alive());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+            assert!(Instant::now() < deadline, "the child never wrote its log");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sid = nix::unistd::getsid(Some(Pid::from_raw(rec.pid))).expect("getsid");
+        assert_eq!(sid.as_raw(), rec.pid, "leader of its own session");
+        rec.terminate(Duration::from_secs(2), Duration::from_secs(2))
+            .await
+            .expect("terminate");
+        assert!(!rec.is_alive());
+        // Reaped: no zombie left behind in /proc.
+        assert!(read_stat(rec.pid).is_none_or(|s| s.start_time != rec.start_time));
+        assert!(!rec.signal(Signal::SIGKILL).expect("gone"));
+        assert_eq!(std::fs::read_to_string(&log).expect("log"), "started\n");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = Detached {
+            program: Path::new("/nonexistent/prog"),
+            args: Vec::new(),
+            log: &dir.path().join("x.log"),
+            netns: None,
+            inherit: Vec::new(),
+        }
+        .spawn()
+        .expect_err("no program");
+        assert!(matches!(err, ProcessError::Spawn { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,353 @@
+//! The QEMU implementation of [`Hypervisor`]: start the helper daemons, wait
+//! for their sockets, start QEMU (in the pod's network namespace when given),
+//! wait for its monitor to answer, and hand back a [`Vm`]. Any failure on
+//! the way stops everything already started and reports the relevant logs.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, info_span, Instrument};
+
+use super::argv::QemuCommand;
+use super::cid::CidAllocator;
+use super::config::{ConfigError, VsockKind};
+use super::daemons::{
+    side_files, vhost_device_vsock_args, virtiofsd_args, wait_for_socket, DaemonKind, SocketWait,
+};
+use super::process::{Detached, ProcessRecord};
+use super::qmp::{Qmp, QmpError};
+use super::spec::{RunLayout, VmSpec};
+use super::tools::{ToolSearch, VIRTIOFSD};
+use super::vm::{remove_files, tail_file, DaemonRecord, Vm, VmRecord, VM_RECORD_FORMAT};
+use super::{Hypervisor, HypervisorError};
+use crate::vsock::VsockAddr;
+
+/// How long a helper daemon gets to create its socket.
+const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long QEMU gets to answer on its monitor.
+const QEMU_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Lines of log put into a launch error.
+const ERROR_TAIL_LINES: usize = 20;
+
+/// Longest network interface name (`IFNAMSIZ` - 1).
+const MAX_IFNAME: usize = 15;
+
+/// Launches VMs with QEMU.
+#[derive(Debug, Clone)]
+pub struct QemuHypervisor {
+    cids: CidAllocator,
+}
+
+impl QemuHypervisor {
+    /// A hypervisor keeping host-wide state (the kernel vsock CID locks,
+    /// `<state_dir>/vsock-cids`) under `state_dir`, normally the runtime
+    /// root shared by every pod of the host.
+    pub fn new(state_dir: impl AsRef<Path>) -> Self {
+        QemuHypervisor {
+            cids: CidAllocator::new(state_dir.as_ref().join("vsock-cids")),
+        }
+    }
+
+    /// A hypervisor with a given CID allocator.
+    pub fn with_cid_allocator(cids: CidAllocator) -> Self {
+        QemuHypervisor { cids }
+    }
+}
+
+impl Hypervisor for QemuHypervisor {
+    async fn launch(&self, spec: &VmSpec) -> Result<Vm, HypervisorError> {
+        let span = info_span!("vm", name = spec.name.as_deref().unwrap_or(""));
+        self.launch_inner(spec).instrument(span).await
+    }
+}
+
+/// What a launch has started so far; dropped before [`Self::disarm`] (an
+/// error, or the launch future dropped), it kills all of it and removes the
+/// sockets.
+#[derive(Debug)]
+struct Started {
+    daemons: Vec<DaemonRecord>,
+    qemu: Option<ProcessRecord>,
+    cleanup: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Started {
+    fn new() -> Self {
+        Started {
+            daemons: Vec::new(),
+            qemu: None,
+            cleanup: Vec::new(),
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(q) = &self.qemu {
+            q.kill_now();
+        }
+        for d in &self.daemons {
+            d.process.kill_now();
+        }
+        remove_files(&self.cleanup);
+    }
+}
+
+fn daemon_error(kind: DaemonKind, socket: &Path, log: &Path, why: SocketWait) -> HypervisorError {
+    let log_tail = tail_file(log, ERROR_TAIL_LINES);
+    match why {
+        SocketWait::Died => HypervisorError::DaemonDied {
+            daemon: kind,
+            log_tail,
+        },
+        SocketWait::TimedOut => HypervisorError::DaemonTimeout {
+            daemon: kind,
+            socket: socket.to_path_buf(),
+            timeout: DAEMON_START_TIMEOUT,
+            log_tail,
+        },
+    }
+}
+
+impl QemuHypervisor {
+    async fn launch_inner(&self, spec: &VmSpec) -> Result<Vm, HypervisorError> {
+        let t0 = Instant::now();
+        let s = &spec.settings;
+        let layout = RunLayout::new(&spec.run_dir);
+
+        // Everything that can be checked is checked before anything starts.
+        if let Some(path) = layout.too_long_socket() {
+            return Err(HypervisorError::SocketPathTooLong {
+                path: path.to_path_buf(),
+            });
+        }
+        let vsock_bin = match s.vsock {
+            VsockKind::Hybrid => Some(s.vhost_device_vsock.clone().ok_or(
+                ConfigError::BinaryNotFound {
+                    name: DaemonKind::VhostDeviceVsock.name(),
+                    searched: "the settings".to_owned(),
+                },
+            )?),
+            VsockKind::Kernel => None,
+        };
+        let fs = match &spec.shared_dir {
+            Some(dir) => {
+                if !dir.is_dir() {
+                    return Err(HypervisorError::SharedDir { path: dir.clone() });
+                }
+                let bin = match &s.virtiofsd {
+                    Some(b) => b.clone(),
+                    None => ToolSearch::from_env().resolve(VIRTIOFSD, None)?,
+                };
+                Some((bin, dir.clone()))
+            }
+            None => None,
+        };
+        for tap in &spec.taps {
+            if tap.ifname.is_empty() || tap.ifname.len() > MAX_IFNAME || tap.ifname.contains('/') {
+                return Err(HypervisorError::TapName {
+                    ifname: tap.ifname.clone(),
+                });
+            }
+        }
+        let netns = match &spec.netns {
+            Some(path) => Some(File::open(path).map_err(|source| HypervisorError::Netns {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        std::fs::create_dir_all(&layout.dir).map_err(|source| HypervisorError::RunDir {
+            path: layout.dir.clone(),
+            source,
+        })?;
+
+        let mut started = Started::new();
+        started.cleanup.push(layout.qmp_socket.clone());
+        if s.vsock == VsockKind::Hybrid {
+            started.cleanup.push(layout.vsock_vhost_socket.clone());
+            started.cleanup.push(layout.vsock_uds.clone());
+        }
+        if fs.is_some() {
+            started.cleanup.push(layout.fs_socket.clone());
+            started
+                .cleanup
+                .extend(side_files(DaemonKind::Virtiofsd, &layout.fs_socket));
+        }
+        // Leftovers of an earlier run would be mistaken for fresh sockets.
+        remove_files(&started.cleanup);
+
+        let cid_lease = match s.vsock {
+            VsockKind::Kernel => Some(self.cids.allocate()?),
+            VsockKind::Hybrid => None,
+        };
+
+        if let Some(bin) = &vsock_bin {
+            let args = vhost_device_vsock_args(&layout.vsock_vhost_socket, &layout.vsock_uds);
+            self.start_daemon(
+                &mut started,
+                DaemonKind::VhostDeviceVsock,
+                bin,
+                args,
+                &layout.vsock_vhost_socket,
+                &layout.vsock_log,
+            )?;
+        }
+        if let Some((bin, dir)) = &fs {
+            let args = virtiofsd_args(&layout.fs_socket, dir, s.virtiofs_cache);
+            self.start_daemon(
+                &mut started,
+                DaemonKind::Virtiofsd,
+                bin,
+                args,
+                &layout.fs_socket,
+                &layout.fs_log,
+            )?;
+        }
+        for d in &started.daemons {
+            wait_for_socket(&d.socket, &d.process, DAEMON_START_TIMEOUT)
+                .await
+                .map_err(|why| daemon_error(d.kind, &d.socket, &d.log, why))?;
+        }
+        let daemons_ready = t0.elapsed();
+
+        let cid = cid_lease.as_ref().map(|l| l.cid());
+        let cmd = QemuCommand::build(spec, &layout, cid);
+        let args = cmd.args();
+        debug!(program = %cmd.program.display(), ?args, "starting QEMU");
+        let qemu = Detached {
+            program: &cmd.program,
+            args,
+            log: &layout.qemu_log,
+            netns: netns.as_ref(),
+            inherit: cid_lease.as_ref().map(|l| l.fd()).into_iter().collect(),
+        }
+        .spawn()
+        .map_err(|source| HypervisorError::Start {
+            what: "QEMU",
+            source,
+        })?;
+        started.qemu = Some(qemu);
+        // QEMU holds the CID lock from here on.
+        drop(cid_lease);
+
+        wait_for_monitor(&qemu, &layout).await?;
+        started.disarm();
+
+        let agent = match cid {
+            Some(cid) => VsockAddr::Kernel { cid },
+            None => VsockAddr::Hybrid {
+                uds: layout.vsock_uds.clone(),
+            },
+        };
+        let record = VmRecord {
+            format: VM_RECORD_FORMAT,
+            name: spec.name.clone(),
+            machine: s.machine,
+            accel: s.accel,
+            vsock: s.vsock,
+            cid,
+            agent,
+            agent_port: s.agent_port,
+            run_dir: layout.dir.clone(),
+            qemu,
+            daemons: std::mem::take(&mut started.daemons),
+            qmp_socket: layout.qmp_socket.clone(),
+            console_log: layout.console_log.clone(),
+            qemu_log: layout.qemu_log.clone(),
+            cleanup: std::mem::take(&mut started.cleanup),
+        };
+        info!(
+            pid = qemu.pid,
+            machine = ?s.machine,
+            accel = ?s.accel,
+            agent = %record.agent,
+            daemons = record.daemons.len(),
+            daemons_ms = daemons_ready.as_millis() as u64,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "VM launched"
+        );
+        Ok(Vm::new(record))
+    }
+
+    fn start_daemon(
+        &self,
+        started: &mut Started,
+        kind: DaemonKind,
+        program: &Path,
+        args: Vec<std::ffi::OsString>,
+        socket: &Path,
+        log: &Path,
+    ) -> Result<(), HypervisorError> {
+        debug!(daemon = %kind, program = %program.display(), ?args, "starting helper daemon");
+        let process = Detached {
+            program,
+            args,
+            log,
+            netns: None,
+            inherit: Vec::new(),
+        }
+        .spawn()
+        .map_err(|source| HypervisorError::Start {
+            what: kind.name(),
+            source,
+        })?;
+        started.daemons.push(DaemonRecord {
+            kind,
+            process,
+            socket: socket.to_path_buf(),
+            log: log.to_path_buf(),
+        });
+        Ok(())
+    }
+}
+
+/// Waits until QEMU answers `query-status` on its monitor: then the machine
+/// is built and every vhost-user device connected. Fails as soon as QEMU
+/// exits, with its log and the console's tail.
+async fn wait_for_monitor(qemu: &ProcessRecord, layout: &RunLayout) -> Result<(), HypervisorError> {
+    let deadline = Instant::now() + QEMU_START_TIMEOUT;
+    let qmp = Qmp::new(&layout.qmp_socket);
+    let exited = || HypervisorError::QemuExited {
+        qemu_log: tail_file(&layout.qemu_log, ERROR_TAIL_LINES),
+        console: tail_file(&layout.console_log, ERROR_TAIL_LINES),
+    };
+    loop {
+        if !qemu.is_alive() {
+            return Err(exited());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HypervisorError::QemuNotReady {
+                timeout: QEMU_START_TIMEOUT,
+                qemu_log: tail_file(&layout.qemu_log, ERROR_TAIL_LINES),
+                source: None,
+            });
+        }
+        match qmp.query_status(left).await {
+            Ok(_) => return Ok(()),
+            Err(_) if !qemu.is_alive() => return Err(exited()),
+            // The socket is not there yet.
+            Err(QmpError::Connect { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => {
+                return Err(HypervisorError::QemuNotReady {
+                    timeout: QEMU_START_TIMEOUT,
+                    qemu_log: tail_file(&layout.qemu_log, ERROR_TAIL_LINES),
+                    source: Some(e),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! What one launch needs besides the settings ([`VmSpec`]: run directory,
+//! shared directory, network namespace, taps) and where the launch puts its
+//! files inside the run directory ([`RunLayout`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::config::VmSettings;
+
+/// The virtio-fs tag of the pod's shared directory; the agent mounts it with
+/// `mount -t virtiofs vcfs <dir>`.
+pub const SHARED_FS_TAG: &str = "vcfs";
+
+/// Longest Unix socket path, in bytes (`sun_path` is 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// One launch of a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// Validated settings.
+    pub settings: VmSettings,
+    /// Directory for sockets, logs and the console (created when missing).
+    /// Keep it short: socket paths inside must stay under 108 bytes.
+    pub run_dir: PathBuf,
+    /// A name for QEMU (`-name`) and the logs, such as the pod id.
+    pub name: Option<String>,
+    /// Host directory shared with the guest over virtio-fs (tag
+    /// [`SHARED_FS_TAG`]), served by one `virtiofsd`.
+    pub shared_dir: Option<PathBuf>,
+    /// Network namespace QEMU runs in (a path such as `/var/run/netns/NAME`).
+    pub netns: Option<PathBuf>,
+    /// Taps (already created, in `netns`) given to the guest as virtio-net.
+    pub taps: Vec<TapSpec>,
+}
+
+impl VmSpec {
+    /// A spec with no share, no namespace and no taps.
+    pub fn new(settings: VmSettings, run_dir: impl Into<PathBuf>) -> Self {
+        VmSpec {
+            settings,
+            run_dir: run_dir.into(),
+            name: None,
+            shared_dir: None,
+            netns: None,
+            taps: Vec::new(),
+        }
+    }
+}
+
+/// A tap device handed to the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapSpec {
+    /// Interface name of the tap (at most 15 bytes).
+    pub ifname: String,
+    /// MAC address the guest interface gets.
+    pub mac: MacAddr,
+}
+
+/// An Ethernet address, written `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddr(pub [u8; 6]);
+
+/// A MAC address string that does not parse.
+#[derive(Debug, Error)]
+#[error("{0:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")]
+pub struct MacAddrError(String);
+
+impl FromStr for MacAddr {
+    type Err = MacAddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(|| MacAddrError(s.to_owned()))?;
+            if part.len() != 2 {
+                return Err(MacAddrError(s.to_owned()));
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| MacAddrError(s.to_owned()))?;
+        }
+        if parts.next().is_some() {
+            return Err(MacAddrError(s.to_owned()));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = MacAddrError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(m: MacAddr) -> String {
+        m.to_string()
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+/// The files of one VM inside its run directory. Names are short on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLayout {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Guest serial console.
+    pub console_log: PathBuf,
+    /// QEMU's own stdout and stderr.
+    pub qemu_log: PathBuf,
+    /// QMP monitor socket.
+    pub qmp_socket: PathBuf,
+    /// vhost-user socket between QEMU and `vhost-device-vsock`.
+    pub vsock_vhost_socket: PathBuf,
+    /// Hybrid vsock socket the host connects to (`CONNECT <port>`).
+    pub vsock_uds: PathBuf,
+    /// `vhost-device-vsock`'s log.
+    pub vsock_log: PathBuf,
+    /// vhost-user socket between QEMU and `virtiofsd`.
+    pub fs_socket: PathBuf,
+    /// `virtiofsd`'s log.
+    pub fs_log: PathBuf,
+}
+
+impl RunLayout {
+    /// The layout inside `dir`.
+    pub fn new(dir: &Path) -> Self {
+        RunLayout {
+            dir: dir.to_path_buf(),
+            console_log: dir.join("console.log"),
+            qemu_log: dir.join("qemu.log"),
+            qmp_socket: dir.join("qmp.sock"),
+            vsock_vhost_socket: dir.join("vhost-vsock.sock"),
+            vsock_uds: dir.join("vsock.sock"),
+            vsock_log: dir.join("vsock.log"),
+            fs_socket: dir.join("fs.sock"),
+            fs_log: dir.join("virtiofsd.log"),
+        }
+    }
+
+    /// Every socket path of the layout.
+    pub fn sockets(&self) -> [&Path; 4] {
+        [
+            &self.qmp_socket,
+            &self.vsock_vhost_socket,
+            &self.vsock_uds,
+            &self.fs_socket,
+        ]
+    }
+
+    /// The first socket path too long for `sun_path`, if any.
+    pub fn too_long_socket(&self) -> Option<&Path> {
+        self.sockets()
+            .into_iter()
+            .find(|p| p.as_os_str().len() > MAX_SOCKET_PATH)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trips() {
+        let m: MacAddr = "02:00:c0:00:02:0a".parse().expect("mac");
+        assert_eq!(m.0, [2, 0, 0xc0, 0, 2, 0x0a]);
+        assert_eq!(m.to_string(), "02:00:c0:00:02:0a");
+        let json = serde_json::to_string(&m).expect("ser");
+        assert_eq!(json, "\"02:00:c0:00:02:0a\"");
+        assert_eq!(serde_json::from_str::<MacAddr>(&json).expect("de"), m);
+        for bad in [
+            "",
+            "02:00:c0:00:02",
+            "02:00:c0:00:02:0a:0b",
+            "2:0:c0:0:2:a",
+            "zz:00:00:00:00:00",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn socket_length_is_checked() {
+        assert_eq!(
+            RunLayout::new(Path::new("/run/vc/pods/p1/vm")).too_long_socket(),
+            None
+        );
+        let long = format!("/run/{}", "x".repeat(100));
+        let layout = RunLayout::new(Path::new(&long));
+        assert_eq!(layout.too_long_socket(), Some(layout.qmp_socket.as_path()));
+    }
+}

@@ -1,0 +1,404 @@
+//! A launched VM: its persistent [`VmRecord`] and the [`Vm`] handle that any
+//! process can rebuild from it to query, pause, resume and stop the VM.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::config::{Accel, Machine, VsockKind};
+use super::daemons::DaemonKind;
+use super::process::ProcessRecord;
+use super::qmp::{Qmp, QmpError, RunState};
+use super::HypervisorError;
+use crate::vsock::VsockAddr;
+
+/// Version of the [`VmRecord`] layout.
+pub const VM_RECORD_FORMAT: u32 = 1;
+
+/// Timeout of one QMP call made by [`Vm`] methods.
+pub const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a process gets to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a helper daemon gets after SIGTERM.
+const DAEMON_GRACE: Duration = Duration::from_secs(1);
+
+/// Most bytes read from the end of a log for a tail.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// A helper daemon of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonRecord {
+    /// Which daemon.
+    pub kind: DaemonKind,
+    /// Its process.
+    pub process: ProcessRecord,
+    /// Its vhost-user socket (QEMU's side).
+    pub socket: PathBuf,
+    /// Its stdout/stderr.
+    pub log: PathBuf,
+}
+
+/// Everything needed to find a running VM again, from any process: persist it
+/// (JSON) in the pod's directory and pass it to [`Vm::from_record`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Layout version ([`VM_RECORD_FORMAT`]).
+    pub format: u32,
+    /// The name given at launch.
+    pub name: Option<String>,
+    /// Machine type in use.
+    pub machine: Machine,
+    /// Accelerator in use.
+    pub accel: Accel,
+    /// vsock form in use.
+    pub vsock: VsockKind,
+    /// Guest CID (kernel vsock only).
+    pub cid: Option<u32>,
+    /// Where the agent is reached.
+    pub agent: VsockAddr,
+    /// The agent's vsock port.
+    pub agent_port: u32,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The QEMU process.
+    pub qemu: ProcessRecord,
+    /// Helper daemons.
+    pub daemons: Vec<DaemonRecord>,
+    /// QMP monitor socket.
+    pub qmp_socket: PathBuf,
+    /// Guest serial console.
+    pub console_log: PathBuf,
+    /// QEMU's stdout/stderr.
+    pub qemu_log: PathBuf,
+    /// Sockets and temporary files removed by [`Vm::stop`] (logs are kept).
+    pub cleanup: Vec<PathBuf>,
+}
+
+/// What a VM is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmStatus {
+    /// vCPUs run.
+    Running,
+    /// Paused by [`Vm::pause`].
+    Paused,
+    /// The guest shut down or panicked; QEMU is exiting.
+    ShuttingDown,
+    /// QEMU is gone.
+    Exited,
+    /// Another QEMU state, by its QAPI name.
+    Other(String),
+}
+
+/// A handle on a launched VM. Holds no resources: dropping it leaves the VM
+/// running; [`Vm::stop`] ends it.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    record: VmRecord,
+}
+
+impl Vm {
+    pub(crate) fn new(record: VmRecord) -> Self {
+        Vm { record }
+    }
+
+    /// Reopens a VM from its record (written by another process, perhaps).
+    pub fn from_record(record: VmRecord) -> Result<Vm, HypervisorError> {
+        if record.format != VM_RECORD_FORMAT {
+            return Err(HypervisorError::RecordFormat {
+                found: record.format,
+                expected: VM_RECORD_FORMAT,
+            });
+        }
+        Ok(Vm { record })
+    }
+
+    /// The record to persist.
+    pub fn record(&self) -> &VmRecord {
+        &self.record
+    }
+
+    /// Where the agent is reached.
+    pub fn agent_addr(&self) -> &VsockAddr {
+        &self.record.agent
+    }
+
+    /// The agent's vsock port.
+    pub fn agent_port(&self) -> u32 {
+        self.record.agent_port
+    }
+
+    /// True while the QEMU process lives (not a zombie, not a reused pid).
+    pub fn is_running(&self) -> bool {
+        self.record.qemu.is_alive()
+    }
+
+    fn qmp(&self) -> Qmp {
+        Qmp::new(&self.record.qmp_socket)
+    }
+
+    /// The guest run state, or [`VmStatus::Exited`] when QEMU is gone.
+    pub async fn status(&self) -> Result<VmStatus, HypervisorError> {
+        if !self.is_running() {
+            return Ok(VmStatus::Exited);
+        }
+        match self.qmp().query_status(QMP_TIMEOUT).await {
+            Ok(state) => Ok(match state {
+                RunState::Running => VmStatus::Running,
+                RunState::Paused => VmStatus::Paused,
+                RunState::Shutdown => VmStatus::ShuttingDown,
+                RunState::Other(s) => VmStatus::Other(s),
+            }),
+            Err(_) if !self.is_running() => Ok(VmStatus::Exited),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pauses the vCPUs (QMP `stop`).
+    pub async fn pause(&self) -> Result<(), HypervisorError> {
+        self.live_qmp(|q| async move { q.stop(QMP_TIMEOUT).await })
+            .await?;
+        info!(vm = self.name(), pid = self.record.qemu.pid, "VM paused");
+        Ok(())
+    }
+
+    /// Resumes the vCPUs (QMP `cont`).
+    pub async fn resume(&self) -> Result<(), HypervisorError> {
+        self.live_qmp(|q| async move { q.cont(QMP_TIMEOUT).await })
+            .await?;
+        info!(vm = self.name(), pid = self.record.qemu.pid, "VM resumed");
+        Ok(())
+    }
+
+    async fn live_qmp<F, Fut>(&self, f: F) -> Result<(), HypervisorError>
+    where
+        F: FnOnce(Qmp) -> Fut,
+        Fut: std::future::Future<Output = Result<(), QmpError>>,
+    {
+        if !self.is_running() {
+            return Err(HypervisorError::NotRunning {
+                pid: self.record.qemu.pid,
+            });
+        }
+        match f(self.qmp()).await {
+            Ok(()) => Ok(()),
+            Err(_) if !self.is_running() => Err(HypervisorError::NotRunning {
+                pid: self.record.qemu.pid,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits for QEMU to exit; `true` when it is gone within `timeout`.
+    pub async fn wait_exit(&self, timeout: Duration) -> bool {
+        self.record.qemu.wait_gone(timeout).await
+    }
+
+    /// The last `lines` lines of the guest console, for boot-failure reports.
+    pub fn console_tail(&self, lines: usize) -> String {
+        tail_file(&self.record.console_log, lines)
+    }
+
+    /// The last `lines` lines of the console, QEMU's log and every daemon's
+    /// log, each under a heading: what to print when a test fails.
+    pub fn diagnostics(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let mut section = |title: &str, path: &Path| {
+            out.push_str(&format!("--- {title} ({}) ---\n", path.display()));
+            out.push_str(&tail_file(path, lines));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        };
+        section("console", &self.record.console_log);
+        section("qemu", &self.record.qemu_log);
+        for d in &self.record.daemons {
+            section(d.kind.name(), &d.log);
+        }
+        out
+    }
+
+    fn name(&self) -> &str {
+        self.record.name.as_deref().unwrap_or("")
+    }
+
+    /// Stops the VM: QMP `quit` and up to `timeout` for QEMU to exit, then
+    /// SIGKILL; then every helper daemon (SIGTERM, then SIGKILL); then the
+    /// sockets and temporary files. Logs stay in the run directory.
+    /// Idempotent, and works when QEMU has already died. Asking the agent to
+    /// shut the guest down first is the caller's business.
+    pub async fn stop(&self, timeout: Duration) -> Result<(), HypervisorError> {
+        let started = Instant::now();
+        let qemu = self.record.qemu;
+        let mut how = "already exited";
+        if qemu.is_alive() {
+            match self.qmp().quit(timeout).await {
+                Ok(()) => {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    if qemu.wait_gone(left).await {
+                        how = "quit";
+                    }
+                }
+                Err(e) => debug!(vm = self.name(), error = %e, "QMP quit failed, killing QEMU"),
+            }
+        }
+        let mut first_error = None;
+        if qemu.is_alive() {
+            how = "killed";
+            if let Err(source) = qemu.kill(KILL_WAIT).await {
+                first_error.get_or_insert(HypervisorError::Stop {
+                    what: "QEMU",
+                    source,
+                });
+            }
+        }
+        for d in &self.record.daemons {
+            if let Err(source) = d.process.terminate(DAEMON_GRACE, KILL_WAIT).await {
+                warn!(vm = self.name(), daemon = %d.kind, error = %source, "helper daemon would not stop");
+                first_error.get_or_insert(HypervisorError::Stop {
+                    what: d.kind.name(),
+                    source,
+                });
+            }
+        }
+        remove_files(&self.record.cleanup);
+        match first_error {
+            None => {
+                info!(
+                    vm = self.name(),
+                    pid = qemu.pid,
+                    how,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "VM stopped"
+                );
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Removes files, ignoring the ones already gone.
+pub(crate) fn remove_files(paths: &[PathBuf]) {
+    for p in paths {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(path = %p.display(), error = %e, "cannot remove VM file"),
+        }
+    }
+}
+
+/// The last `lines` lines of a file (at most [`TAIL_BYTES`] read); empty when
+/// the file cannot be read.
+pub fn tail_file(path: &Path, lines: usize) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(TAIL_BYTES);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    let mut out = all[from..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(dir: &Path) -> VmRecord {
+        VmRecord {
+            format: VM_RECORD_FORMAT,
+            name: Some("p".to_owned()),
+            machine: Machine::Microvm,
+            accel: Accel::Tcg,
+            vsock: VsockKind::Hybrid,
+            cid: None,
+            agent: VsockAddr::Hybrid {
+                uds: dir.join("vsock.sock"),
+            },
+            agent_port: 1024,
+            run_dir: dir.to_path_buf(),
+            // A pid that cannot exist with this start time.
+            qemu: ProcessRecord {
+                pid: i32::MAX,
+                start_time: 1,
+            },
+            daemons: vec![DaemonRecord {
+                kind: DaemonKind::VhostDeviceVsock,
+                process: ProcessRecord {
+                    pid: i32::MAX - 1,
+                    start_time: 1,
+                },
+                socket: dir.join("vhost-vsock.sock"),
+                log: dir.join("vsock.log"),
+            }],
+            qmp_socket: dir.join("qmp.sock"),
+            console_log: dir.join("console.log"),
+            qemu_log: dir.join("qemu.log"),
+            cleanup: vec![dir.join("qmp.sock"), dir.join("vsock.sock")],
+        }
+    }
+
+    #[test]
+    fn tail_takes_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        std::fs::write(&p, "a\nb\nc\nd\n").expect("write");
+        assert_eq!(tail_file(&p, 2), "c\nd\n");
+        assert_eq!(tail_file(&p, 10), "a\nb\nc\nd\n");
+        assert_eq!(tail_file(&dir.path().join("none"), 3), "");
+    }
+
+    #[test]
+    fn record_round_trips_and_format_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = record(dir.path());
+        let json = serde_json::to_string(&rec).expect("ser");
+        let back: VmRecord = serde_json::from_str(&json).expect("de");
+        assert_eq!(back, rec);
+        let vm = Vm::from_record(back).expect("reopen");
+        assert_eq!(vm.agent_port(), 1024);
+        let bad = VmRecord { format: 99, ..rec };
+        assert!(matches!(
+            Vm::from_record(bad),
+            Err(HypervisorError::RecordFormat { found: 99, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dead_vm_stops_cleanly_and_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = record(dir.path());
+        std::fs::write(dir.path().join("qmp.sock"), "").expect("fake socket");
+        std::fs::write(dir.path().join("console.log"), "boot\n").expect("console");
+        let vm = Vm::from_record(rec).expect("vm");
+        assert!(!vm.is_running());
+        assert_eq!(vm.status().await.expect("status"), VmStatus::Exited);
+        assert!(matches!(
+            vm.pause().await,
+            Err(HypervisorError::NotRunning { .. })
+        ));
+        vm.stop(Duration::from_secs(1)).await.expect("stop");
+        vm.stop(Duration::from_secs(1)).await.expect("stop again");
+        assert!(!dir.path().join("qmp.sock").exists());
+        assert_eq!(vm.console_tail(5), "boot\n");
+        assert!(vm.diagnostics(5).contains("--- console"));
+    }
+}
