@@ -120,7 +120,13 @@ impl Shared {
             state.down = Some(cause.clone());
             state.pending.drain().map(|(_, p)| p).collect()
         };
-        warn!(cause = %cause, failed_calls = drained.len(), "agent connection down");
+        // A clean close with nobody waiting is the normal end (after a
+        // shutdown request); anything else is worth a warning.
+        if drained.is_empty() && matches!(cause, LinkDown::Closed) {
+            debug!("agent closed the connection");
+        } else {
+            warn!(cause = %cause, failed_calls = drained.len(), "agent connection down");
+        }
         for pending in drained {
             let _ = pending.reply.send(Err(cause.for_request(pending.request)));
         }
