@@ -169,16 +169,21 @@ pub struct QemuCommand {
     pub opts: Vec<QemuOpt>,
 }
 
-/// The guest kernel command line: `console=ttyS0 panic=-1`, the agent's
-/// `vc.*` keys, then the caller's extra arguments. (microvm appends its
-/// `virtio_mmio.device=` entries itself: `auto-kernel-cmdline` stays on.)
+/// The guest kernel command line: `console=ttyS0 panic=-1`, on microvm
+/// under TCG the host's TSC rate (`tsc_early_khz`, see [`super::host`]), the
+/// agent's `vc.*` keys, then the caller's extra arguments. (microvm appends
+/// its `virtio_mmio.device=` entries itself: `auto-kernel-cmdline` stays on.)
 pub fn kernel_cmdline(settings: &VmSettings) -> String {
-    let mut args = vec![
-        "console=ttyS0".to_owned(),
-        "panic=-1".to_owned(),
+    let mut args = vec!["console=ttyS0".to_owned(), "panic=-1".to_owned()];
+    if let (Machine::Microvm, Accel::Tcg, Some(khz)) =
+        (settings.machine, settings.accel, settings.tsc_khz)
+    {
+        args.push(format!("tsc_early_khz={khz}"));
+    }
+    args.extend([
         format!("vc.log={}", settings.agent_log),
         format!("vc.port={}", settings.agent_port),
-    ];
+    ]);
     if !settings.agent_debug.is_empty() {
         args.push(format!("vc.debug={}", settings.agent_debug.join(",")));
     }
@@ -430,6 +435,7 @@ mod tests {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             vhost_device_vsock: Some("/tools/vhost-device-vsock".into()),
             virtiofsd: Some("/tools/virtiofsd".into()),
+            tsc_khz: Some(2_600_000),
         }
     }
 
@@ -457,6 +463,8 @@ mod tests {
     }
 
     const CMDLINE: &str = "console=ttyS0 panic=-1 vc.log=debug vc.port=1024 quiet";
+    const CMDLINE_TSC: &str =
+        "console=ttyS0 panic=-1 tsc_early_khz=2600000 vc.log=debug vc.port=1024 quiet";
 
     fn expected(machine: &str, accel: &str, cpu: &str, vsock: &[&str], bus: &str) -> Vec<String> {
         let mut v: Vec<String> = [
@@ -479,7 +487,11 @@ mod tests {
             "-initrd",
             "/img/initrd.img",
             "-append",
-            CMDLINE,
+            if machine.starts_with("microvm") && accel == "tcg" {
+                CMDLINE_TSC
+            } else {
+                CMDLINE
+            },
             "-chardev",
             "file,id=console,path=/r/console.log",
             "-serial",
@@ -627,7 +639,7 @@ mod tests {
             .map(|i| args[i + 1].clone());
         assert_eq!(
             append.as_deref(),
-            Some("console=ttyS0 panic=-1 vc.log=info vc.port=1024 vc.debug=a,b")
+            Some("console=ttyS0 panic=-1 tsc_early_khz=2600000 vc.log=info vc.port=1024 vc.debug=a,b")
         );
     }
 

@@ -231,6 +231,8 @@ pub struct VmSettings {
     pub vhost_device_vsock: Option<PathBuf>,
     /// `virtiofsd`, when found; required only by a VM with a shared directory.
     pub virtiofsd: Option<PathBuf>,
+    /// Host TSC frequency (kHz), told to a microvm guest under TCG.
+    pub tsc_khz: Option<u64>,
 }
 
 /// Why a [`VmConfig`] cannot be used.
@@ -362,6 +364,7 @@ impl VmConfig {
             qemu,
             vhost_device_vsock,
             virtiofsd,
+            tsc_khz: host.tsc_khz,
         })
     }
 }
@@ -417,6 +420,7 @@ mod tests {
             kvm_read_write: false,
             cpu_virt_flags: false,
             vhost_vsock: false,
+            tsc_khz: Some(2_600_000),
         }
     }
 

@@ -4,8 +4,15 @@
 //! KVM counts as usable only when `/dev/kvm` opens read-write *and* the CPU
 //! flags show `vmx` or `svm`: a `/dev/kvm` backed by PVM (as on the
 //! development machines) opens, but a stock kernel hangs under it.
+//!
+//! The host's TSC frequency is measured too: under TCG the guest's TSC runs
+//! at the host's rate, and a microvm guest (no HPET, no ACPI PM timer) whose
+//! PIT calibration fails on a loaded host marks its TSC unstable and hangs in
+//! early boot. Telling the guest the rate (`tsc_early_khz=`) avoids that.
 
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::config::{Accel, AccelChoice, ConfigError, VsockChoice, VsockKind};
 
@@ -18,6 +25,8 @@ pub struct HostFacts {
     pub cpu_virt_flags: bool,
     /// `/dev/vhost-vsock` exists.
     pub vhost_vsock: bool,
+    /// The host's TSC frequency in kHz, when it could be measured.
+    pub tsc_khz: Option<u64>,
 }
 
 impl HostFacts {
@@ -36,6 +45,7 @@ impl HostFacts {
             kvm_read_write,
             cpu_virt_flags,
             vhost_vsock,
+            tsc_khz: host_tsc_khz(),
         }
     }
 
@@ -43,6 +53,53 @@ impl HostFacts {
     pub fn kvm_usable(&self) -> bool {
         self.kvm_read_write && self.cpu_virt_flags
     }
+}
+
+/// The host's TSC frequency in kHz, measured once per process (about 20 ms)
+/// against the monotonic clock. `None` where there is no TSC.
+pub fn host_tsc_khz() -> Option<u64> {
+    static KHZ: OnceLock<Option<u64>> = OnceLock::new();
+    *KHZ.get_or_init(measure_tsc_khz)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn measure_tsc_khz() -> Option<u64> {
+    fn rdtsc() -> u64 {
+        // SAFETY: RDTSC is available on every x86_64 CPU and has no memory
+        // effects.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+    // The (TSC, time) pair read in the shortest window out of a few, so
+    // that a preemption between the two reads does not skew the result.
+    fn sample() -> (u64, Instant) {
+        let mut best: Option<(u64, u64, Instant)> = None;
+        for _ in 0..16 {
+            let before = rdtsc();
+            let now = Instant::now();
+            let after = rdtsc();
+            let width = after.wrapping_sub(before);
+            if best.is_none_or(|(w, _, _)| width < w) {
+                best = Some((width, before + width / 2, now));
+            }
+        }
+        let (_, tsc, now) = best.expect("at least one sample");
+        (tsc, now)
+    }
+    let (tsc0, t0) = sample();
+    std::thread::sleep(Duration::from_millis(20));
+    let (tsc1, t1) = sample();
+    let ticks = tsc1.checked_sub(tsc0)?;
+    let nanos = u64::try_from(t1.duration_since(t0).as_nanos()).ok()?;
+    let khz = u128::from(ticks) * 1_000_000 / u128::from(nanos.max(1));
+    u64::try_from(khz).ok().filter(|&k| k > 0)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn measure_tsc_khz() -> Option<u64> {
+    None
 }
 
 /// True when a `flags` line of `/proc/cpuinfo` text lists `vmx` (Intel VT-x)
@@ -91,6 +148,7 @@ mod tests {
             kvm_read_write: kvm,
             cpu_virt_flags: flags,
             vhost_vsock: false,
+            tsc_khz: None,
         }
     }
 
@@ -161,6 +219,13 @@ mod tests {
             choose_vsock(VsockChoice::Kernel, &without),
             Err(ConfigError::KernelVsockUnavailable)
         ));
+    }
+
+    #[test]
+    fn tsc_frequency_is_plausible() {
+        // Any x86_64 host of the last 15 years runs its TSC between 1 and 6 GHz.
+        let khz = host_tsc_khz().expect("x86_64 has a TSC");
+        assert!((1_000_000..6_000_000).contains(&khz), "{khz} kHz");
     }
 
     #[test]

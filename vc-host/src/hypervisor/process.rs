@@ -29,6 +29,9 @@ use thiserror::Error;
 /// How often liveness is polled while waiting for an exit.
 const POLL: Duration = Duration::from_millis(10);
 
+/// How long a dead child gets to become reapable.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// A process, identified by pid and start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessRecord {
@@ -127,7 +130,7 @@ impl ProcessRecord {
         match read_stat(self.pid) {
             Some(s) if s.start_time == self.start_time => {
                 if matches!(s.state, 'Z' | 'X') {
-                    self.reap();
+                    let _ = self.reap();
                     false
                 } else {
                     true
@@ -137,10 +140,33 @@ impl ProcessRecord {
         }
     }
 
-    /// Reaps the process if it is an exited child of ours; nothing otherwise.
-    fn reap(&self) {
-        // ECHILD (not our child) and "still running" are both fine here.
-        let _ = waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG));
+    /// Reaps the process if it is an exited child of ours. `true` while it is
+    /// our child but not yet reapable: a thread group whose leader is a
+    /// zombie while its other threads are still being torn down.
+    fn reap(&self) -> bool {
+        use nix::sys::wait::WaitStatus;
+        // ECHILD: not our child (someone else reaps it, or nobody does).
+        matches!(
+            waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    }
+
+    /// After the process is seen dead: when it is our child, reap it for
+    /// good (bounded), so that no zombie of ours is left behind.
+    async fn settle(&self) {
+        let deadline = Instant::now() + SETTLE;
+        while Instant::now() < deadline {
+            match read_stat(self.pid) {
+                Some(s) if s.start_time == self.start_time => {
+                    if !self.reap() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Sends `signal`. Returns `false` when the process was already gone.
@@ -169,6 +195,7 @@ impl ProcessRecord {
         let deadline = Instant::now() + timeout;
         loop {
             if !self.is_alive() {
+                self.settle().await;
                 return true;
             }
             if Instant::now() >= deadline {
@@ -203,12 +230,21 @@ impl ProcessRecord {
         }
     }
 
-    /// SIGKILL without waiting, for drop guards; errors are ignored.
+    /// SIGKILL and a short synchronous wait (for drop guards, which cannot
+    /// await); errors are ignored.
     pub(crate) fn kill_now(&self) {
         let _ = self.signal(Signal::SIGKILL);
-        // Give the kernel a moment so the child can be reaped right away.
-        let deadline = Instant::now() + Duration::from_millis(200);
-        while self.is_alive() && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            let pending = match read_stat(self.pid) {
+                Some(s) if s.start_time == self.start_time => {
+                    !matches!(s.state, 'Z' | 'X') || self.reap()
+                }
+                _ => false,
+            };
+            if !pending {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
