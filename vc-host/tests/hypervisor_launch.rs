@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vc_host::hypervisor::{
-    Hypervisor, ProcessRecord, QemuHypervisor, Vm, VmConfig, VmRecord, VmSpec, VmStatus,
+    Hypervisor, Machine, ProcessRecord, QemuHypervisor, TapSpec, Vm, VmConfig, VmRecord, VmSpec,
+    VmStatus,
 };
 
 /// The guest image directory; fails the test when the image is missing.
@@ -39,11 +40,15 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
+    fixture_with(name, VmConfig::default())
+}
+
+fn fixture_with(name: &str, config: VmConfig) -> Fixture {
     let image = image_dir();
     let config = VmConfig {
         kernel: Some(image.join("vmlinuz")),
         initrd: Some(image.join("initrd.img")),
-        ..VmConfig::default()
+        ..config
     };
     let settings = config
         .validate()
@@ -172,6 +177,23 @@ async fn boots_pauses_resumes_and_stops_leaving_nothing() {
     assert!(vm.is_running());
     assert_eq!(vm.status().await.expect("status"), VmStatus::Running);
 
+    // The vsock device works end to end: the agent's port accepts.
+    let t = Instant::now();
+    let connected = loop {
+        match vm.agent_addr().connect(vm.agent_port()).await {
+            Ok(stream) => break Some(stream),
+            Err(e) if e.is_transient() && t.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("agent port: {e}{}", source_chain(&e)),
+        }
+    };
+    eprintln!(
+        "agent port accepted {:?} after launch",
+        t0.elapsed().saturating_sub(launched)
+    );
+    drop(connected);
+
     vm.pause().await.expect("pause");
     assert_eq!(vm.status().await.expect("status"), VmStatus::Paused);
     vm.resume().await.expect("resume");
@@ -258,4 +280,89 @@ async fn a_broken_kernel_fails_the_launch_and_leaves_nothing() {
         .filter(|c| c.contains(&run_dir))
         .collect();
     assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q35_boots_with_pci_devices() {
+    let f = fixture_with(
+        "hv-q35",
+        VmConfig {
+            machine: Machine::Q35,
+            ..VmConfig::default()
+        },
+    );
+    let vm = f
+        .hypervisor
+        .launch(&f.spec)
+        .await
+        .unwrap_or_else(|e| panic!("launch: {e}{}", source_chain(&e)));
+    let _diag = Diagnose(&vm);
+    let rec = vm.record().clone();
+    let init = wait_for_console(&vm, "Run /init", Duration::from_secs(90)).await;
+    eprintln!("q35: /init after {init:?}");
+    assert!(init.is_some(), "q35 guest reaches init");
+    assert!(vm.is_running());
+    vm.stop(Duration::from_secs(10)).await.expect("stop");
+    assert_nothing_left(&rec);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_runs_in_the_given_network_namespace_with_its_taps() {
+    // A namespace of our own, held by a process: no `ip netns`, no mounts.
+    let holder = std::process::Command::new("unshare")
+        .args(["--net", "sleep", "120"])
+        .spawn()
+        .expect("unshare --net sleep (util-linux)");
+    let holder_pid = holder.id();
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _holder = Holder(holder);
+    let ns_path = PathBuf::from(format!("/proc/{holder_pid}/ns/net"));
+    let mine = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    let t = Instant::now();
+    while std::fs::read_link(&ns_path).ok().is_none_or(|l| l == mine) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "unshare never entered its namespace"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let theirs = std::fs::read_link(&ns_path).expect("holder netns");
+
+    let mut f = fixture("hv-netns");
+    f.spec.netns = Some(ns_path);
+    f.spec.taps = vec![TapSpec {
+        ifname: "vctap0".to_owned(),
+        mac: "02:00:c0:00:02:0a".parse().expect("mac"),
+    }];
+    let vm = f
+        .hypervisor
+        .launch(&f.spec)
+        .await
+        .unwrap_or_else(|e| panic!("launch: {e}{}", source_chain(&e)));
+    let _diag = Diagnose(&vm);
+    let rec = vm.record().clone();
+    let qemu_ns = std::fs::read_link(format!("/proc/{}/ns/net", rec.qemu.pid)).expect("qemu netns");
+    assert_eq!(qemu_ns, theirs, "QEMU is in the given namespace");
+    // QEMU opened the tap (creating it) inside that namespace only.
+    let dev = std::fs::read_to_string(format!("/proc/{}/net/dev", rec.qemu.pid)).expect("net/dev");
+    assert!(dev.contains("vctap0:"), "{dev}");
+    let own = std::fs::read_to_string("/proc/self/net/dev").expect("own net/dev");
+    assert!(
+        !own.contains("vctap0:"),
+        "no tap in the test's own namespace"
+    );
+    // The daemons stay in ours.
+    for d in &rec.daemons {
+        let ns =
+            std::fs::read_link(format!("/proc/{}/ns/net", d.process.pid)).expect("daemon netns");
+        assert_eq!(ns, mine, "{} stays in the host namespace", d.kind);
+    }
+    vm.stop(Duration::from_secs(10)).await.expect("stop");
+    assert_nothing_left(&rec);
 }
