@@ -30,9 +30,12 @@ pub fn power_off() -> ! {
 /// Logs a fatal error, then (PID 1) powers off. Outside PID 1 the process exits
 /// with status 1 instead.
 pub fn fatal(error: &dyn Display) -> ! {
-    tracing::error!("fatal: {error}");
-    // The subscriber may not be installed yet: say it on the console too.
-    let _ = writeln!(std::io::stderr(), "vc-agent: fatal: {error}");
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("fatal: {error}");
+    } else {
+        // No log yet (early boot): straight to the console.
+        let _ = writeln!(std::io::stderr(), "vc-agent: fatal: {error}");
+    }
     if nix::unistd::getpid().as_raw() == 1 {
         power_off()
     }
@@ -60,11 +63,14 @@ pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("unnamed");
-        tracing::error!("panic in thread {name}: {info}");
-        let _ = writeln!(
-            std::io::stderr(),
-            "vc-agent: panic in thread {name}: {info}"
-        );
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!("panic in thread {name}: {info}");
+        } else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "vc-agent: panic in thread {name}: {info}"
+            );
+        }
         power_off();
     }));
 }
