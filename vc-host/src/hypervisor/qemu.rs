@@ -4,6 +4,7 @@
 //! the way stops everything already started and reports the relevant logs.
 
 use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -169,10 +170,15 @@ impl QemuHypervisor {
             })?),
             None => None,
         };
-        std::fs::create_dir_all(&layout.dir).map_err(|source| HypervisorError::RunDir {
-            path: layout.dir.clone(),
-            source,
-        })?;
+        // 0700: the monitor and vsock sockets control the VM.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&layout.dir)
+            .map_err(|source| HypervisorError::RunDir {
+                path: layout.dir.clone(),
+                source,
+            })?;
 
         let mut started = Started::new();
         started.cleanup.push(layout.qmp_socket.clone());
