@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest, IMAGE_DIR_ENV};
 
+pub mod pod;
+
 /// Environment variable naming the container rootfs directory.
 pub const ROOTFS_ENV: &str = "VC_ROOTFS";
 

@@ -1,0 +1,128 @@
+//! The boot path: a pod VM boots from the guest image under the software
+//! emulator, its agent answers over vsock, and everything is gone after stop.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::pod::{wait_pids_gone, TestRuntime};
+use vc_host::agent::AgentClientError;
+use vc_host::state::State;
+
+fn pids(status: &vc_host::runtime::PodStatus) -> Vec<i32> {
+    status.processes.iter().map(|p| p.pid).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_handshake_details_and_clean_shutdown() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let id = t.pod("boot").id;
+    t.rt.create_pod(t.pod("boot")).await?;
+    let started = t.rt.start_pod(&id).await?;
+    assert_eq!(started.state, State::Running);
+    let helpers = pids(&started);
+    assert_eq!(
+        helpers.len(),
+        3,
+        "qemu, vsock daemon, virtiofsd: {helpers:?}"
+    );
+
+    let agent = t.rt.pod_agent(&id).await?;
+    let details = agent.guest_details().await?;
+    assert_eq!(details.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(details.protocol_version, vc_proto::PROTOCOL_VERSION);
+    assert_eq!(details.kernel_release, t.image.manifest.kernel_version);
+    agent.ping().await?;
+    drop(agent);
+
+    let stopped = t.rt.stop_pod(&id).await?;
+    assert_eq!(stopped.state, State::Stopped);
+    assert!(
+        wait_pids_gone(&helpers, Duration::from_secs(5)),
+        "processes left after stop: {helpers:?}"
+    );
+    t.rt.delete_pod(&id).await?;
+    assert!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
+    assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_pods_boot_at_once_each_on_its_own_socket() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let ids: Vec<_> = (0..4).map(|i| t.pod(&format!("quad{i}")).id).collect();
+    for id in &ids {
+        t.rt.create_pod(vc_host::config::PodConfig::new(id.clone()))
+            .await?;
+    }
+    let starts = ids.iter().map(|id| t.rt.start_pod(id));
+    for status in futures::future::join_all(starts).await {
+        assert_eq!(status?.state, State::Running);
+    }
+    let mut addrs = std::collections::BTreeSet::new();
+    for id in &ids {
+        let agent = t.rt.pod_agent(id).await?;
+        agent.ping().await?;
+        addrs.insert(format!("{:?}", agent.addr()));
+    }
+    assert_eq!(addrs.len(), 4, "each pod has its own address: {addrs:?}");
+    for id in &ids {
+        t.rt.stop_pod(id).await?;
+        t.rt.delete_pod(id).await?;
+    }
+    assert!(t.leftover_pods().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_qemu_fails_a_pending_call_fast_and_stop_cleans_up() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let id = t.pod("killed").id;
+    t.rt.create_pod(t.pod("killed")).await?;
+    let status = t.rt.start_pod(&id).await?;
+    let helpers = pids(&status);
+    let qemu = status
+        .processes
+        .iter()
+        .find(|p| p.name == "qemu")
+        .expect("a qemu process")
+        .pid;
+
+    // A call that stays in flight: the next event never comes.
+    let agent = t.rt.pod_agent(&id).await?;
+    let pending = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.next_event().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(Pid::from_raw(qemu), Signal::SIGKILL)?;
+    let killed_at = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), pending).await??;
+    let elapsed = killed_at.elapsed();
+    assert!(
+        matches!(
+            result,
+            Err(AgentClientError::VmGone { .. } | AgentClientError::ConnectionLost { .. })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "reported after {elapsed:?}"
+    );
+
+    // The pod is now reported stopped, and stop cleans every helper.
+    assert_eq!(t.rt.pod_status(&id).await?.state, State::Stopped);
+    t.rt.stop_pod(&id).await?;
+    assert!(
+        wait_pids_gone(&helpers, Duration::from_secs(5)),
+        "helpers left after stop: {helpers:?}"
+    );
+    t.rt.delete_pod(&id).await?;
+    assert!(t.leftover_pods().is_empty());
+    assert!(t.leftover_mounts().is_empty());
+    Ok(())
+}

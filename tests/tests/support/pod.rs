@@ -1,0 +1,153 @@
+//! A test harness around [`vc_host::Runtime`]: a private runtime root, the guest
+//! image and rootfs located (or a failure naming the command that builds them),
+//! and a guard that, when the test ends, prints every pod's console and daemon
+//! logs if the test failed, then stops and deletes whatever pods are left.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use vc_host::config::{ContainerConfig, PodConfig, RuntimeConfig};
+use vc_host::id::{ContainerId, PodId};
+use vc_host::Runtime;
+
+use super::{find_tool, log_tail, rootfs_dir, GuestImage};
+
+/// A runtime with its own root, cleaned up on drop.
+#[derive(Debug)]
+pub struct TestRuntime {
+    /// The runtime under test.
+    pub rt: Runtime,
+    /// The guest image in use.
+    pub image: GuestImage,
+    /// The busybox rootfs.
+    pub rootfs: PathBuf,
+    root: tempfile::TempDir,
+}
+
+impl TestRuntime {
+    /// Finds QEMU, the helper daemons, the guest image and the rootfs, and opens
+    /// a runtime on a fresh root under /tmp (kept short: socket paths live there).
+    pub fn new() -> Result<Self> {
+        for tool in ["qemu-system-x86_64", "vhost-device-vsock", "virtiofsd"] {
+            find_tool(tool)?;
+        }
+        let image = GuestImage::locate()?;
+        let rootfs = rootfs_dir()?;
+        let root = tempfile::Builder::new()
+            .prefix("vc")
+            .tempdir_in("/tmp")
+            .context("cannot create a runtime root")?;
+        let rt = Runtime::new(RuntimeConfig {
+            root: root.path().to_owned(),
+            guest_image_dir: image.dir.clone(),
+        })?;
+        Ok(Self {
+            rt,
+            image,
+            rootfs,
+            root,
+        })
+    }
+
+    /// The runtime root.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// A pod configuration with defaults.
+    pub fn pod(&self, id: &str) -> PodConfig {
+        PodConfig::new(PodId::new(id).expect("valid pod id"))
+    }
+
+    /// A busybox container running `command`.
+    pub fn container(&self, id: &str, command: &[&str]) -> ContainerConfig {
+        ContainerConfig::new(
+            ContainerId::new(id).expect("valid container id"),
+            &self.rootfs,
+            command.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    /// Every file under the pods directory (for leak checks).
+    pub fn leftover_pods(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.root().join("pods"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Mount points under the runtime root.
+    pub fn leftover_mounts(&self) -> Vec<PathBuf> {
+        vc_host::runtime::share::mounts_under(self.root())
+    }
+
+    /// Prints the console and daemon logs of every pod.
+    pub fn print_logs(&self) {
+        for pod in self.leftover_pods() {
+            let vm = pod.join("vm");
+            let Ok(entries) = std::fs::read_dir(&vm) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "log") {
+                    eprintln!("{}", log_tail(&path, 80));
+                }
+            }
+        }
+    }
+}
+
+/// True when no process has this pid (a zombie counts as gone).
+pub fn pid_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Waits up to `timeout` for every pid to be gone.
+pub fn wait_pids_gone(pids: &[i32], timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if pids.iter().all(|p| pid_gone(*p)) {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for TestRuntime {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed; logs of its pods follow");
+            self.print_logs();
+        }
+        // Clean up on a fresh runtime in its own thread: drop may run inside
+        // the test's async runtime, which cannot be blocked on.
+        let rt = self.rt.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            tokio_rt.block_on(async {
+                let Ok(pods) = rt.list_pods().await else {
+                    return;
+                };
+                for pod in pods {
+                    let _ = rt.stop_pod(&pod.id).await;
+                    let _ = rt.delete_pod(&pod.id).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
