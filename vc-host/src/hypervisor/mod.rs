@@ -73,6 +73,12 @@ pub enum HypervisorError {
         #[source]
         source: std::io::Error,
     },
+    /// Another VM's monitor answers in the run directory.
+    #[error("run directory {path} belongs to a running VM")]
+    RunDirInUse {
+        /// Run directory.
+        path: PathBuf,
+    },
     /// A socket path does not fit in `sun_path`.
     #[error("socket path {path} is longer than 107 bytes: use a shorter run directory")]
     SocketPathTooLong {

@@ -192,7 +192,14 @@ impl QemuHypervisor {
                 .cleanup
                 .extend(side_files(DaemonKind::Virtiofsd, &layout.fs_socket));
         }
-        // Leftovers of an earlier run would be mistaken for fresh sockets.
+        // A live monitor means another VM uses this run directory; anything
+        // else there is a leftover that would pass for a fresh socket.
+        if std::os::unix::net::UnixStream::connect(&layout.qmp_socket).is_ok() {
+            started.disarm();
+            return Err(HypervisorError::RunDirInUse {
+                path: layout.dir.clone(),
+            });
+        }
         remove_files(&started.cleanup);
 
         let cid_lease = match s.vsock {
@@ -355,5 +362,100 @@ async fn wait_for_monitor(qemu: &ProcessRecord, layout: &RunLayout) -> Result<()
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::config::{Accel, Machine, VirtiofsCache, VmSettings};
+
+    fn settings() -> VmSettings {
+        VmSettings {
+            vcpus: 1,
+            memory_mib: 256,
+            machine: Machine::Microvm,
+            accel: Accel::Tcg,
+            vsock: VsockKind::Hybrid,
+            kernel: "/nonexistent/vmlinuz".into(),
+            initrd: None,
+            kernel_args: Vec::new(),
+            agent_port: 1024,
+            agent_log: "info".to_owned(),
+            agent_debug: Vec::new(),
+            virtiofs_cache: VirtiofsCache::Auto,
+            // Never started: every case below fails before spawning.
+            qemu: "/nonexistent/qemu".into(),
+            vhost_device_vsock: Some("/nonexistent/vhost-device-vsock".into()),
+            virtiofsd: Some("/nonexistent/virtiofsd".into()),
+            tsc_khz: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_monitor_in_the_run_dir_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _live = std::os::unix::net::UnixListener::bind(dir.path().join("qmp.sock"))
+            .expect("bind fake monitor");
+        let hv = QemuHypervisor::new(dir.path().join("state"));
+        let err = hv
+            .launch(&VmSpec::new(settings(), dir.path()))
+            .await
+            .expect_err("in use");
+        assert!(
+            matches!(err, HypervisorError::RunDirInUse { .. }),
+            "{err:?}"
+        );
+        assert!(
+            dir.path().join("qmp.sock").exists(),
+            "the live socket is left alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_specs_fail_before_anything_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hv = QemuHypervisor::new(dir.path().join("state"));
+        let long = dir.path().join("x".repeat(100));
+        let err = hv
+            .launch(&VmSpec::new(settings(), &long))
+            .await
+            .expect_err("long");
+        assert!(
+            matches!(err, HypervisorError::SocketPathTooLong { .. }),
+            "{err:?}"
+        );
+        assert!(!long.exists());
+
+        let mut spec = VmSpec::new(settings(), dir.path().join("vm"));
+        spec.shared_dir = Some(dir.path().join("missing"));
+        let err = hv.launch(&spec).await.expect_err("share");
+        assert!(matches!(err, HypervisorError::SharedDir { .. }), "{err:?}");
+
+        let mut spec = VmSpec::new(settings(), dir.path().join("vm"));
+        spec.taps = vec![crate::hypervisor::TapSpec {
+            ifname: "a-tap-name-too-long".to_owned(),
+            mac: "02:00:00:00:00:01".parse().expect("mac"),
+        }];
+        let err = hv.launch(&spec).await.expect_err("tap");
+        assert!(matches!(err, HypervisorError::TapName { .. }), "{err:?}");
+
+        let mut spec = VmSpec::new(settings(), dir.path().join("vm"));
+        spec.netns = Some(dir.path().join("no-netns"));
+        let err = hv.launch(&spec).await.expect_err("netns");
+        assert!(matches!(err, HypervisorError::Netns { .. }), "{err:?}");
+        assert!(!dir.path().join("vm").exists(), "nothing created");
+
+        let spec = VmSpec::new(settings(), dir.path().join("vm"));
+        let err = hv.launch(&spec).await.expect_err("no daemon binary");
+        assert!(matches!(err, HypervisorError::Start { .. }), "{err:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("vm"))
+            .expect("run dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(
+            left.iter().all(|n| n.to_string_lossy().ends_with(".log")),
+            "{left:?}"
+        );
     }
 }
