@@ -3,10 +3,11 @@
 //!
 //! [`ProcessTable`] owns two maps: the live pids (shared with the reaper, see
 //! [`reaper::LiveTable`]) and the processes by reference (container id and exec
-//! id), which outlive their exit so that a late `Wait` still gets the code. A
-//! container's processes stay until the container is removed; processes outside
-//! any container are forgotten, oldest first, once more than
-//! [`HOST_PROCESSES_KEPT`] have exited.
+//! id), which outlive their exit so that a late `Wait` still gets the code (and
+//! a late attach the output left in the pipe). A container's main process stays
+//! until the container is removed; exec'd processes (in a container or not) are
+//! forgotten, oldest first, once more than [`EXITED_EXECS_KEPT`] of them have
+//! exited, which bounds the memory and descriptors they hold.
 
 pub mod launch;
 pub mod reaper;
@@ -27,8 +28,8 @@ pub use reaper::{LiveTable, ReapMode};
 pub use spawn::SpawnError;
 pub use stdio::{ParentStdio, StdioError, StreamEnd};
 
-/// Exited processes outside any container that are remembered for `Wait`.
-pub const HOST_PROCESSES_KEPT: usize = 256;
+/// Exited exec'd processes that are remembered for `Wait` and late attaches.
+pub const EXITED_EXECS_KEPT: usize = 256;
 
 /// One process the agent started.
 #[derive(Debug)]
@@ -126,8 +127,8 @@ impl std::fmt::Display for Display {
 struct Registry {
     processes: HashMap<ProcessRef, Arc<Process>>,
     starting: HashSet<ProcessRef>,
-    /// Processes outside containers, oldest first.
-    host_order: VecDeque<ProcessRef>,
+    /// Exec'd processes, oldest first.
+    exec_order: VecDeque<ProcessRef>,
 }
 
 /// Every process the agent started, by reference.
@@ -188,29 +189,29 @@ impl ProcessTable {
             stdio: spawned.stdio,
             live: Arc::clone(&self.live),
         });
-        if key.container_id.is_empty() {
-            registry.host_order.push_back(key.clone());
-            Self::forget_old_host_processes(&mut registry);
+        if key.exec_id.is_some() {
+            registry.exec_order.push_back(key.clone());
+            Self::forget_old_execs(&mut registry);
         }
         registry.processes.insert(key, Arc::clone(&process));
         Ok(process)
     }
 
-    fn forget_old_host_processes(registry: &mut Registry) {
+    fn forget_old_execs(registry: &mut Registry) {
         let Registry {
             processes,
-            host_order,
+            exec_order,
             ..
         } = registry;
-        host_order.retain(|key| processes.contains_key(key));
+        exec_order.retain(|key| processes.contains_key(key));
         let exited = |key: &ProcessRef| processes.get(key).is_some_and(|p| p.exit_code().is_some());
-        let mut excess = host_order
+        let mut excess = exec_order
             .iter()
             .filter(|k| exited(k))
             .count()
-            .saturating_sub(HOST_PROCESSES_KEPT);
+            .saturating_sub(EXITED_EXECS_KEPT);
         let mut forget = Vec::new();
-        host_order.retain(|key| {
+        exec_order.retain(|key| {
             if excess > 0 && exited(key) {
                 excess -= 1;
                 forget.push(key.clone());
