@@ -84,7 +84,7 @@ impl VsockError {
                     source.kind(),
                     std::io::ErrorKind::ConnectionRefused
                         | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::BrokenPipe
                         | std::io::ErrorKind::NotFound
                         | std::io::ErrorKind::TimedOut
                         | std::io::ErrorKind::UnexpectedEof
