@@ -1,5 +1,10 @@
 //! `cargo xtask bench <boot|pod|io|net>`: benchmarks (not timed tests). Each prints its results and
-//! the floor it compares against. None is implemented yet.
+//! the floor it compares against. Only `boot` ([`boot`], with its floor image in [`floor`]) is
+//! implemented; [`stats`] summarizes samples.
+
+mod boot;
+mod floor;
+mod stats;
 
 use anyhow::{bail, Result};
 
@@ -11,6 +16,9 @@ pub(crate) struct Args {
     /// Which benchmark.
     #[arg(value_enum)]
     pub which: Bench,
+    /// How many runs of each measured path.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
 }
 
 /// The benchmarks.
@@ -26,9 +34,9 @@ pub(crate) enum Bench {
     Net,
 }
 
-pub(crate) fn run(_ctx: &Ctx, args: &Args) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let name = match args.which {
-        Bench::Boot => "boot",
+        Bench::Boot => return boot::run(ctx, args.runs),
         Bench::Pod => "pod",
         Bench::Io => "io",
         Bench::Net => "net",

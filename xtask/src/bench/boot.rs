@@ -1,0 +1,183 @@
+//! `cargo xtask bench boot`: QEMU spawn to agent handshake done, for the guest image (vc-agent
+//! as PID 1) and for its floor (the same kernel and modules with a minimal static init, see
+//! [`super::floor`]). Runs alternate between the two, one VM at a time; every VM is stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use guest_image::{default_image_dir, ImagePaths, Manifest, IMAGE_DIR_ENV};
+use vc_host::agent::{AgentClient, ConnectOptions};
+use vc_host::hypervisor::{Hypervisor, QemuHypervisor, VmConfig, VmSettings, VmSpec};
+
+use super::floor;
+use super::stats::{ms, Summary};
+use crate::ctx::{self, Ctx};
+
+/// How long a VM gets to power itself off before it is stopped.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+/// Timeout of [`vc_host::hypervisor::Vm::stop`].
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Console lines shown when a VM does not answer.
+const DIAG_LINES: usize = 30;
+/// Goal: vc at most this many times the floor.
+const GOAL_RATIO: f64 = 1.2;
+
+/// One of the two measured guests.
+#[derive(Debug)]
+struct Target {
+    /// Short name, also the run directory prefix.
+    name: &'static str,
+    /// The validated VM settings.
+    settings: VmSettings,
+    /// Whether the guest runs vc-agent (asked to shut down) or the floor init (powers off when
+    /// the connection closes).
+    agent: bool,
+    /// Boot times.
+    samples: Vec<Duration>,
+}
+
+pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
+    let image_dir = std::env::var_os(IMAGE_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_image_dir(&ctx.workspace));
+    let paths = ImagePaths::in_dir(&image_dir);
+    for f in [&paths.kernel, &paths.initrd, &paths.manifest] {
+        if !f.is_file() {
+            bail!(
+                "the guest image is missing {}: build it with `cargo xtask guest-image`",
+                f.display()
+            );
+        }
+    }
+    let manifest = Manifest::load(&image_dir).with_context(|| {
+        format!(
+            "cannot read the guest image manifest in {}",
+            image_dir.display()
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(bench(&image_dir, &paths, &manifest, runs))
+}
+
+async fn bench(image_dir: &Path, paths: &ImagePaths, manifest: &Manifest, runs: u32) -> Result<()> {
+    // Short paths: the VM's sockets must fit in sun_path.
+    let tmp = tempfile::Builder::new()
+        .prefix("vb")
+        .tempdir_in("/tmp")
+        .context("cannot create a temporary directory in /tmp")?;
+    ctx::step("building the floor initrd (static C init, vsock modules)");
+    let floor_initrd = floor::build(image_dir, manifest, tmp.path()).await?;
+
+    let mut targets = [
+        Target {
+            name: "vc",
+            settings: settings(&paths.kernel, &paths.initrd)?,
+            agent: true,
+            samples: Vec::new(),
+        },
+        Target {
+            name: "floor",
+            settings: settings(&paths.kernel, &floor_initrd)?,
+            agent: false,
+            samples: Vec::new(),
+        },
+    ];
+    let s = &targets[0].settings;
+    ctx::step(format!(
+        "booting {runs} times each, alternating (kernel {}, {} vCPU, {} MiB, {:?}, {:?}, vsock {:?})",
+        manifest.kernel_version, s.vcpus, s.memory_mib, s.machine, s.accel, s.vsock
+    ));
+    let hv = QemuHypervisor::new(tmp.path().join("state"));
+
+    // One unmeasured boot each first, so that both start with warm caches.
+    for t in &targets {
+        boot_once(&hv, t, &tmp.path().join(format!("{}w", t.name)))
+            .await
+            .with_context(|| format!("warm-up boot of {} failed", t.name))?;
+    }
+    for i in 0..runs {
+        for t in &mut targets {
+            let run_dir = tmp.path().join(format!("{}{i}", t.name));
+            let d = boot_once(&hv, t, &run_dir)
+                .await
+                .with_context(|| format!("{} boot {} failed", t.name, i + 1))?;
+            println!("  run {:>2} {:<5} {}", i + 1, t.name, ms(d));
+            t.samples.push(d);
+        }
+    }
+
+    println!("\nQEMU spawn to handshake done, {runs} runs each:");
+    let mut medians = Vec::new();
+    for t in &targets {
+        let s = Summary::of(&t.samples).context("no samples")?;
+        println!(
+            "  {:<5} median {:>9}  p90 {:>9}  (min {}, max {})",
+            t.name,
+            ms(s.median),
+            ms(s.p90),
+            ms(s.min),
+            ms(s.max)
+        );
+        medians.push(s);
+    }
+    let (vc, fl) = (medians[0], medians[1]);
+    let ratio = vc.median.as_secs_f64() / fl.median.as_secs_f64();
+    let ratio90 = vc.p90.as_secs_f64() / fl.p90.as_secs_f64();
+    let verdict = if ratio <= GOAL_RATIO {
+        "met"
+    } else {
+        "NOT met"
+    };
+    println!(
+        "  ratio vc/floor: median {ratio:.2}, p90 {ratio90:.2} (goal <= {GOAL_RATIO}: {verdict})"
+    );
+    Ok(())
+}
+
+/// Validated settings of a VM booting `kernel` with `initrd`, otherwise the defaults.
+fn settings(kernel: &Path, initrd: &Path) -> Result<VmSettings> {
+    VmConfig {
+        kernel: Some(kernel.to_owned()),
+        initrd: Some(initrd.to_owned()),
+        ..Default::default()
+    }
+    .validate()
+    .context("the VM configuration is not usable on this host (try `cargo xtask deps`)")
+}
+
+/// Boots `t` once in `run_dir` and returns the time from just before launch to the handshake
+/// done. The VM is stopped whatever happens.
+async fn boot_once(hv: &QemuHypervisor, t: &Target, run_dir: &Path) -> Result<Duration> {
+    let spec = VmSpec::new(t.settings.clone(), run_dir);
+    let start = Instant::now();
+    let vm = hv.launch(&spec).await.context("cannot launch the VM")?;
+    let qemu = vm.record().qemu;
+    let opts = ConnectOptions::default().vm_alive(move || qemu.is_alive());
+    let connected = AgentClient::connect(vm.agent_addr(), &opts).await;
+    let elapsed = start.elapsed();
+    let outcome = match connected {
+        Ok(client) => {
+            if t.agent {
+                client.shutdown().await.ok();
+            }
+            // The floor init powers off once the connection closes.
+            drop(client);
+            vm.wait_exit(EXIT_WAIT).await;
+            Ok(elapsed)
+        }
+        Err(e) => Err(anyhow!(e).context(format!(
+            "no handshake after {}; {}",
+            ms(elapsed),
+            vm.diagnostics(DIAG_LINES)
+        ))),
+    };
+    let stopped = vm.stop(STOP_TIMEOUT).await;
+    let d = outcome?;
+    stopped.context("cannot stop the VM")?;
+    Ok(d)
+}
