@@ -48,6 +48,10 @@ pub enum ContainerError {
         what: &'static str,
     },
 
+    /// The hostname cannot be set.
+    #[error("the hostname {0:?} is longer than 64 bytes")]
+    HostnameTooLong(String),
+
     /// The process has no program.
     #[error("the process has no arguments: args[0] names the program")]
     NoProgram,

@@ -172,13 +172,7 @@ impl Container {
         Limits::from_resources(&spec.resources)?;
         let hostname = match spec.hostname.as_str() {
             "" => None,
-            h if h.len() > 64 => {
-                return Err(ContainerError::InvalidResource {
-                    field: "hostname length",
-                    value: h.len() as u64,
-                    range: "at most 64 bytes",
-                })
-            }
+            h if h.len() > 64 => return Err(ContainerError::HostnameTooLong(h.to_string())),
             h => Some(CString::new(h).map_err(|_| ContainerError::NulByte { what: "hostname" })?),
         };
 

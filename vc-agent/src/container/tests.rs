@@ -466,14 +466,17 @@ fn volumes_tmpfs_and_a_readonly_root() {
             "missing {want:?} in:\n{out}"
         );
     }
-    assert!(
-        out.contains("shm /dev/shm tmpfs rw,nosuid,nodev,relatime,size=2048k"),
-        "{out}"
-    );
-    assert!(
-        out.contains(" /scratch tmpfs rw,relatime,size=1024k"),
-        "{out}"
-    );
+    let mount_line = |point: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(point))
+            .unwrap_or_else(|| panic!("no {point} in:\n{out}"))
+            .to_string()
+    };
+    let shm = mount_line("/dev/shm");
+    for opt in ["tmpfs", "nosuid", "nodev", "size=2048k"] {
+        assert!(shm.contains(opt), "{opt} in {shm}");
+    }
+    assert!(mount_line("/scratch").contains("size=1024k"));
     assert_eq!(
         std::fs::read_to_string(rw.join("f")).expect("written in the container"),
         "data\n"
@@ -591,16 +594,18 @@ fn freeze_thaw_pids_and_stats() {
     let events = std::fs::read_to_string(c.get().cgroup_dir().join("cgroup.events")).expect("read");
     assert!(events.contains("frozen 1"), "{events}");
     let before = c.get().stats().expect("stats").cpu_usage_us;
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        c.get().stats().expect("stats").cpu_usage_us,
-        before,
-        "frozen: no CPU used"
+    std::thread::sleep(Duration::from_millis(300));
+    let frozen_use = c.get().stats().expect("stats").cpu_usage_us - before;
+    // A running busy loop would use about 300 000 us.
+    assert!(
+        frozen_use < 30_000,
+        "frozen, yet {frozen_use} us of CPU used"
     );
 
     c.get().freeze(false).expect("thaw");
+    let before = c.get().stats().expect("stats").cpu_usage_us;
     let deadline = Instant::now() + TIMEOUT;
-    while c.get().stats().expect("stats").cpu_usage_us == before {
+    while c.get().stats().expect("stats").cpu_usage_us < before + 50_000 {
         assert!(Instant::now() < deadline, "thawed, but no CPU used");
         std::thread::sleep(Duration::from_millis(20));
     }
