@@ -8,6 +8,8 @@
 //!
 //! What lives where:
 //! - [`boot`]: PID 1 early setup (mount table, modules), before the async runtime;
+//! - [`container`]: rootfs, namespaces and cgroup of each container (the
+//!   container module's own docs describe the seam with [`process`]);
 //! - [`config`]: `vc.*` settings from the kernel command line;
 //! - [`power`]: the fatal path (sync, power off) and the panic hook;
 //! - [`server`]: connections, framing, request dispatch and process streams;
@@ -19,7 +21,6 @@
 pub mod agent;
 pub mod boot;
 pub mod config;
-#[path = "container_seam_stub.rs"]
 pub mod container;
 pub mod events;
 pub mod logging;

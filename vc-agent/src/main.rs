@@ -51,6 +51,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn pid1_main() -> ! {
     power::install_panic_hook();
+    // Before any mount: pivot_root in containers needs a root with a parent.
+    if let Err(e) = vc_agent::container::leave_initramfs() {
+        fatal(&error_chain(&e));
+    }
     if let Err(e) = boot::mount_all() {
         fatal(&error_chain(&e));
     }
@@ -60,6 +64,7 @@ fn pid1_main() -> ! {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
+    boot::raise_nofile_limit();
     let modules = match boot::load_modules() {
         Ok(modules) => modules,
         Err(e) => fatal(&error_chain(&e)),
