@@ -101,37 +101,26 @@ pub(crate) fn debian_cloud(ctx: &Ctx, refresh: bool) -> Result<KernelTree> {
         Some(p) if !refresh => p,
         _ => resolve_package()?,
     };
+    if let Some(tree) = cached(&dir, &package)? {
+        return Ok(tree);
+    }
+    let (package, deb) = match download(&dir, &package) {
+        Ok(deb) => (package, deb),
+        Err(err) if ctx::is_root() => {
+            // The package lists may be old and name a kernel the archive no longer has.
+            eprintln!("    {err:#}\n    updating the package lists and asking again");
+            deps::apt_get_update()?;
+            let package = resolve_package()?;
+            if let Some(tree) = cached(&dir, &package)? {
+                return Ok(tree);
+            }
+            let deb = download(&dir, &package)?;
+            (package, deb)
+        }
+        Err(err) => return Err(err),
+    };
+
     let unpacked = dir.join(&package);
-    if unpacked.join(UNPACKED_STAMP).is_file() {
-        std::fs::write(&selected, format!("{package}\n"))
-            .with_context(|| format!("cannot write {}", selected.display()))?;
-        return tree_of(&unpacked, &package);
-    }
-
-    ctx::step(format!(
-        "downloading the guest kernel {package} into {}",
-        dir.display()
-    ));
-    let download = dir.join("download");
-    if download.exists() {
-        std::fs::remove_dir_all(&download)
-            .with_context(|| format!("cannot clean {}", download.display()))?;
-    }
-    std::fs::create_dir_all(&download)
-        .with_context(|| format!("cannot create {}", download.display()))?;
-    ctx::run(
-        Command::new("apt-get")
-            .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
-            .arg(&package)
-            .current_dir(&download)
-            .stdin(Stdio::null()),
-    )?;
-    let deb = std::fs::read_dir(&download)
-        .with_context(|| format!("cannot list {}", download.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
-
     let tmp = dir.join(format!("{package}.partial"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clean {}", tmp.display()))?;
@@ -151,11 +140,58 @@ pub(crate) fn debian_cloud(ctx: &Ctx, refresh: bool) -> Result<KernelTree> {
         format!("{}\n", deb.display()),
     )
     .context("cannot mark the kernel unpacked")?;
-    std::fs::write(&selected, format!("{package}\n"))
-        .with_context(|| format!("cannot write {}", selected.display()))?;
-    std::fs::remove_dir_all(&download)
-        .with_context(|| format!("cannot clean {}", download.display()))?;
-    tree_of(&unpacked, &package)
+    if let Some(download_dir) = deb.parent() {
+        std::fs::remove_dir_all(download_dir)
+            .with_context(|| format!("cannot clean {}", download_dir.display()))?;
+    }
+    cached(&dir, &package)?.context("the unpacked kernel vanished")
+}
+
+/// The unpacked `package` in the kernel cache `dir`, remembered as the selected one, if there.
+fn cached(dir: &Path, package: &str) -> Result<Option<KernelTree>> {
+    let unpacked = dir.join(package);
+    if !unpacked.join(UNPACKED_STAMP).is_file() {
+        return Ok(None);
+    }
+    let tree = tree_of(&unpacked, package)?;
+    let selected = dir.join(SELECTED_FILE);
+    if std::fs::read_to_string(&selected)
+        .ok()
+        .as_deref()
+        .map(str::trim)
+        != Some(package)
+    {
+        std::fs::write(&selected, format!("{package}\n"))
+            .with_context(|| format!("cannot write {}", selected.display()))?;
+    }
+    Ok(Some(tree))
+}
+
+/// Downloads `package` into `<dir>/download/` and returns the `.deb`.
+fn download(dir: &Path, package: &str) -> Result<PathBuf> {
+    ctx::step(format!(
+        "downloading the guest kernel {package} into {}",
+        dir.display()
+    ));
+    let download = dir.join("download");
+    if download.exists() {
+        std::fs::remove_dir_all(&download)
+            .with_context(|| format!("cannot clean {}", download.display()))?;
+    }
+    std::fs::create_dir_all(&download)
+        .with_context(|| format!("cannot create {}", download.display()))?;
+    ctx::run(
+        Command::new("apt-get")
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+            .arg(package)
+            .current_dir(&download)
+            .stdin(Stdio::null()),
+    )?;
+    std::fs::read_dir(&download)
+        .with_context(|| format!("cannot list {}", download.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", download.display()))
 }
 
 /// A kernel and module tree given by the caller.
