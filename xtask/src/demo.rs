@@ -1,7 +1,6 @@
 //! `cargo xtask demo`: the README's first command. It prepares the host, the guest image and the
-//! rootfs, then runs the demo proper. The pod lifecycle does not exist yet, so for now the demo
-//! proper only says what was prepared; once `virtc` can run a container, [`run_demo`] runs
-//! `cargo run -p vc-host --bin virtc -- run ...` with the prepared image and rootfs.
+//! rootfs, then runs the demo proper: `virtc run` boots a pod VM and runs a busybox container that
+//! prints something about itself, showing how long each step took, and cleans up.
 
 use std::path::{Path, PathBuf};
 
@@ -43,22 +42,43 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     run_demo(ctx, &prepared)
 }
 
-/// The demo proper.
-fn run_demo(_ctx: &Ctx, prepared: &Prepared) -> Result<()> {
-    ctx::step("demo");
-    println!("Prepared everything a pod VM needs:");
-    println!(
-        "  helper tools:  {} (vhost-device-vsock, virtiofsd)",
-        prepared.tools_bin.display()
-    );
-    println!(
-        "  guest image:   {} (vmlinuz, initrd.img, manifest.json)",
-        prepared.image_dir.display()
-    );
-    println!("  rootfs:        {}", prepared.rootfs.display());
-    println!(
-        "The demo itself (run a container in a pod VM with virtc) is not implemented yet: \
-         nothing was booted."
-    );
+/// The script the demo's container runs: something about itself.
+const DEMO_SCRIPT: &str = "echo \"hello from container $(hostname)\"; \
+    echo \"kernel: $(uname -r)\"; \
+    echo \"pid 1: $(cat /proc/1/comm) (this shell is pid $$)\"; \
+    echo \"uid: $(id -u)\"";
+
+/// The demo proper: `virtc run` boots a pod VM, runs one busybox container in
+/// it, prints its output and how long each step took, and removes everything.
+fn run_demo(ctx: &Ctx, prepared: &Prepared) -> Result<()> {
+    ctx::step("demo: a pod VM with one busybox container (virtc run)");
+    let root = std::env::temp_dir().join(format!("vc-demo-{}", std::process::id()));
+    let path = std::env::join_paths(std::iter::once(prepared.tools_bin.clone()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    let mut cmd = ctx.cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--package",
+        "vc-host",
+        "--bin",
+        "virtc",
+        "--",
+    ])
+    .arg("--root")
+    .arg(&root)
+    .arg("--image-dir")
+    .arg(&prepared.image_dir)
+    .arg("run")
+    .arg("--rootfs")
+    .arg(&prepared.rootfs)
+    .args(["--", "/bin/sh", "-c", DEMO_SCRIPT])
+    .env("PATH", path)
+    .env("VC_TIMINGS", "1");
+    let result = ctx::run(&mut cmd);
+    let _ = std::fs::remove_dir_all(&root);
+    result.context("the demo failed")?;
+    println!("demo done: the pod was booted, the container ran, and everything was removed");
     Ok(())
 }
