@@ -179,7 +179,8 @@ impl Agent {
             }
         }
         let process = spec.process.clone();
-        let created = blocking(move || Container::create(&spec)).await;
+        let paths = self.options.containers.clone();
+        let created = blocking(move || Container::create_in(&spec, &paths)).await;
         self.containers
             .creating
             .lock()

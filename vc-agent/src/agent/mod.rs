@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use vc_proto::{Request, Response};
 
 use crate::config::DebugFlags;
+use crate::container::ContainerPaths;
 use crate::events::{EventSink, Events};
 use crate::process::{ProcessTable, ReapMode};
 
@@ -38,6 +39,9 @@ pub struct AgentOptions {
     pub modules_loaded: Vec<String>,
     /// Debug switches.
     pub debug: DebugFlags,
+    /// Where containers live (state directories, cgroup parent). Its
+    /// `etc_dir` should be `run_dir`, where the pod files are.
+    pub containers: ContainerPaths,
 }
 
 impl AgentOptions {
@@ -48,15 +52,24 @@ impl AgentOptions {
             run_dir: PathBuf::from("/run/vc"),
             modules_loaded,
             debug,
+            containers: ContainerPaths::default(),
         }
     }
 
     /// Options of a normal process (tests) that writes its pod files to
-    /// `run_dir`.
+    /// `run_dir` and keeps container state directories in `run_dir/containers`
+    /// (the cgroups stay under `/sys/fs/cgroup/vc` unless `containers` is
+    /// changed).
     pub fn process(run_dir: impl Into<PathBuf>) -> Self {
+        let run_dir = run_dir.into();
         Self {
             guest: false,
-            run_dir: run_dir.into(),
+            containers: ContainerPaths {
+                state_dir: run_dir.join("containers"),
+                etc_dir: run_dir.clone(),
+                ..ContainerPaths::default()
+            },
+            run_dir,
             modules_loaded: Vec::new(),
             debug: DebugFlags::default(),
         }

@@ -1,0 +1,375 @@
+//! The container state machine through the protocol, with real containers on
+//! the host (root and a cgroup2 mount needed, as the agent has in the guest): a
+//! busybox rootfs in a temporary directory, a cgroup parent of the test's own,
+//! every container removed at the end (and the cgroup parent by a guard).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{attach, connect, read_all, Client};
+use vc_agent::container::ContainerPaths;
+use vc_agent::{Agent, AgentOptions};
+use vc_proto::{
+    ContainerSpec, ContainerStatus, ErrorCode, Event, ProcessRef, ProcessSpec, ProcessState,
+    Request, Resources, Response, Rootfs, StreamKind,
+};
+
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+/// A cgroup2 mount: `/sys/fs/cgroup`, or the `unified` one of a hybrid host.
+fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .expect("no cgroup2 mount: mount one (mount -t cgroup2 none /sys/fs/cgroup)")
+}
+
+fn busybox_rootfs(dir: &Path) {
+    assert!(
+        Path::new(BUSYBOX).is_file(),
+        "{BUSYBOX} is missing: install busybox-static with `cargo xtask deps`"
+    );
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    std::fs::copy(BUSYBOX, dir.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "sleep", "hostname", "cat", "true"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).expect("symlink");
+    }
+}
+
+/// The agent, its temporary directory and cgroup parent (removed on drop).
+struct Env {
+    agent: Arc<Agent>,
+    dir: tempfile::TempDir,
+    cgroup_parent: PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.cgroup_parent);
+    }
+}
+
+fn env() -> Env {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the container tests need root (mounts, namespaces, cgroups)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    busybox_rootfs(&dir.path().join("rootfs"));
+    let mut options = AgentOptions::process(dir.path().join("run"));
+    std::fs::create_dir_all(&options.run_dir).expect("run dir");
+    static ENVS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = ENVS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let parent = format!("vc-agent-test-{}-{n}", std::process::id());
+    options.containers = ContainerPaths {
+        cgroup_root: cgroup2_root(),
+        cgroup_parent: parent.clone(),
+        ..options.containers
+    };
+    let cgroup_parent = options.containers.cgroup_root.join(parent);
+    let agent = Agent::new(options).expect("agent");
+    Env {
+        agent,
+        dir,
+        cgroup_parent,
+    }
+}
+
+fn spec(env: &Env, id: &str, script: &str) -> ContainerSpec {
+    ContainerSpec {
+        id: id.into(),
+        rootfs: Rootfs::Path(env.dir.path().join("rootfs").display().to_string()),
+        readonly_rootfs: false,
+        hostname: format!("{id}-host"),
+        process: ProcessSpec {
+            args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            cwd: "/".into(),
+            ..ProcessSpec::default()
+        },
+        mounts: vec![],
+        resources: Resources::default(),
+    }
+}
+
+fn main_of(id: &str) -> ProcessRef {
+    ProcessRef {
+        container_id: id.into(),
+        exec_id: None,
+    }
+}
+
+async fn state(client: &mut Client, id: &str) -> ContainerStatus {
+    match client
+        .call(Request::ContainerState {
+            container_id: id.into(),
+        })
+        .await
+    {
+        Response::ContainerStatus(status) => status,
+        other => panic!("state answered {other:?}"),
+    }
+}
+
+fn wrong_state(response: Response, words: &[&str]) {
+    let Response::Error(e) = response else {
+        panic!("expected WrongState, got {response:?}");
+    };
+    assert_eq!(e.code, ErrorCode::WrongState, "{}", e.message);
+    for word in words {
+        assert!(e.message.contains(word), "{:?} lacks {word:?}", e.message);
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_exec_pause_stop_remove() {
+    let env = env();
+    let mut client = connect(&env.agent).await;
+    let id = "life";
+    let create =
+        Request::CreateContainer(spec(&env, id, "echo main in $(hostname); exec sleep 60"));
+    assert_eq!(client.call(create.clone()).await, Response::Ok);
+    let again = client.call(create).await;
+    assert!(matches!(again, Response::Error(e) if e.code == ErrorCode::AlreadyExists));
+    assert_eq!(state(&mut client, id).await.state, ProcessState::Created);
+    let stop_created = client
+        .call(Request::StopContainer {
+            container_id: id.into(),
+            grace_ms: 10,
+        })
+        .await;
+    wrong_state(stop_created, &["created", "running"]);
+
+    let start = Request::StartContainer {
+        container_id: id.into(),
+    };
+    let Response::Pid(pid) = client.call(start.clone()).await else {
+        panic!("no pid");
+    };
+    let status = state(&mut client, id).await;
+    assert_eq!(
+        (status.state, status.pid),
+        (ProcessState::Running, Some(pid))
+    );
+    wrong_state(client.call(start.clone()).await, &["running", "created"]);
+    let out = attach(&env.agent, main_of(id), StreamKind::Stdout)
+        .await
+        .expect("main stdout");
+    let reader = tokio::spawn(read_all(out));
+
+    // An exec joins the container: its hostname, its PID namespace.
+    let exec_ref = ProcessRef {
+        container_id: id.into(),
+        exec_id: Some("e1".into()),
+    };
+    let exec = Request::Exec {
+        process: exec_ref.clone(),
+        spec: ProcessSpec {
+            args: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "hostname; cat /proc/1/cmdline".into(),
+            ],
+            cwd: "/".into(),
+            ..ProcessSpec::default()
+        },
+    };
+    assert!(matches!(client.call(exec.clone()).await, Response::Pid(_)));
+    let exec_out = attach(&env.agent, exec_ref.clone(), StreamKind::Stdout)
+        .await
+        .expect("exec stdout");
+    let text = String::from_utf8_lossy(&read_all(exec_out).await).into_owned();
+    assert!(text.starts_with("life-host\nsleep"), "{text:?}");
+    assert_eq!(
+        client.call(Request::Wait { process: exec_ref }).await,
+        Response::Exited(0)
+    );
+
+    let pause = Request::PauseContainer {
+        container_id: id.into(),
+    };
+    assert_eq!(client.call(pause.clone()).await, Response::Ok);
+    assert_eq!(state(&mut client, id).await.state, ProcessState::Paused);
+    wrong_state(client.call(pause).await, &["paused", "running"]);
+    let exec_paused = Request::Exec {
+        process: ProcessRef {
+            container_id: id.into(),
+            exec_id: Some("e2".into()),
+        },
+        spec: ProcessSpec {
+            args: vec!["/bin/true".into()],
+            ..ProcessSpec::default()
+        },
+    };
+    wrong_state(client.call(exec_paused).await, &["paused", "running"]);
+    let remove = Request::RemoveContainer {
+        container_id: id.into(),
+    };
+    wrong_state(client.call(remove.clone()).await, &["paused", "stopped"]);
+    assert_eq!(
+        client
+            .call(Request::ResumeContainer {
+                container_id: id.into()
+            })
+            .await,
+        Response::Ok
+    );
+
+    // `sleep` as the container's PID 1 ignores SIGTERM: the grace runs out.
+    let stop = Request::StopContainer {
+        container_id: id.into(),
+        grace_ms: 200,
+    };
+    assert_eq!(client.call(stop.clone()).await, Response::Exited(137));
+    assert_eq!(client.call(stop).await, Response::Exited(137));
+    let status = state(&mut client, id).await;
+    assert_eq!(
+        (status.state, status.exit_code),
+        (ProcessState::Stopped, Some(137))
+    );
+    let main_out = reader.await.expect("reader");
+    assert_eq!(main_out, b"main in life-host\n");
+    wrong_state(client.call(start).await, &["stopped", "created"]);
+
+    assert_eq!(client.call(remove.clone()).await, Response::Ok);
+    let gone = client.call(remove).await;
+    assert!(matches!(gone, Response::Error(e) if e.code == ErrorCode::NotFound));
+    assert!(!env.dir.path().join("run/containers").join(id).exists());
+}
+
+#[tokio::test]
+async fn main_exit_is_recorded_and_reported_as_an_event() {
+    let env = env();
+    let mut client = connect(&env.agent).await;
+    let id = "quick";
+    assert_eq!(
+        client
+            .call(Request::CreateContainer(spec(&env, id, "exit 5")))
+            .await,
+        Response::Ok
+    );
+    assert!(matches!(
+        client
+            .call(Request::StartContainer {
+                container_id: id.into()
+            })
+            .await,
+        Response::Pid(_)
+    ));
+    assert_eq!(
+        client
+            .call(Request::Wait {
+                process: main_of(id)
+            })
+            .await,
+        Response::Exited(5)
+    );
+    let event = tokio::time::timeout(Duration::from_secs(10), client.call(Request::NextEvent))
+        .await
+        .expect("event");
+    assert_eq!(
+        event,
+        Response::Event(Event::Exited {
+            process: main_of(id),
+            code: 5
+        })
+    );
+    // The state follows the exit without a stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = state(&mut client, id).await;
+        if status.state == ProcessState::Stopped {
+            assert_eq!(status.exit_code, Some(5));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        client
+            .call(Request::RemoveContainer {
+                container_id: id.into()
+            })
+            .await,
+        Response::Ok
+    );
+}
+
+#[tokio::test]
+async fn signal_all_and_a_failed_start_leaves_it_created() {
+    let env = env();
+    let mut client = connect(&env.agent).await;
+    let id = "sig";
+    let mut broken = spec(&env, id, "");
+    broken.process.args = vec!["/bin/no-such-program".into()];
+    assert_eq!(
+        client.call(Request::CreateContainer(broken)).await,
+        Response::Ok
+    );
+    let start = Request::StartContainer {
+        container_id: id.into(),
+    };
+    let failed = client.call(start.clone()).await;
+    assert!(
+        matches!(&failed, Response::Error(e) if e.code == ErrorCode::ExecFailed && e.message.contains("/bin/no-such-program")),
+        "{failed:?}"
+    );
+    assert_eq!(state(&mut client, id).await.state, ProcessState::Created);
+    assert_eq!(
+        client
+            .call(Request::RemoveContainer {
+                container_id: id.into()
+            })
+            .await,
+        Response::Ok
+    );
+
+    let id = "sig2";
+    let script = "trap 'echo term; exit 9' TERM; sleep 60 & wait";
+    assert_eq!(
+        client
+            .call(Request::CreateContainer(spec(&env, id, script)))
+            .await,
+        Response::Ok
+    );
+    assert!(matches!(
+        client
+            .call(Request::StartContainer {
+                container_id: id.into()
+            })
+            .await,
+        Response::Pid(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signal = Request::Signal {
+        process: main_of(id),
+        signal: libc::SIGTERM,
+        all: true,
+    };
+    assert_eq!(client.call(signal).await, Response::Ok);
+    assert_eq!(
+        client
+            .call(Request::Wait {
+                process: main_of(id)
+            })
+            .await,
+        Response::Exited(9)
+    );
+    assert_eq!(
+        client
+            .call(Request::RemoveContainer {
+                container_id: id.into()
+            })
+            .await,
+        Response::Ok
+    );
+}
