@@ -309,16 +309,21 @@ fn check_agent(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     }
 }
 
+/// Writes `data` to a temporary file named after this process and renames it to `path`, so that
+/// readers and concurrent builds into the same directory never see a partial file.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let err = |source| ImageError::Write {
         path: path.to_owned(),
         source,
     };
-    std::fs::write(&tmp, data).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    if let Err(e) = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -414,6 +419,13 @@ mod tests {
         let third = build(&f.inputs, &f.out).expect("build");
         assert!(third.rebuilt);
         assert_ne!(third.manifest.agent, m.agent);
+
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(&f.out)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
 
         // A damaged output rebuilds.
         std::fs::write(&third.paths.initrd, b"broken").expect("w");

@@ -98,13 +98,20 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<PathBuf> {
     let parent = out.parent().context("the rootfs directory has no parent")?;
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = out.with_extension("partial");
+    // Named after this process: a concurrent `cargo xtask rootfs` builds its own copy.
+    let tmp = out.with_extension(format!("partial.{}", std::process::id()));
     remove_if_exists(&tmp)?;
     populate(&tmp, &data, &applets)?;
     std::fs::write(tmp.join(STAMP), &stamp).context("cannot write the rootfs stamp")?;
     remove_if_exists(&out)?;
-    std::fs::rename(&tmp, &out)
-        .with_context(|| format!("cannot move the rootfs to {}", out.display()))?;
+    if let Err(err) = std::fs::rename(&tmp, &out) {
+        remove_if_exists(&tmp)?;
+        // A concurrent run may have put the same rootfs in place first.
+        if std::fs::read_to_string(out.join(STAMP)).ok().as_deref() != Some(stamp.as_str()) {
+            return Err(err)
+                .with_context(|| format!("cannot move the rootfs to {}", out.display()));
+        }
+    }
     eprintln!(
         "    {} applets, done in {:.1} s",
         applets.len(),
