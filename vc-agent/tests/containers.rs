@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{attach, connect, read_all, Client};
+use tokio::io::AsyncReadExt;
 use vc_agent::container::ContainerPaths;
 use vc_agent::{Agent, AgentOptions};
 use vc_proto::{
@@ -46,6 +47,21 @@ fn busybox_rootfs(dir: &Path) {
     }
 }
 
+/// One busybox rootfs for every test of this process, made before any of them
+/// forks: a copy still open for writing while another test forks would be
+/// inherited by that child until its exec, and executing the copy would then
+/// fail with ETXTBSY.
+fn shared_rootfs() -> &'static Path {
+    static ROOTFS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    ROOTFS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            busybox_rootfs(dir.path());
+            dir
+        })
+        .path()
+}
+
 /// The agent, its temporary directory and cgroup parent (removed on drop).
 struct Env {
     agent: Arc<Agent>,
@@ -54,8 +70,37 @@ struct Env {
 }
 
 impl Drop for Env {
+    /// After a failed assertion containers may be left: kill their processes,
+    /// detach their root mounts, remove their cgroups.
     fn drop(&mut self) {
+        if let Ok(children) = std::fs::read_dir(&self.cgroup_parent) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let procs = std::fs::read_to_string(child.path().join("cgroup.procs"));
+                for pid in procs.unwrap_or_default().split_whitespace() {
+                    if let Ok(pid) = pid.parse() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                for _ in 0..100 {
+                    if std::fs::remove_dir(child.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
         let _ = std::fs::remove_dir(&self.cgroup_parent);
+        if let Ok(containers) = std::fs::read_dir(self.dir.path().join("run/containers")) {
+            for container in containers.flatten() {
+                let _ = nix::mount::umount2(
+                    &container.path().join("root"),
+                    nix::mount::MntFlags::MNT_DETACH,
+                );
+            }
+        }
     }
 }
 
@@ -65,7 +110,7 @@ fn env() -> Env {
         "the container tests need root (mounts, namespaces, cgroups)"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    busybox_rootfs(&dir.path().join("rootfs"));
+    shared_rootfs();
     let mut options = AgentOptions::process(dir.path().join("run"));
     std::fs::create_dir_all(&options.run_dir).expect("run dir");
     static ENVS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -85,10 +130,10 @@ fn env() -> Env {
     }
 }
 
-fn spec(env: &Env, id: &str, script: &str) -> ContainerSpec {
+fn spec(id: &str, script: &str) -> ContainerSpec {
     ContainerSpec {
         id: id.into(),
-        rootfs: Rootfs::Path(env.dir.path().join("rootfs").display().to_string()),
+        rootfs: Rootfs::Path(shared_rootfs().display().to_string()),
         readonly_rootfs: false,
         hostname: format!("{id}-host"),
         process: ProcessSpec {
@@ -135,8 +180,7 @@ async fn lifecycle_exec_pause_stop_remove() {
     let env = env();
     let mut client = connect(&env.agent).await;
     let id = "life";
-    let create =
-        Request::CreateContainer(spec(&env, id, "echo main in $(hostname); exec sleep 60"));
+    let create = Request::CreateContainer(spec(id, "echo main in $(hostname); exec sleep 60"));
     assert_eq!(client.call(create.clone()).await, Response::Ok);
     let again = client.call(create).await;
     assert!(matches!(again, Response::Error(e) if e.code == ErrorCode::AlreadyExists));
@@ -152,8 +196,9 @@ async fn lifecycle_exec_pause_stop_remove() {
     let start = Request::StartContainer {
         container_id: id.into(),
     };
-    let Response::Pid(pid) = client.call(start.clone()).await else {
-        panic!("no pid");
+    let started = client.call(start.clone()).await;
+    let Response::Pid(pid) = started else {
+        panic!("start answered {started:?}");
     };
     let status = state(&mut client, id).await;
     assert_eq!(
@@ -161,9 +206,21 @@ async fn lifecycle_exec_pause_stop_remove() {
         (ProcessState::Running, Some(pid))
     );
     wrong_state(client.call(start.clone()).await, &["running", "created"]);
-    let out = attach(&env.agent, main_of(id), StreamKind::Stdout)
+    let mut out = attach(&env.agent, main_of(id), StreamKind::Stdout)
         .await
         .expect("main stdout");
+    // Let the main process print before pausing and stopping it.
+    let mut first = [0u8; 64];
+    let mut got = 0;
+    while !first[..got].contains(&b'\n') {
+        let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut first[got..]))
+            .await
+            .expect("main prints within 10 s")
+            .expect("read");
+        assert!(n > 0, "main stdout ended early");
+        got += n;
+    }
+    assert_eq!(&first[..got], b"main in life-host\n");
     let reader = tokio::spawn(read_all(out));
 
     // An exec joins the container: its hostname, its PID namespace.
@@ -188,7 +245,11 @@ async fn lifecycle_exec_pause_stop_remove() {
         .await
         .expect("exec stdout");
     let text = String::from_utf8_lossy(&read_all(exec_out).await).into_owned();
-    assert!(text.starts_with("life-host\nsleep"), "{text:?}");
+    // PID 1 is the main process: `sh`, or `sleep` once it has exec'd.
+    assert!(
+        text.starts_with("life-host\n") && text.contains("sleep"),
+        "{text:?}"
+    );
     assert_eq!(
         client.call(Request::Wait { process: exec_ref }).await,
         Response::Exited(0)
@@ -236,8 +297,8 @@ async fn lifecycle_exec_pause_stop_remove() {
         (status.state, status.exit_code),
         (ProcessState::Stopped, Some(137))
     );
-    let main_out = reader.await.expect("reader");
-    assert_eq!(main_out, b"main in life-host\n");
+    let rest = reader.await.expect("reader");
+    assert_eq!(rest, b"", "nothing after the first line");
     wrong_state(client.call(start).await, &["stopped", "created"]);
 
     assert_eq!(client.call(remove.clone()).await, Response::Ok);
@@ -253,7 +314,7 @@ async fn main_exit_is_recorded_and_reported_as_an_event() {
     let id = "quick";
     assert_eq!(
         client
-            .call(Request::CreateContainer(spec(&env, id, "exit 5")))
+            .call(Request::CreateContainer(spec(id, "exit 5")))
             .await,
         Response::Ok
     );
@@ -309,7 +370,7 @@ async fn signal_all_and_a_failed_start_leaves_it_created() {
     let env = env();
     let mut client = connect(&env.agent).await;
     let id = "sig";
-    let mut broken = spec(&env, id, "");
+    let mut broken = spec(id, "");
     broken.process.args = vec!["/bin/no-such-program".into()];
     assert_eq!(
         client.call(Request::CreateContainer(broken)).await,
@@ -337,7 +398,7 @@ async fn signal_all_and_a_failed_start_leaves_it_created() {
     let script = "trap 'echo term; exit 9' TERM; sleep 60 & wait";
     assert_eq!(
         client
-            .call(Request::CreateContainer(spec(&env, id, script)))
+            .call(Request::CreateContainer(spec(id, script)))
             .await,
         Response::Ok
     );
