@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest, IMAGE_DIR_ENV};
 
 pub mod pod;
+pub mod virtc;
 
 /// Environment variable naming the container rootfs directory.
 pub const ROOTFS_ENV: &str = "VC_ROOTFS";

@@ -1,0 +1,151 @@
+//! Running the real `virtc` binary as separate processes: built once per test
+//! binary with the cargo that runs the tests, then invoked with a runtime root
+//! and guest image directory of the test's choosing.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context as _, Result};
+
+/// The command that builds virtc, for messages.
+pub const BUILD_VIRTC: &str = "cargo build -p vc-host --bin virtc";
+
+/// Builds `virtc` (once per test binary) and returns its path.
+pub fn virtc_path() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_virtc().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// `target/<profile>` of this test binary (`target/<profile>/deps/<test>`).
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the test executable")?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .with_context(|| format!("{} is not in target/<profile>/deps", exe.display()))
+}
+
+fn build_virtc() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let status = Command::new(&cargo)
+        .args(["build", "-q", "-p", "vc-host", "--bin", "virtc"])
+        .current_dir(super::workspace_root())
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {cargo:?} to build virtc"))?;
+    if !status.success() {
+        bail!("building virtc failed ({status}); try `{BUILD_VIRTC}`");
+    }
+    let path = profile_dir()?.join("virtc");
+    if !path.is_file() {
+        bail!("virtc is not at {} after `{BUILD_VIRTC}`", path.display());
+    }
+    Ok(path)
+}
+
+/// A virtc invocation bound to one runtime root and guest image.
+#[derive(Debug, Clone)]
+pub struct Virtc {
+    /// The binary.
+    pub exe: PathBuf,
+    /// `--root`.
+    pub root: PathBuf,
+    /// `--image-dir`.
+    pub image_dir: PathBuf,
+}
+
+/// What one virtc process did.
+#[derive(Debug)]
+pub struct Ran {
+    /// The command line, for messages.
+    pub line: String,
+    /// The exit code (None when killed by a signal).
+    pub code: Option<i32>,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl Ran {
+    fn from_output(line: String, out: Output) -> Self {
+        Self {
+            line,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Fails unless the process exited 0.
+    pub fn success(self) -> Result<Self> {
+        if self.code != Some(0) {
+            bail!("{self}");
+        }
+        Ok(self)
+    }
+
+    /// Its stdout as JSON.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.stdout).with_context(|| format!("stdout is not JSON:\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.line, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Virtc {
+    /// Builds virtc if needed, for this root and image directory.
+    pub fn new(root: &Path, image_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            exe: virtc_path()?,
+            root: root.to_owned(),
+            image_dir: image_dir.to_owned(),
+        })
+    }
+
+    /// Runs `virtc --root R --image-dir I <args>` to completion, as its own
+    /// process (blocking: call from a blocking context or a plain test).
+    pub fn run<I, S>(&self, args: I) -> Result<Ran>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let line = std::iter::once("virtc".into())
+            .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = Command::new(&self.exe)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--image-dir")
+            .arg(&self.image_dir)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.exe.display()))?;
+        Ok(Ran::from_output(line, out))
+    }
+
+    /// Runs virtc and fails unless it exits 0.
+    pub fn ok<I, S>(&self, args: I) -> Result<Ran>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run(args)?.success()
+    }
+}
