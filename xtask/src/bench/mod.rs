@@ -1,9 +1,10 @@
 //! `cargo xtask bench <boot|pod|io|net>`: benchmarks (not timed tests). Each prints its results and
-//! the floor it compares against. Only `boot` ([`boot`], with its floor image in [`floor`]) is
-//! implemented; [`stats`] summarizes samples.
+//! the floor it compares against. Only `boot` ([`boot`], with its floor image in [`floor`]) and
+//! `pod` ([`pod`]) are implemented; [`stats`] summarizes samples.
 
 mod boot;
 mod floor;
+mod pod;
 mod stats;
 
 use anyhow::{bail, Result};
@@ -37,7 +38,7 @@ pub(crate) enum Bench {
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let name = match args.which {
         Bench::Boot => return boot::run(ctx, args.runs),
-        Bench::Pod => "pod",
+        Bench::Pod => return pod::run(ctx, args.runs),
         Bench::Io => "io",
         Bench::Net => "net",
     };
