@@ -114,7 +114,12 @@ async fn sigkill_of_qemu_fails_a_pending_call_fast_and_stop_cleans_up() -> Resul
         "reported after {elapsed:?}"
     );
 
-    // The pod is now reported stopped, and stop cleans every helper.
+    // The pod is now reported stopped (QEMU closes its sockets a moment before
+    // the kernel marks it dead, so allow that moment), and stop cleans every helper.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while t.rt.pod_status(&id).await?.state != State::Stopped && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(t.rt.pod_status(&id).await?.state, State::Stopped);
     t.rt.stop_pod(&id).await?;
     assert!(

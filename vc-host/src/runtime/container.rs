@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::{info, info_span, Instrument};
 use vc_proto::{ContainerSpec, ProcessRef, ProcessState, Rootfs};
 
-use super::pod::LockedPod;
+use super::pod::{connect_agent, LockedPod, CONNECT_DEADLINE};
 use super::record::{now, ContainerRecord, ContainerStatus};
 use super::share;
 use super::{Runtime, RuntimeError};
@@ -128,7 +128,7 @@ impl Runtime {
                 .insert(id.clone(), ContainerRecord::new(config));
             if state == State::Running {
                 let vm = self.running_vm(&pod, "create container")?;
-                let agent = self.agent(&pod, &vm).await?;
+                let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
                 if let Err(e) = self.create_in_guest(&mut pod, &agent, &id).await {
                     pod.record.containers.remove(&id);
                     return Err(e);
@@ -155,7 +155,7 @@ impl Runtime {
                 .state
                 .apply("container", Transition::Start)?;
             let vm = self.running_vm(&pod, "start container")?;
-            let agent = self.agent(&pod, &vm).await?;
+            let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
             self.start_in_guest(&mut pod, &agent, id).await?;
             pod.save()?;
             Ok(pod.container(id)?.status(pod_id))
@@ -179,7 +179,7 @@ impl Runtime {
             let mut code = None;
             if state != State::Ready {
                 let vm = self.running_vm(&pod, "stop container")?;
-                let agent = self.agent(&pod, &vm).await?;
+                let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
                 code = Some(agent.stop_container(id.as_str(), grace).await?);
             }
             let c = pod.container_mut(id)?;
@@ -210,7 +210,7 @@ impl Runtime {
                 .apply("container", Transition::Delete)?;
             if let Some(vm) = pod.live_vm() {
                 if pod.effective_state() == State::Running {
-                    let agent = self.agent(&pod, &vm).await?;
+                    let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
                     match agent.remove_container(id.as_str()).await {
                         Ok(()) => {}
                         // Created while the pod was ready: never reached the guest.
@@ -253,7 +253,7 @@ impl Runtime {
             .into());
         }
         let vm = self.running_vm(&pod, "kill container")?;
-        let agent = self.agent(&pod, &vm).await?;
+        let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
         agent.signal(&main_process(id), signal, all).await?;
         info!(pod_id = %pod_id, container_id = %id, signal, all, "container signalled");
         Ok(())
@@ -286,7 +286,7 @@ impl Runtime {
                 return Ok(code);
             }
             let vm = self.running_vm(&pod, "wait container")?;
-            self.agent(&pod, &vm).await?
+            connect_agent(&vm, CONNECT_DEADLINE).await?
         };
         let code = agent.wait(&main_process(id)).await?;
         // Record the exit for other processes.
@@ -298,7 +298,7 @@ impl Runtime {
     pub async fn pod_agent(&self, pod_id: &PodId) -> Result<AgentClient, RuntimeError> {
         let pod = self.lock(pod_id).await?;
         let vm = self.running_vm(&pod, "attach")?;
-        self.agent(&pod, &vm).await
+        Ok(connect_agent(&vm, CONNECT_DEADLINE).await?)
     }
 
     /// Locks the pod and brings the container's record up to date with the
@@ -311,7 +311,7 @@ impl Runtime {
         }
         match pod.live_vm() {
             Some(vm) if pod.effective_state() == State::Running => {
-                let agent = self.agent(&pod, &vm).await?;
+                let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
                 let status = agent.container_state(id.as_str()).await?;
                 if status.state == ProcessState::Stopped {
                     let c = pod.container_mut(id)?;

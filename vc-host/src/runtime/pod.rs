@@ -8,7 +8,7 @@ use vc_proto::{PodSetup, ProcessRef, ProcessSpec, SharedMount};
 use super::record::{now, PodRecord, PodStatus, ProcessInfo};
 use super::share::{self, GUEST_SHARED_DIR};
 use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
-use crate::agent::{collect_output, AgentClient, ConnectOptions, Output};
+use crate::agent::{collect_output, AgentClient, AgentClientError, ConnectOptions, Output};
 use crate::config::PodConfig;
 use crate::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmSettings, VmSpec, SHARED_FS_TAG};
 use crate::id::PodId;
@@ -63,20 +63,6 @@ impl Runtime {
             config,
             record,
         })
-    }
-
-    /// Connects to the agent of a running pod.
-    pub(super) async fn agent(
-        &self,
-        pod: &LockedPod,
-        vm: &Vm,
-    ) -> Result<AgentClient, RuntimeError> {
-        let probe = vm.clone();
-        let opts = ConnectOptions::default()
-            .deadline(Duration::from_secs(10))
-            .vm_alive(move || probe.is_running());
-        let _ = pod;
-        Ok(AgentClient::connect(vm.agent_addr(), &opts).await?)
     }
 
     fn guest_image(&self) -> Result<GuestImage, RuntimeError> {
@@ -192,9 +178,7 @@ impl Runtime {
 
     /// Waits for the agent, sets the pod up, and starts its ready containers.
     async fn boot(&self, pod: &mut LockedPod, vm: &Vm) -> Result<(), RuntimeError> {
-        let probe = vm.clone();
-        let opts = ConnectOptions::default().vm_alive(move || probe.is_running());
-        let agent = match AgentClient::connect(vm.agent_addr(), &opts).await {
+        let agent = match connect_agent(vm, BOOT_CONNECT_DEADLINE).await {
             Ok(agent) => agent,
             Err(source) => {
                 return Err(RuntimeError::BootFailed {
@@ -270,7 +254,7 @@ impl Runtime {
             }
         };
         if vm.is_running() {
-            match self.agent(pod, &vm).await {
+            match connect_agent(&vm, CONNECT_DEADLINE).await {
                 Ok(agent) => {
                     if matches!(vm.status().await, Ok(crate::hypervisor::VmStatus::Paused)) {
                         let _ = vm.resume().await;
@@ -421,7 +405,7 @@ impl Runtime {
     ) -> Result<Output, RuntimeError> {
         let pod = self.lock(id).await?;
         let vm = self.running_vm(&pod, "enter")?;
-        let agent = self.agent(&pod, &vm).await?;
+        let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
         drop(pod);
         let process = ProcessRef {
             container_id: String::new(),
@@ -452,6 +436,25 @@ impl Runtime {
             }),
         }
     }
+}
+
+/// How long to wait for the agent of a VM that is booting.
+const BOOT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long to wait for the agent of a running pod.
+pub(super) const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Connects to a VM's agent. The VM's liveness is the probe, so a VM that dies
+/// while we wait or while a call is pending ends the wait at once.
+pub(super) async fn connect_agent(
+    vm: &Vm,
+    deadline: Duration,
+) -> Result<AgentClient, AgentClientError> {
+    let probe = vm.clone();
+    let opts = ConnectOptions::default()
+        .deadline(deadline)
+        .vm_alive(move || probe.is_running());
+    AgentClient::connect(vm.agent_addr(), &opts).await
 }
 
 /// Removes every container rootfs bind mount of the pod's share.

@@ -122,27 +122,26 @@ pub fn unbind_rootfs(shared_dir: &Path, id: &ContainerId) -> Result<(), ShareErr
     }
 }
 
-/// True when `path` is a mount point according to `/proc/self/mountinfo`.
-pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let Some(path) = path.to_str() else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == path)
-}
-
-/// Mount points under `dir` (for leak checks in tests and cleanup).
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+/// Every mount point of this process, from `/proc/self/mountinfo`.
+fn mount_points() -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|mp| PathBuf::from(unescape_mountinfo(mp)))
+        .collect()
+}
+
+/// True when `path` is a mount point.
+pub fn is_mount_point(path: &Path) -> bool {
+    mount_points().iter().any(|mp| mp == path)
+}
+
+/// Mount points under `dir` (for leak checks in tests and cleanup).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    mount_points()
+        .into_iter()
         .filter(|mp| mp.starts_with(dir))
         .collect()
 }
