@@ -188,3 +188,39 @@ async fn two_pods_with_two_containers_each_identity_and_isolation() -> Result<()
     assert!(scratch.path().join("duo-a-c1/duo-a-c1").exists());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_environment_readonly_rootfs_devices_groups_and_privileges() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let pod = t.pod("env").id;
+    t.rt.run_pod(t.pod("env")).await?;
+    let script = "touch /rootfs-write 2>/dev/null && echo rootfs-writable; \
+                  touch /sys/x 2>/dev/null && echo sys-writable; \
+                  for d in null zero full random urandom tty ptmx; do test -c /dev/$d || echo missing-$d; done; \
+                  test -d /dev/pts || echo missing-pts; test -d /dev/shm || echo missing-shm; \
+                  echo groups=$(id -G); \
+                  grep -E '^(NoNewPrivs|CapBnd|CapEff):' /proc/self/status";
+    let mut c = t.container("env", &["/bin/sh", "-c", script]);
+    c.readonly_rootfs = true;
+    c.user = UserConfig {
+        uid: 0,
+        gid: 0,
+        additional_gids: vec![10, 20],
+    };
+    let out = run_container(&t, &pod, c).await?;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.exit_code, 0, "stderr: {}", text(&out.stderr));
+    assert!(!stdout.contains("writable"), "{stdout}");
+    assert!(!stdout.contains("missing"), "{stdout}");
+    assert!(stdout.contains("groups=0 10 20"), "{stdout}");
+    assert!(stdout.contains("NoNewPrivs:\t1"), "{stdout}");
+    // The default capability set (Docker's), not the full set.
+    assert!(stdout.contains("CapBnd:\t00000000a80425fb"), "{stdout}");
+    assert!(stdout.contains("CapEff:\t00000000a80425fb"), "{stdout}");
+    assert!(!t.rootfs.join("rootfs-write").exists());
+
+    t.rt.stop_pod(&pod).await?;
+    t.rt.delete_pod(&pod).await?;
+    assert!(t.leftover_pods().is_empty());
+    Ok(())
+}
