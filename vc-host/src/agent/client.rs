@@ -301,7 +301,8 @@ async fn connect_with_backoff(
     };
     loop {
         attempts += 1;
-        let attempt = tokio::time::timeout_at(deadline, addr.connect(opts.port)).await;
+        let attempt_end = (Instant::now() + opts.attempt_timeout).min(deadline);
+        let attempt = tokio::time::timeout_at(attempt_end, addr.connect(opts.port)).await;
         match attempt {
             Ok(Ok(stream)) => {
                 debug!(attempts, "connected");
@@ -312,7 +313,9 @@ async fn connect_with_backoff(
                 last = Some(e);
             }
             Ok(Err(e)) => return Err(AgentClientError::Connect(e)),
-            Err(_) => return Err(expired(attempts, last)),
+            Err(_) if attempt_end >= deadline => return Err(expired(attempts, last)),
+            // Unanswered: drop it and ask again.
+            Err(_) => debug!(attempts, "connection attempt unanswered; retrying"),
         }
         let now = Instant::now();
         if now >= deadline {

@@ -74,6 +74,11 @@ pub struct ConnectOptions {
     pub initial_backoff: Duration,
     /// Longest pause between connection attempts.
     pub max_backoff: Duration,
+    /// Longest wait for one connection attempt. A hybrid vsock daemon can keep
+    /// a `CONNECT` sent before the guest's vsock driver was ready unanswered
+    /// for good; abandoning it and asking again reaches the guest once it
+    /// listens.
+    pub attempt_timeout: Duration,
     /// Timeout of each call, except `wait` and `next_event`, which have none.
     /// Also bounds the handshake and each stream attach.
     pub call_timeout: Duration,
@@ -91,6 +96,7 @@ impl Default for ConnectOptions {
             deadline: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(30),
             vm_alive: None,
             liveness_interval: Duration::from_millis(200),
@@ -115,6 +121,12 @@ impl ConnectOptions {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_backoff = initial;
         self.max_backoff = max;
+        self
+    }
+
+    /// Sets the longest wait for one connection attempt.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
         self
     }
 

@@ -88,6 +88,39 @@ async fn agent_connect_retries_with_backoff_until_the_guest_listens() {
 }
 
 #[tokio::test]
+async fn an_unanswered_connect_is_abandoned_and_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uds = dir.path().join("vsock.sock");
+    let listener = UnixListener::bind(&uds).expect("bind");
+    tokio::spawn(async move {
+        // The first CONNECT is swallowed and never answered, as a daemon does
+        // with a request sent before the guest's driver was ready.
+        let (mut first, _) = listener.accept().await.expect("accept");
+        read_connect_line(&mut first).await;
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        read_connect_line(&mut conn).await;
+        conn.write_all(b"OK 1073741824\n").await.expect("ok line");
+        serve_agent(conn).await;
+        drop(first);
+    });
+    let addr = VsockAddr::Hybrid { uds };
+    let opts = ConnectOptions::default()
+        .deadline(Duration::from_secs(10))
+        .attempt_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let client = within(Duration::from_secs(5), AgentClient::connect(&addr, &opts))
+        .await
+        .expect("the second attempt connects");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    client.ping().await.expect("ping");
+}
+
+#[tokio::test]
 async fn agent_connect_deadline_names_the_address() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (addr, seen) = fake_daemon(dir.path(), u32::MAX);
