@@ -1,7 +1,7 @@
 //! A test harness around [`vc_host::Runtime`]: a private runtime root, the guest
 //! image and rootfs located (or a failure naming the command that builds them),
 //! and a guard that, when the test ends, prints every pod's console and daemon
-//! logs if the test failed, then stops and deletes whatever pods are left.
+//! logs if the test failed (panicked, or returned before deleting its pods), then stops and deletes whatever pods are left.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,8 +124,10 @@ pub fn wait_pids_gone(pids: &[i32], timeout: Duration) -> bool {
 
 impl Drop for TestRuntime {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test failed; logs of its pods follow");
+        // A test that failed panicked, or returned an error before deleting
+        // its pods: either way, show what the guests and daemons said.
+        if std::thread::panicking() || !self.leftover_pods().is_empty() {
+            eprintln!("test failed or left pods behind; logs of its pods follow");
             self.print_logs();
         }
         // Clean up on a fresh runtime in its own thread: drop may run inside
