@@ -1,7 +1,8 @@
 //! A test harness around [`vc_host::Runtime`]: a private runtime root, the guest
 //! image and rootfs located (or a failure naming the command that builds them),
 //! and a guard that, when the test ends, prints every pod's console and daemon
-//! logs if the test failed (panicked, or returned before deleting its pods), then stops and deletes whatever pods are left.
+//! logs if the test failed (panicked, or returned before deleting its pods),
+//! then stops and deletes whatever pods are left.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
