@@ -37,6 +37,12 @@ pub const PROTOCOL_VERSION: u16 = MAX_PROTOCOL_VERSION;
 /// The vsock port the agent serves requests and process streams on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
+/// The line the agent writes to the guest console once it listens on its vsock
+/// port. Hosts wait for it before the first connection attempt: a hybrid vsock
+/// daemon that gets connection requests while the guest's vsock driver is still
+/// starting can leave later requests unanswered.
+pub const AGENT_READY_LINE: &str = "vc-agent: ready for connections";
+
 /// Exit code reported for a process whose VM or agent went away before it exited.
 pub const EXIT_CODE_VM_GONE: i32 = 255;
 

@@ -50,6 +50,14 @@ pub async fn serve_vsock(agent: Arc<Agent>, port: u32) -> Result<(), ServeError>
             source,
         })?;
     tracing::info!(port, "listening on vsock");
+    // Not through the log: the host waits for this exact line whatever the
+    // log level is.
+    {
+        use std::io::Write as _;
+        let mut console = std::io::stderr().lock();
+        let _ = writeln!(console, "{}", vc_proto::AGENT_READY_LINE);
+        let _ = console.flush();
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -178,7 +178,11 @@ impl Runtime {
 
     /// Waits for the agent, sets the pod up, and starts its ready containers.
     async fn boot(&self, pod: &mut LockedPod, vm: &Vm) -> Result<(), RuntimeError> {
-        let agent = match connect_agent(vm, BOOT_CONNECT_DEADLINE).await {
+        let connect = async {
+            wait_for_agent_ready(vm, BOOT_CONNECT_DEADLINE).await?;
+            connect_agent(vm, BOOT_CONNECT_DEADLINE).await
+        };
+        let agent = match connect.await {
             Ok(agent) => agent,
             Err(source) => {
                 return Err(RuntimeError::BootFailed {
@@ -455,6 +459,34 @@ pub(super) async fn connect_agent(
         .deadline(deadline)
         .vm_alive(move || probe.is_running());
     AgentClient::connect(vm.agent_addr(), &opts).await
+}
+
+/// Waits until the guest console shows [`vc_proto::AGENT_READY_LINE`], so the
+/// first connection attempt reaches a listening agent. Fails when the VM dies
+/// or `deadline` passes.
+async fn wait_for_agent_ready(vm: &Vm, deadline: Duration) -> Result<(), AgentClientError> {
+    let console = vm.record().console_log.clone();
+    let needle = vc_proto::AGENT_READY_LINE.as_bytes();
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let text = tokio::fs::read(&console).await.unwrap_or_default();
+        if text.windows(needle.len()).any(|w| w == needle) {
+            return Ok(());
+        }
+        if !vm.is_running() {
+            return Err(AgentClientError::VmGone { during: "boot" });
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(AgentClientError::ConnectDeadline {
+                addr: vm.agent_addr().clone(),
+                port: vm.agent_port(),
+                after: deadline,
+                attempts: 0,
+                last: None,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Removes every container rootfs bind mount of the pod's share.
