@@ -73,6 +73,9 @@ pub enum RuntimeError {
         #[source]
         source: Box<AgentClientError>,
     },
+    /// A process operation failed.
+    #[error(transparent)]
+    Process(Box<crate::runtime::ProcessError>),
     /// A bind mount into the pod's share failed.
     #[error(transparent)]
     Share(#[from] ShareError),
@@ -102,6 +105,12 @@ pub enum RuntimeError {
         /// The operation.
         operation: &'static str,
     },
+}
+
+impl From<crate::runtime::ProcessError> for RuntimeError {
+    fn from(e: crate::runtime::ProcessError) -> Self {
+        RuntimeError::Process(Box::new(e))
+    }
 }
 
 impl From<AgentClientError> for RuntimeError {

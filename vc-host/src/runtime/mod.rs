@@ -11,6 +11,7 @@ mod container;
 mod error;
 mod guest;
 mod pod;
+mod process;
 pub mod record;
 pub mod share;
 
@@ -21,6 +22,7 @@ use crate::store::Store;
 
 pub use error::RuntimeError;
 pub use guest::GuestImage;
+pub use process::{Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
 pub use record::{ContainerStatus, PodStatus, ProcessInfo};
 
 /// How long a container's processes get between SIGTERM and SIGKILL by default.

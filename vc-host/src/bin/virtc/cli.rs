@@ -161,6 +161,42 @@ pub enum ContainerCommand {
     Status { pod: PodId, id: ContainerId },
     /// Wait for a container's main process and exit with its code.
     Wait { pod: PodId, id: ContainerId },
+    /// Run one more process in a running container, relay its streams and
+    /// exit with its code.
+    Exec(ExecArgs),
+}
+
+/// `container exec`: what to run in the container and how to attach.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub pod: PodId,
+    pub id: ContainerId,
+    #[command(flatten)]
+    pub io: IoArgs,
+    /// Environment variable KEY=VALUE (repeatable), after the container's.
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory (default: the container's).
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// User as UID[:GID] (default: the container's).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// How a process's streams meet virtc's own (`run`, `container exec`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct IoArgs {
+    /// Keep stdin open and send virtc's stdin to the process.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Give the process a terminal; the local terminal goes to raw mode and
+    /// window size changes are forwarded.
+    #[arg(long, short = 't')]
+    pub tty: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +214,8 @@ pub struct RunArgs {
     pub vm: VmArgs,
     #[command(flatten)]
     pub container: ContainerArgs,
+    #[command(flatten)]
+    pub io: IoArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

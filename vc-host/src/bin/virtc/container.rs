@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use vc_host::config::{ContainerConfig, UserConfig};
 use vc_host::id::ContainerId;
+use vc_host::runtime::ProcessConfig;
 use vc_host::Runtime;
 
-use crate::cli::{ContainerArgs, ContainerCommand};
+use crate::cli::{ContainerArgs, ContainerCommand, ExecArgs};
 use crate::print::Printer;
 
 /// Builds a container configuration from the command line.
@@ -107,8 +108,19 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: ContainerCommand) -> anyhow::
         ContainerCommand::Status { pod, id } => {
             out.container(&rt.container_status(&pod, &id).await?)?
         }
+        ContainerCommand::Exec(args) => return exec(rt, out, args).await,
         ContainerCommand::Wait { pod, id } => {
-            let code = rt.wait_container(&pod, &id).await?;
+            let code = match rt.wait_container(&pod, &id).await {
+                Ok(code) => code,
+                Err(e) => match e.exit_code() {
+                    // The VM went away: say so, and exit with its defined code.
+                    Some(code) => {
+                        eprintln!("virtc: {e}");
+                        code
+                    }
+                    None => return Err(e.into()),
+                },
+            };
             if out.json {
                 out.json(&serde_json::json!({ "exit_code": code }))?;
             }
@@ -116,6 +128,24 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: ContainerCommand) -> anyhow::
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `container exec`: starts the process, relays its streams, returns its code.
+async fn exec(rt: &Runtime, out: &Printer, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let mut config = ProcessConfig::new(args.command)
+        .terminal(args.io.tty)
+        .stdin(args.io.interactive);
+    config.env = args.env;
+    config.cwd = args.cwd;
+    if let Some(user) = &args.user {
+        config.user = Some(parse_user(user)?);
+    }
+    let process = rt.exec_process(&args.pod, &args.id, config).await?;
+    let code = crate::relay::relay(process, args.io.interactive).await?;
+    if out.json {
+        out.json(&serde_json::json!({ "exit_code": code }))?;
+    }
+    Ok(exit_code(code))
 }
 
 /// A process exit code as this process's exit code.

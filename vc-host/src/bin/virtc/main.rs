@@ -6,6 +6,7 @@ mod cli;
 mod container;
 mod pod;
 mod print;
+mod relay;
 mod run;
 
 use std::process::ExitCode;

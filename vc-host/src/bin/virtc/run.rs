@@ -3,11 +3,9 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
 use vc_host::config::PodConfig;
 use vc_host::id::PodId;
 use vc_host::Runtime;
-use vc_proto::ProcessRef;
 
 use crate::cli::RunArgs;
 use crate::container::{config_from_args, exit_code};
@@ -23,7 +21,8 @@ pub async fn run(rt: &Runtime, out: &Printer, args: RunArgs) -> anyhow::Result<E
             vc_host::runtime::record::now()
         ))?,
     };
-    let container = config_from_args(args.name.clone(), &args.container, args.command.clone())?;
+    let mut container = config_from_args(args.name.clone(), &args.container, args.command.clone())?;
+    container.terminal = args.io.tty;
     container.validate()?;
     let mut pod = PodConfig::new(pod_id.clone());
     apply_vm_args(&mut pod, &args.vm);
@@ -38,34 +37,10 @@ pub async fn run(rt: &Runtime, out: &Printer, args: RunArgs) -> anyhow::Result<E
         timings.step("container created");
         rt.start_container(&pod_id, &args.name).await?;
         timings.step("container started");
-        let agent = rt.pod_agent(&pod_id).await?;
-        let process = ProcessRef {
-            container_id: args.name.to_string(),
-            exec_id: None,
-        };
-        let io = agent.attach_process(&process, false, false).await?;
-        let copy = |from: Option<vc_host::agent::ProcessOutput>,
-                    mut to: Box<dyn tokio::io::AsyncWrite + Unpin + Send>| async move {
-            if let Some(from) = from {
-                let mut from = from.into_inner();
-                tokio::io::copy(&mut from, &mut to).await?;
-                to.flush().await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        let (_, _, code) = tokio::try_join!(
-            async {
-                copy(io.stdout, Box::new(tokio::io::stdout()))
-                    .await
-                    .map_err(anyhow::Error::from)
-            },
-            async {
-                copy(io.stderr, Box::new(tokio::io::stderr()))
-                    .await
-                    .map_err(anyhow::Error::from)
-            },
-            async { agent.wait(&process).await.map_err(anyhow::Error::from) },
-        )?;
+        let process = rt
+            .attach_container(&pod_id, &args.name, args.io.interactive)
+            .await?;
+        let code = crate::relay::relay(process, args.io.interactive).await?;
         timings.step("container exited");
         Ok::<_, anyhow::Error>(code)
     }
