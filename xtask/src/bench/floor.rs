@@ -133,7 +133,7 @@ pub(crate) async fn build(image_dir: &Path, manifest: &Manifest, dir: &Path) -> 
 
 /// File names of the manifest's modules up to and including [`LAST_MODULE`], in load order
 /// (the manifest lists dependencies first, so the prefix holds their dependencies too).
-fn floor_modules(manifest: &Manifest) -> Result<Vec<String>> {
+pub(super) fn floor_modules(manifest: &Manifest) -> Result<Vec<String>> {
     let Some(last) = manifest.modules.iter().position(|m| m.name == LAST_MODULE) else {
         if manifest.builtin_modules.iter().any(|m| m == LAST_MODULE) {
             return Ok(Vec::new());
@@ -173,7 +173,7 @@ fn c_source(modules: &[String], hello: &[u8]) -> String {
 }
 
 /// The `.ko` files of a gzip-compressed newc cpio initrd, by file name.
-fn ko_files(initrd: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+pub(super) fn ko_files(initrd: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let gz = std::fs::File::open(initrd).with_context(|| {
         format!(
             "cannot open {} (build it with `cargo xtask guest-image`)",

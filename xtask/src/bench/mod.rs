@@ -1,9 +1,11 @@
 //! `cargo xtask bench <boot|pod|io|net>`: benchmarks (not timed tests). Each prints its results and
-//! the floor it compares against. Only `boot` ([`boot`], with its floor image in [`floor`]) and
-//! `pod` ([`pod`]) are implemented; [`stats`] summarizes samples.
+//! the floor it compares against. `boot` ([`boot`], with its floor image in [`floor`]),
+//! `pod` ([`pod`]) and `io` ([`io`], floor in [`io_floor`]) are implemented; [`stats`] summarizes samples.
 
 mod boot;
 mod floor;
+mod io;
+mod io_floor;
 mod pod;
 mod stats;
 
@@ -39,7 +41,7 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let name = match args.which {
         Bench::Boot => return boot::run(ctx, args.runs),
         Bench::Pod => return pod::run(ctx, args.runs),
-        Bench::Io => "io",
+        Bench::Io => return io::run(ctx, args.runs),
         Bench::Net => "net",
     };
     bail!("`cargo xtask bench {name}` is not implemented yet")

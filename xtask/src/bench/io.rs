@@ -1,0 +1,389 @@
+//! `cargo xtask bench io`: process I/O through the library against its floor, in one run.
+//!
+//! - vc: in a running pod, exec latency of `/bin/true` in a container (exec, stream attach,
+//!   wait through [`Process::spawn`]; and exec + wait alone), at least 100 runs, median and
+//!   p99; the guest's own fork+exec+wait of `/bin/true` (timed inside the guest); stdout
+//!   throughput of `dd if=/dev/zero bs=1M count=256` read on the host.
+//! - floor: the same kernel and vsock modules with a minimal static C init
+//!   ([`super::io_floor`]): raw vsock round trip (1 byte, echoed) and guest-to-host throughput
+//!   over 256 MiB.
+//!
+//! Goals (issue 5): exec median under 10 x (vsock round trip + guest fork+exec+wait); stdout
+//! throughput at least 0.8 x the raw vsock floor.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use guest_image::{default_image_dir, ImagePaths, Manifest, IMAGE_DIR_ENV};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use vc_host::config::{ContainerConfig, PodConfig, RuntimeConfig};
+use vc_host::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmConfig, VmSpec};
+use vc_host::id::{ContainerId, PodId};
+use vc_host::runtime::Process;
+use vc_host::Runtime;
+use vc_proto::{ProcessRef, ProcessSpec};
+
+use super::io_floor;
+use super::stats::{ms, Summary};
+use crate::ctx::{self, Ctx, ROOTFS_ENV};
+
+/// Bytes moved in each throughput measurement.
+const BULK: u64 = 256 << 20;
+/// Round trips measured on the floor.
+const ROUND_TRIPS: usize = 1000;
+/// Fewest exec runs, whatever `--runs` says.
+const MIN_EXECS: u32 = 100;
+/// How long the floor guest gets to listen.
+const FLOOR_READY: Duration = Duration::from_secs(60);
+
+pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
+    let image_dir = std::env::var_os(IMAGE_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_image_dir(&ctx.workspace));
+    let paths = ImagePaths::in_dir(&image_dir);
+    for f in [&paths.kernel, &paths.initrd, &paths.manifest] {
+        if !f.is_file() {
+            bail!(
+                "the guest image is missing {}: build it with `cargo xtask guest-image`",
+                f.display()
+            );
+        }
+    }
+    let manifest = Manifest::load(&image_dir).with_context(|| {
+        format!(
+            "cannot read the guest image manifest in {}",
+            image_dir.display()
+        )
+    })?;
+    let rootfs = std::env::var_os(ROOTFS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::default_rootfs_dir(ctx));
+    if !rootfs.join("bin/busybox").is_file() {
+        bail!(
+            "no busybox rootfs in {}: build it with `cargo xtask rootfs`",
+            rootfs.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(bench(
+        &image_dir,
+        &paths,
+        &manifest,
+        &rootfs,
+        runs.max(MIN_EXECS),
+    ))
+}
+
+/// The floor's numbers.
+#[derive(Debug)]
+struct Floor {
+    rtt: Summary,
+    mb_s: f64,
+}
+
+/// vc's numbers.
+#[derive(Debug)]
+struct Measured {
+    spawn: Summary,
+    spawn_p99: Duration,
+    bare: Summary,
+    bare_p99: Duration,
+    guest_fork_exec: Duration,
+    mb_s: f64,
+}
+
+async fn bench(
+    image_dir: &Path,
+    paths: &ImagePaths,
+    manifest: &Manifest,
+    rootfs: &Path,
+    execs: u32,
+) -> Result<()> {
+    // Short paths: the VM's sockets must fit in sun_path.
+    let tmp = tempfile::Builder::new()
+        .prefix("vi")
+        .tempdir_in("/tmp")
+        .context("cannot create a temporary directory in /tmp")?;
+    ctx::step("building the I/O floor initrd (static C init: vsock echo and source)");
+    let floor_initrd = io_floor::build(image_dir, manifest, tmp.path())?;
+    ctx::step("floor: raw vsock round trip and guest-to-host throughput");
+    let floor = floor(&paths.kernel, &floor_initrd, tmp.path()).await?;
+    ctx::step(format!(
+        "vc: {execs} execs of /bin/true in a running container, then {} MiB of stdout",
+        BULK >> 20
+    ));
+    let vc = vc(image_dir, rootfs, tmp.path(), execs).await?;
+
+    println!("\nfloor (minimal static init, raw vsock):");
+    println!(
+        "  round trip 1 byte     median {:>9}  p90 {:>9}  ({ROUND_TRIPS} runs)",
+        us(floor.rtt.median),
+        us(floor.rtt.p90)
+    );
+    println!(
+        "  guest->host           {:>9.1} MB/s over {} MiB",
+        floor.mb_s,
+        BULK >> 20
+    );
+    println!("vc (agent, container, library):");
+    println!(
+        "  exec /bin/true (Process::spawn: exec, attach stdout+stderr, close stdin, wait)\n                        median {:>9}  p99 {:>9}  (min {}, max {}, {execs} runs)",
+        ms(vc.spawn.median),
+        ms(vc.spawn_p99),
+        ms(vc.spawn.min),
+        ms(vc.spawn.max)
+    );
+    println!(
+        "  exec + wait only      median {:>9}  p99 {:>9}",
+        ms(vc.bare.median),
+        ms(vc.bare_p99)
+    );
+    println!(
+        "  guest fork+exec+wait of /bin/true (in the container)  {}",
+        ms(vc.guest_fork_exec)
+    );
+    println!(
+        "  stdout of dd bs=1M    {:>9.1} MB/s over {} MiB",
+        vc.mb_s,
+        BULK >> 20
+    );
+
+    let budget = floor.rtt.median + vc.guest_fork_exec;
+    let exec_ratio = vc.spawn.median.as_secs_f64() / budget.as_secs_f64();
+    let tput_ratio = vc.mb_s / floor.mb_s;
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!("goals:");
+    println!(
+        "  exec median / (vsock round trip + guest fork+exec+wait) = {} / {} = {exec_ratio:.1} (goal < 10: {})",
+        ms(vc.spawn.median),
+        ms(budget),
+        verdict(exec_ratio < 10.0)
+    );
+    println!(
+        "  stdout throughput / floor = {:.1} / {:.1} MB/s = {tput_ratio:.2} (goal >= 0.8: {})",
+        vc.mb_s,
+        floor.mb_s,
+        verdict(tput_ratio >= 0.8)
+    );
+    tmp.close()
+        .context("cannot remove the temporary directory")?;
+    Ok(())
+}
+
+fn us(d: Duration) -> String {
+    format!("{} us", d.as_micros())
+}
+
+/// The nearest-rank 99th percentile.
+fn p99(samples: &[Duration]) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    let rank = (s.len() * 99).div_ceil(100).max(1);
+    s.get(rank - 1).copied().unwrap_or_default()
+}
+
+/// Boots the floor, measures it, and stops it whatever happens.
+async fn floor(kernel: &Path, initrd: &Path, tmp: &Path) -> Result<Floor> {
+    let settings = VmConfig {
+        kernel: Some(kernel.to_owned()),
+        initrd: Some(initrd.to_owned()),
+        ..Default::default()
+    }
+    .validate()
+    .context("the VM configuration is not usable on this host (try `cargo xtask deps`)")?;
+    let hv = QemuHypervisor::new(tmp.join("state"));
+    let vm = hv
+        .launch(&VmSpec::new(settings, tmp.join("floor")))
+        .await
+        .context("cannot launch the floor VM")?;
+    let measured = measure_floor(&vm).await;
+    let stopped = vm.stop(Duration::from_secs(5)).await;
+    let floor = measured.with_context(|| vm.diagnostics(30))?;
+    stopped.context("cannot stop the floor VM")?;
+    Ok(floor)
+}
+
+async fn measure_floor(vm: &Vm) -> Result<Floor> {
+    let console = vm.record().console_log.clone();
+    let until = Instant::now() + FLOOR_READY;
+    loop {
+        let text = tokio::fs::read(&console).await.unwrap_or_default();
+        if String::from_utf8_lossy(&text).contains(io_floor::READY_LINE) {
+            break;
+        }
+        if !vm.is_running() || Instant::now() > until {
+            bail!("the floor guest did not start listening");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let port = vc_proto::AGENT_VSOCK_PORT;
+    let addr = vm.agent_addr();
+
+    let mut echo = addr
+        .connect(port)
+        .await
+        .context("cannot connect to the floor")?;
+    echo.write_all(b"e").await?;
+    let mut byte = [0u8; 1];
+    let mut rtts = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..ROUND_TRIPS + 50 {
+        let start = Instant::now();
+        echo.write_all(&[i as u8]).await?;
+        echo.read_exact(&mut byte)
+            .await
+            .context("the floor's echo ended")?;
+        if i >= 50 {
+            rtts.push(start.elapsed());
+        }
+    }
+    drop(echo);
+
+    let mut source = addr
+        .connect(port)
+        .await
+        .context("cannot connect to the floor")?;
+    let start = Instant::now();
+    source.write_all(b"s").await?;
+    source.write_all(&BULK.to_le_bytes()).await?;
+    let got = drain(&mut source).await?;
+    let secs = start.elapsed().as_secs_f64();
+    if got != BULK {
+        bail!("the floor sent {got} bytes, not {BULK}");
+    }
+    if let Ok(mut quit) = addr.connect(port).await {
+        let _ = quit.write_all(b"q").await;
+    }
+    Ok(Floor {
+        rtt: Summary::of(&rtts).context("no samples")?,
+        mb_s: got as f64 / secs / 1e6,
+    })
+}
+
+/// Reads `stream` to end-of-file; returns the byte count.
+async fn drain(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await.context("reading the stream")?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
+}
+
+/// Runs a pod, measures it, and stops and deletes it whatever happens.
+async fn vc(image_dir: &Path, rootfs: &Path, tmp: &Path, execs: u32) -> Result<Measured> {
+    let rt = Runtime::new(RuntimeConfig {
+        root: tmp.join("r"),
+        guest_image_dir: image_dir.to_owned(),
+    })
+    .context("cannot open the runtime root")?;
+    let pod = PodId::new("io").context("invalid pod id")?;
+    let cid = ContainerId::new("c").context("invalid container id")?;
+    let mut config = PodConfig::new(pod.clone());
+    config.containers.push(ContainerConfig::new(
+        cid.clone(),
+        rootfs,
+        vec!["sleep".to_owned(), "1000000".to_owned()],
+    ));
+    rt.run_pod(config).await.context("cannot run the pod")?;
+    let measured = measure_vc(&rt, &pod, execs).await;
+    let stopped = rt.stop_pod(&pod).await;
+    let deleted = rt.delete_pod(&pod).await;
+    let m = measured?;
+    stopped.context("stop_pod failed")?;
+    deleted.context("delete_pod failed")?;
+    Ok(m)
+}
+
+async fn measure_vc(rt: &Runtime, pod: &PodId, execs: u32) -> Result<Measured> {
+    let agent = rt.pod_agent(pod).await.context("cannot reach the agent")?;
+    let mut next = 0u32;
+    let mut process = |args: &[&str]| {
+        next += 1;
+        (
+            ProcessRef {
+                container_id: "c".to_owned(),
+                exec_id: Some(format!("bench-{next}")),
+            },
+            ProcessSpec {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: vec![vc_host::config::DEFAULT_PATH.to_owned()],
+                cwd: "/".to_owned(),
+                ..ProcessSpec::default()
+            },
+        )
+    };
+
+    // The guest's own cost: 200 fork+exec+wait of /bin/true inside the container, timed there.
+    let (r, s) = process(&[
+        "sh",
+        "-c",
+        "a=$(cut -d' ' -f1 /proc/uptime); i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done; \
+         b=$(cut -d' ' -f1 /proc/uptime); echo $a $b",
+    ]);
+    let out = Process::spawn(&agent, r, s, false).await?.output().await?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let times: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let [a, b] = times[..] else {
+        bail!("unexpected guest timing output {text:?}");
+    };
+    let guest_fork_exec = Duration::from_secs_f64(((b - a) / 200.0).max(0.0));
+
+    // Warm up, then exec /bin/true through the library's process handle, and bare.
+    for _ in 0..5 {
+        let (r, s) = process(&["/bin/true"]);
+        Process::spawn(&agent, r, s, false).await?.wait().await?;
+    }
+    let mut spawn = Vec::new();
+    let mut bare = Vec::new();
+    for _ in 0..execs {
+        let (r, s) = process(&["/bin/true"]);
+        let start = Instant::now();
+        let p = Process::spawn(&agent, r, s, false).await?;
+        let code = p.wait().await?;
+        spawn.push(start.elapsed());
+        if code != 0 {
+            bail!("/bin/true exited {code}");
+        }
+        let (r, s) = process(&["/bin/true"]);
+        let start = Instant::now();
+        agent.exec(&r, s).await?;
+        agent.wait(&r).await?;
+        bare.push(start.elapsed());
+    }
+
+    // Throughput: dd writes 1 MiB at a time to its stdout; time from exec to end-of-file.
+    let (r, s) = process(&[
+        "dd",
+        "if=/dev/zero",
+        "bs=1048576",
+        &format!("count={}", BULK >> 20),
+    ]);
+    let start = Instant::now();
+    let mut p = Process::spawn(&agent, r, s, false).await?;
+    let mut stdout = p.stdout.take().context("no stdout")?;
+    let got = drain(&mut stdout).await?;
+    let secs = start.elapsed().as_secs_f64();
+    let code = p.wait().await?;
+    if got != BULK || code != 0 {
+        bail!("dd gave {got} bytes and exit code {code}");
+    }
+    Ok(Measured {
+        spawn: Summary::of(&spawn).context("no samples")?,
+        spawn_p99: p99(&spawn),
+        bare: Summary::of(&bare).context("no samples")?,
+        bare_p99: p99(&bare),
+        guest_fork_exec,
+        mb_s: got as f64 / secs / 1e6,
+    })
+}
