@@ -143,3 +143,60 @@ pub async fn agent_rss_kib(rt: &Runtime, pod: &PodId, container: &ContainerId) -
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("unreadable {line:?}"))
 }
+
+/// Sets the window size of the terminal whose master is `master`.
+pub fn set_window(master: &impl std::os::fd::AsRawFd, rows: u16, cols: u16) -> Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    nix::errno::Errno::result(rc).context("TIOCSWINSZ")?;
+    Ok(())
+}
+
+/// Reads a pty master (blocking, with `poll`) into `seen` until `needle`
+/// shows after byte `from`; returns the offset past it.
+pub fn read_master_until(
+    master: &std::os::fd::OwnedFd,
+    seen: &mut Vec<u8>,
+    from: usize,
+    needle: &str,
+    timeout: Duration,
+) -> Result<usize> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(p) = seen
+            .get(from..)
+            .and_then(|t| t.windows(needle.len()).position(|w| w == needle.as_bytes()))
+        {
+            return Ok(from + p + needle.len());
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            bail!(
+                "{needle:?} did not show within {timeout:?}; got {:?}",
+                String::from_utf8_lossy(seen)
+            );
+        }
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+        if poll(&mut fds, PollTimeout::from(ms))? == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(master), &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => bail!(
+                "the terminal closed before {needle:?}; got {:?}",
+                String::from_utf8_lossy(seen)
+            ),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(e).context("reading the pty master"),
+        }
+    }
+}
