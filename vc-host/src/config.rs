@@ -21,6 +21,7 @@ use thiserror::Error;
 
 use crate::hypervisor::VmConfig;
 use crate::id::{ContainerId, PodId};
+pub use crate::storage::{TmpfsConfig, VolumeConfig};
 
 /// The `PATH` a container gets when its environment names none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -227,6 +228,15 @@ pub struct ContainerConfig {
     /// Set `no_new_privs` (default true).
     #[serde(default = "default_true")]
     pub no_new_privileges: bool,
+    /// Host paths mounted into the container (see `docs/storage.md`).
+    #[serde(default)]
+    pub volumes: Vec<VolumeConfig>,
+    /// tmpfs mounts.
+    #[serde(default)]
+    pub tmpfs: Vec<TmpfsConfig>,
+    /// Size of `/dev/shm` in bytes (default 64 MiB).
+    #[serde(default)]
+    pub shm_size_bytes: Option<u64>,
 }
 
 fn default_cwd() -> String {
@@ -254,6 +264,9 @@ impl ContainerConfig {
             rlimits: Vec::new(),
             capabilities: None,
             no_new_privileges: true,
+            volumes: Vec::new(),
+            tmpfs: Vec::new(),
+            shm_size_bytes: None,
         }
     }
 
@@ -291,6 +304,7 @@ impl ContainerConfig {
                 });
             }
         }
+        crate::storage::validate(&self.volumes, &self.tmpfs, self.shm_size_bytes)?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub mod hypervisor;
 pub mod id;
 pub mod runtime;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod vsock;
 

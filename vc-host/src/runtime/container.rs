@@ -46,8 +46,8 @@ fn main_process(id: &ContainerId) -> ProcessRef {
 }
 
 impl Runtime {
-    /// Bind-mounts the container's rootfs into the share and creates the
-    /// container in the guest.
+    /// Bind-mounts the container's rootfs and volumes into the share and
+    /// creates the container in the guest. On error no bind mount is left.
     pub(super) async fn create_in_guest(
         &self,
         pod: &mut LockedPod,
@@ -55,12 +55,14 @@ impl Runtime {
         id: &ContainerId,
     ) -> Result<(), RuntimeError> {
         let config = pod.container(id)?.config.clone();
-        share::bind_rootfs(
-            &pod.dir.shared_dir(),
-            id,
-            &config.rootfs,
-            config.readonly_rootfs,
-        )?;
+        let shared = pod.dir.shared_dir();
+        share::bind_rootfs(&shared, id, &config.rootfs, config.readonly_rootfs)?;
+        for (i, v) in config.volumes.iter().enumerate() {
+            if let Err(e) = share::bind_volume(&shared, id, i, &v.host_path, v.readonly) {
+                let _ = share::unbind_container(&shared, id);
+                return Err(e.into());
+            }
+        }
         let spec = ContainerSpec {
             id: id.to_string(),
             rootfs: Rootfs::Path(share::guest_rootfs_path(id)),
@@ -70,11 +72,16 @@ impl Runtime {
                 .clone()
                 .unwrap_or_else(|| pod.config.hostname().to_owned()),
             process: config.process_spec(),
-            mounts: Vec::new(),
+            mounts: crate::storage::guest_mounts(
+                &config.volumes,
+                &config.tmpfs,
+                config.shm_size_bytes,
+                |i| share::guest_volume_path(id, i),
+            ),
             resources: (&config.resources).into(),
         };
         if let Err(e) = agent.create_container(spec).await {
-            let _ = share::unbind_rootfs(&pod.dir.shared_dir(), id);
+            let _ = share::unbind_container(&shared, id);
             return Err(e.into());
         }
         info!(container_id = %id, "container created");
@@ -220,7 +227,7 @@ impl Runtime {
                     }
                 }
             }
-            share::unbind_rootfs(&pod.dir.shared_dir(), id)?;
+            share::unbind_container(&pod.dir.shared_dir(), id)?;
             pod.record.containers.remove(id);
             pod.save()?;
             info!("container deleted");

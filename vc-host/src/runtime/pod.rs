@@ -489,12 +489,12 @@ async fn wait_for_agent_ready(vm: &Vm, deadline: Duration) -> Result<(), AgentCl
     }
 }
 
-/// Removes every container rootfs bind mount of the pod's share.
+/// Removes every container bind mount (rootfs and volumes) of the pod's share.
 pub(super) fn unbind_all(pod: &LockedPod) {
     let shared = pod.dir.shared_dir();
     for id in pod.record.containers.keys() {
-        if let Err(e) = share::unbind_rootfs(&shared, id) {
-            warn!(container_id = %id, error = %e, "cannot remove rootfs bind mount");
+        if let Err(e) = share::unbind_container(&shared, id) {
+            warn!(container_id = %id, error = %e, "cannot remove the container's bind mounts");
         }
     }
 }

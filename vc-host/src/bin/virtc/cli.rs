@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use vc_host::config::{TmpfsConfig, VolumeConfig};
 use vc_host::id::{ContainerId, PodId};
 
 /// virtc: create and run pods (VMs) and containers (processes in them) with vc.
@@ -36,7 +37,7 @@ pub enum Command {
     Container(ContainerCommand),
     /// Create a pod with one container, print its output, clean up, and exit
     /// with the container's exit code.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// VM settings shared by `pod create` and `run`.
@@ -120,6 +121,15 @@ pub struct ContainerArgs {
     /// CPU quota in microseconds per 100 ms period.
     #[arg(long)]
     pub cpu_quota_us: Option<u64>,
+    /// A host path mounted in the container, HOST:CONTAINER[:ro] (repeatable).
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<VolumeConfig>,
+    /// A tmpfs, PATH[:size=SIZE,mode=OCTAL] (repeatable; SIZE as 64m).
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<TmpfsConfig>,
+    /// Size of /dev/shm (bytes, or with a k, m or g suffix).
+    #[arg(long, value_parser = vc_host::storage::parse_size)]
+    pub shm_size: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,7 +139,7 @@ pub enum ContainerCommand {
         pod: PodId,
         id: ContainerId,
         #[command(flatten)]
-        args: ContainerArgs,
+        args: Box<ContainerArgs>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,

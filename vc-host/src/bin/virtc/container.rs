@@ -31,6 +31,9 @@ pub fn config_from_args(
     c.resources.memory_limit_bytes = args.memory_limit;
     c.resources.pids_limit = args.pids_limit;
     c.resources.cpu_quota_us = args.cpu_quota_us;
+    c.volumes = args.volumes.clone();
+    c.tmpfs = args.tmpfs.clone();
+    c.shm_size_bytes = args.shm_size;
     Ok(c)
 }
 

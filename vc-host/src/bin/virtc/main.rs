@@ -68,6 +68,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Container(cmd) => container::run(&runtime, &out, cmd).await,
-        Command::Run(args) => run::run(&runtime, &out, args).await,
+        Command::Run(args) => run::run(&runtime, &out, *args).await,
     }
 }
