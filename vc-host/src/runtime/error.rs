@@ -8,6 +8,7 @@ use crate::agent::AgentClientError;
 use crate::config::ConfigError;
 use crate::hypervisor::HypervisorError;
 use crate::id::{ContainerId, IdError, PodId};
+use crate::network::NetworkError;
 use crate::runtime::share::ShareError;
 use crate::state::{State, TransitionError};
 use crate::store::StoreError;
@@ -76,6 +77,9 @@ pub enum RuntimeError {
     /// A process operation failed.
     #[error(transparent)]
     Process(Box<crate::runtime::ProcessError>),
+    /// The pod's network namespace could not be mirrored.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     /// A bind mount into the pod's share failed.
     #[error(transparent)]
     Share(#[from] ShareError),

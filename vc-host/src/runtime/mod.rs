@@ -10,6 +10,7 @@
 mod container;
 mod error;
 mod guest;
+mod net;
 mod pod;
 mod process;
 pub mod record;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tracing::{info, info_span, warn, Instrument};
 use vc_proto::{PodSetup, ProcessRef, ProcessSpec, SharedMount};
 
+use super::net;
 use super::record::{now, PodRecord, PodStatus, ProcessInfo};
 use super::share::{self, GUEST_SHARED_DIR};
 use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
@@ -137,15 +138,24 @@ impl Runtime {
         async move {
             let mut pod = self.lock(id).await?;
             pod.record.state.apply("pod", Transition::Start)?;
+            let settings = self.vm_settings(&pod.config)?;
+            net::setup_network(&mut pod).await?;
             let spec = VmSpec {
                 name: Some(id.to_string()),
-                settings: self.vm_settings(&pod.config)?,
+                settings,
                 run_dir: pod.dir.vm_dir(),
                 shared_dir: Some(pod.dir.shared_dir()),
                 netns: pod.config.netns.clone(),
-                taps: Vec::new(),
+                taps: net::taps(&pod),
             };
-            let vm = QemuHypervisor::new(self.store.root()).launch(&spec).await?;
+            let vm = match QemuHypervisor::new(self.store.root()).launch(&spec).await {
+                Ok(vm) => vm,
+                Err(e) => {
+                    net::teardown_network(&mut pod).await;
+                    pod.save()?;
+                    return Err(e.into());
+                }
+            };
             // Record the VM at once: if anything below fails, stop and delete
             // still find every process to clean up.
             pod.record.vm = Some(vm.record().clone());
@@ -162,6 +172,7 @@ impl Runtime {
                     warn!(error = %e, "pod failed to start; stopping its VM");
                     let _ = vm.stop(SHUTDOWN_GRACE).await;
                     unbind_all(&pod);
+                    net::teardown_network(&mut pod).await;
                     for c in pod.record.containers.values_mut() {
                         c.state = State::Ready;
                         c.pid = None;
@@ -192,6 +203,7 @@ impl Runtime {
                 })
             }
         };
+        let network = pod.record.network.as_ref();
         let setup = PodSetup {
             pod_id: pod.config.id.to_string(),
             hostname: pod.config.hostname().to_owned(),
@@ -207,9 +219,9 @@ impl Runtime {
                 target: GUEST_SHARED_DIR.to_owned(),
                 options: Vec::new(),
             }],
-            interfaces: Vec::new(),
-            routes: Vec::new(),
-            neighbours: Vec::new(),
+            interfaces: network.map(|n| n.interfaces.clone()).unwrap_or_default(),
+            routes: network.map(|n| n.routes.clone()).unwrap_or_default(),
+            neighbours: network.map(|n| n.neighbours.clone()).unwrap_or_default(),
         };
         agent.setup_pod(setup).await?;
         let ids: Vec<_> = pod.record.containers.keys().cloned().collect();
@@ -241,9 +253,15 @@ impl Runtime {
         .await
     }
 
-    /// Best-effort shutdown: agent first, then the hypervisor. Never fails:
-    /// whatever the guest does, every host process and mount is gone afterwards.
+    /// Best-effort shutdown: agent first, then the hypervisor, then the
+    /// network mirroring. Never fails: whatever the guest does, every host
+    /// process, mount, tap and filter is gone afterwards.
     async fn shutdown_vm(&self, pod: &mut LockedPod) {
+        self.shutdown_vm_processes(pod).await;
+        net::teardown_network(pod).await;
+    }
+
+    async fn shutdown_vm_processes(&self, pod: &mut LockedPod) {
         let Some(record) = pod.record.vm.clone() else {
             unbind_all(pod);
             return;

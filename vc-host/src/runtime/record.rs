@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ContainerConfig, PodConfig};
 use crate::hypervisor::VmRecord;
 use crate::id::{ContainerId, PodId};
+use crate::network::PodNetwork;
 use crate::state::State;
 
 /// Milliseconds since the Unix epoch.
@@ -35,6 +36,10 @@ pub struct PodRecord {
     pub stopped_at: Option<Timestamp>,
     /// The running VM, while there is one.
     pub vm: Option<VmRecord>,
+    /// The mirrored network namespace (taps and filters to remove on stop),
+    /// while the pod has one set up.
+    #[serde(default)]
+    pub network: Option<PodNetwork>,
     /// The pod's containers, by id.
     pub containers: BTreeMap<ContainerId, ContainerRecord>,
 }
@@ -48,6 +53,7 @@ impl PodRecord {
             started_at: None,
             stopped_at: None,
             vm: None,
+            network: None,
             containers: BTreeMap::new(),
         }
     }

@@ -1,0 +1,173 @@
+//! Host side of pod networking: the pod's network namespace mirrored into the
+//! VM (the tc-mirroring model, Kata's default).
+//!
+//! For each interface of the namespace that carries Ethernet (loopback and the
+//! taps made here are skipped), [`setup`] reads its MAC, MTU and addresses, and
+//! the namespace's routes and permanent neighbours; creates a persistent tap in
+//! the namespace (`vctap<N>`, which QEMU opens by name); and adds an ingress
+//! qdisc with a u32 `mirred egress redirect` filter on each of the interface
+//! and the tap, so every frame that arrives on one leaves through the other.
+//! The interface keeps its MAC and addresses in the namespace: its ingress is
+//! stolen by the filter, so the namespace's own stack never sees the guest's
+//! traffic, and the namespace looks to its creator (a CNI plugin, a test) as
+//! it left it. The guest interface gets the same MAC, MTU and addresses.
+//!
+//! Everything runs inside the namespace, on a dedicated thread that enters it
+//! with `setns(2)` and drives rtnetlink on a current-thread runtime
+//! ([`netns`]). [`teardown`] removes the taps and the interfaces' ingress
+//! qdiscs (their filters go with them), leaving the namespace as it was found.
+//! A failed [`setup`] undoes what it did before returning.
+
+mod mirror;
+mod netns;
+mod plan;
+mod scan;
+mod tap;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use vc_proto::{Interface, Neighbour, Route};
+
+use crate::hypervisor::{MacAddr, TapSpec};
+
+pub use plan::{tap_name, TAP_PREFIX};
+
+/// Why the pod's network could not be mirrored or cleaned up.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    /// The namespace path cannot be opened.
+    #[error("cannot open the network namespace {}", path.display())]
+    OpenNetns {
+        /// The namespace path.
+        path: PathBuf,
+        /// The open error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The namespace is the one this process runs in.
+    #[error("{} is the host's own network namespace; mirroring it would take the host's interfaces away", path.display())]
+    HostNamespace {
+        /// The namespace path.
+        path: PathBuf,
+    },
+    /// `setns(2)` into the namespace failed.
+    #[error("cannot enter the network namespace {}", path.display())]
+    EnterNetns {
+        /// The namespace path.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: nix::Error,
+    },
+    /// The thread that works in the namespace could not start or died.
+    #[error("the network namespace worker thread failed")]
+    Worker(#[source] std::io::Error),
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket")]
+    Connect(#[source] std::io::Error),
+    /// A netlink request failed.
+    #[error("cannot {action}")]
+    Netlink {
+        /// What was being done.
+        action: String,
+        /// rtnetlink's error (boxed: it is large).
+        #[source]
+        source: Box<rtnetlink::Error>,
+    },
+    /// An interface has no Ethernet address.
+    #[error("interface {interface} has no MAC address and cannot be mirrored")]
+    NoMac {
+        /// The interface.
+        interface: String,
+    },
+    /// An interface already has an ingress qdisc (someone else's tc setup).
+    #[error("interface {interface} has an ingress qdisc already and cannot be mirrored")]
+    IngressTaken {
+        /// The interface.
+        interface: String,
+    },
+    /// A tap could not be created.
+    #[error("cannot create the tap {name}")]
+    Tap {
+        /// The tap's name.
+        name: String,
+        /// The ioctl or open error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One interface of the namespace and the tap mirroring it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredLink {
+    /// The interface's name in the namespace.
+    pub interface: String,
+    /// Its index in the namespace.
+    pub index: u32,
+    /// Its MAC address, which the guest interface gets.
+    pub mac: MacAddr,
+    /// The tap's name.
+    pub tap: String,
+}
+
+/// A mirrored namespace: what was made in it (to undo on stop) and what the
+/// guest gets (for `SetupPod`). Kept in the pod's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNetwork {
+    /// The namespace.
+    pub netns: PathBuf,
+    /// The interfaces and their taps, in the order of the VM's NICs.
+    pub links: Vec<MirroredLink>,
+    /// The guest's interfaces.
+    pub interfaces: Vec<Interface>,
+    /// The guest's routes.
+    pub routes: Vec<Route>,
+    /// The guest's permanent neighbours.
+    pub neighbours: Vec<Neighbour>,
+}
+
+impl PodNetwork {
+    /// The taps to hand to QEMU, each with its interface's MAC.
+    pub fn taps(&self) -> Vec<TapSpec> {
+        self.links
+            .iter()
+            .map(|l| TapSpec {
+                ifname: l.tap.clone(),
+                mac: l.mac,
+            })
+            .collect()
+    }
+}
+
+/// Mirrors every Ethernet interface of the namespace at `netns` into taps.
+/// On failure nothing made here is left.
+pub async fn setup(netns: &Path) -> Result<PodNetwork, NetworkError> {
+    let path = netns.to_path_buf();
+    netns::run_in(netns, move |nl| async move {
+        let found = nl.scan().await?;
+        let plan = plan::plan(&found)?;
+        let links = nl.mirror_all(&plan.links).await?;
+        Ok(PodNetwork {
+            netns: path,
+            links,
+            interfaces: plan.interfaces,
+            routes: plan.routes,
+            neighbours: plan.neighbours,
+        })
+    })
+    .await
+}
+
+/// Removes the taps and the interfaces' ingress qdiscs that [`setup`] made.
+/// Keeps going after an error and reports the first one.
+pub async fn teardown(network: &PodNetwork) -> Result<(), NetworkError> {
+    let links = network.links.clone();
+    netns::run_in(&network.netns, move |nl| async move {
+        nl.unmirror_all(&links).await
+    })
+    .await
+}
