@@ -1,8 +1,8 @@
 //! `cargo xtask deps`: makes the host ready, idempotently and quickly when all is there.
 //!
 //! - Debian packages (installed with apt-get when missing and running as root on Debian/Ubuntu;
-//!   elsewhere a message names what to install): QEMU, busybox-static, and the libraries that
-//!   virtiofsd links against.
+//!   elsewhere a message names what to install): QEMU, busybox-static, iproute2 (the network
+//!   tests' fixtures), and the libraries that virtiofsd links against.
 //! - Helper daemons built with `cargo install --locked --root <cache>/tools`: vhost-device-vsock
 //!   (hybrid vsock) and virtiofsd (the shared filesystem), reused when present.
 //!
@@ -24,6 +24,10 @@ pub(crate) const APT_PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the container rootfs of tests and demo"),
     ("libseccomp-dev", "building virtiofsd"),
     ("libcap-ng-dev", "building virtiofsd"),
+    (
+        "iproute2",
+        "ip and tc in the network tests' fixtures and checks",
+    ),
 ];
 
 /// A helper built with `cargo install`.
