@@ -1,15 +1,17 @@
 //! `cargo xtask bench <boot|pod|io|net>`: benchmarks (not timed tests). Each prints its results and
-//! the floor it compares against. `boot` ([`boot`], with its floor image in [`floor`]),
-//! `pod` ([`pod`]) and `io` ([`io`], floor in [`io_floor`]) are implemented; [`stats`] summarizes samples.
+//! the floor it compares against: `boot` ([`boot`], with its floor image in [`floor`]), `pod`
+//! ([`pod`]), `io` ([`io`], floor in [`io_floor`]) and `net` ([`net`]); [`stats`] summarizes
+//! samples.
 
 mod boot;
 mod floor;
 mod io;
 mod io_floor;
+mod net;
 mod pod;
 mod stats;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::ctx::Ctx;
 
@@ -38,11 +40,10 @@ pub(crate) enum Bench {
 }
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let name = match args.which {
-        Bench::Boot => return boot::run(ctx, args.runs),
-        Bench::Pod => return pod::run(ctx, args.runs),
-        Bench::Io => return io::run(ctx, args.runs),
-        Bench::Net => "net",
-    };
-    bail!("`cargo xtask bench {name}` is not implemented yet")
+    match args.which {
+        Bench::Boot => boot::run(ctx, args.runs),
+        Bench::Pod => pod::run(ctx, args.runs),
+        Bench::Io => io::run(ctx, args.runs),
+        Bench::Net => net::run(ctx, args.runs),
+    }
 }
