@@ -538,7 +538,8 @@ impl Runtime {
     }
 
     /// Attaches to the streams of a running container's main process (a
-    /// terminal when the container has one; stdin only with `stdin`). Each
+    /// terminal when the container has one; stdin only with `stdin`, and
+    /// without it the process's stdin is closed: it reads end-of-file). Each
     /// stream attaches once per process lifetime; waiting works any number of
     /// times, from any process.
     pub async fn attach_container(
