@@ -46,7 +46,14 @@ fn fail(error: &anyhow::Error) -> ExitCode {
 fn init_logging(level: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level.unwrap_or("warn")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        // netlink-packet-route warns on every link dump of a kernel newer than
+        // it knows (harmless attribute sizes): keep pod networking's stderr clean.
+        .add_directive(
+            "netlink_packet_route=error"
+                .parse()
+                .expect("a valid static directive"),
+        );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
