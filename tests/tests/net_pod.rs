@@ -2,8 +2,9 @@
 //! guest. A peer namespace joined to the pod's by a veth talks TCP both ways
 //! with a container (byte-exact), pings it and is pinged; the guest interface
 //! has the veth's MAC, addresses and the namespace's default route; two
-//! interfaces are each reachable on their own subnet; after delete the
-//! namespace is exactly as the test made it.
+//! interfaces are each reachable on their own subnet; after stop, delete, a
+//! refused start and a failed launch the namespace is exactly as the test
+//! made it.
 //!
 //! Addresses: 192.0.2.0/24 and 198.51.100.0/24 only, in namespaces the test made.
 
@@ -18,6 +19,7 @@ use support::net::{veth, End, Netns};
 use support::pod::TestRuntime;
 use vc_host::agent::{collect_output, Output};
 use vc_host::config::ContainerConfig;
+use vc_host::hypervisor::HypervisorError;
 use vc_host::id::PodId;
 use vc_host::runtime::RuntimeError;
 use vc_proto::{IpNet, ProcessRef};
@@ -309,8 +311,8 @@ async fn two_interfaces_each_reachable_and_the_namespace_restored() -> Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_namespace_that_is_missing_or_cannot_be_mirrored_fails_before_the_vm_starts() -> Result<()>
-{
+async fn refusals_before_the_vm_starts_and_a_failed_launch_leave_the_namespace_as_found(
+) -> Result<()> {
     let t = TestRuntime::new()?;
     // Missing at create time: refused by the configuration check.
     let mut config = t.pod("nonet");
@@ -340,6 +342,27 @@ async fn a_namespace_that_is_missing_or_cannot_be_mirrored_fails_before_the_vm_s
     let status = t.rt.pod_status(&pod).await?;
     ensure!(status.processes.is_empty(), "{status:?}");
     ensure!(net.pod.snapshot()? == before, "namespace changed");
+    t.rt.delete_pod(&pod).await?;
+
+    // Mirrored, then QEMU fails to launch: the mirroring is undone.
+    net.pod
+        .exec("tc", &["qdisc", "del", "dev", "eth0", "ingress"])?;
+    let before = net.pod.snapshot()?;
+    let mut config = t.pod("noqemu");
+    config.netns = Some(net.pod.path());
+    config.vm.binaries.qemu = Some("/bin/false".into());
+    let pod = config.id.clone();
+    t.rt.create_pod(config).await?;
+    match t.rt.start_pod(&pod).await {
+        // Launched (so the network was set up first) and exited at once.
+        Err(RuntimeError::Hypervisor(HypervisorError::QemuExited { .. })) => {}
+        other => bail!("expected QEMU to exit while starting, got {other:?}"),
+    }
+    let after = net.pod.snapshot()?;
+    ensure!(
+        after == before,
+        "after a failed launch:\n{after}\nbefore:\n{before}"
+    );
     t.rt.delete_pod(&pod).await?;
     Ok(())
 }

@@ -66,9 +66,12 @@ where
     let file = open(path)?;
     let path = path.to_owned();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // The caller's span (with the pod id) covers the thread's logs too.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("vc-netns".to_owned())
         .spawn(move || {
+            let _entered = span.enter();
             let result = (|| {
                 nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| {
                     NetworkError::EnterNetns {
