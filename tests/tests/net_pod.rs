@@ -4,7 +4,7 @@
 //! has the veth's MAC, addresses and the namespace's default route; two
 //! interfaces are each reachable on their own subnet; after stop, delete, a
 //! refused start and a failed launch the namespace is exactly as the test
-//! made it.
+//! made it; `virtc run --netns` does the same from the command line.
 //!
 //! Addresses: 192.0.2.0/24 and 198.51.100.0/24 only, in namespaces the test made.
 
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use support::net::{veth, End, Netns};
 use support::pod::TestRuntime;
+use support::virtc::Virtc;
 use vc_host::agent::{collect_output, Output};
 use vc_host::config::ContainerConfig;
 use vc_host::hypervisor::HypervisorError;
@@ -364,5 +365,38 @@ async fn refusals_before_the_vm_starts_and_a_failed_launch_leave_the_namespace_a
         "after a failed launch:\n{after}\nbefore:\n{before}"
     );
     t.rt.delete_pod(&pod).await?;
+    Ok(())
+}
+
+#[test]
+fn virtc_run_with_netns_gives_the_container_the_namespaces_network() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let v = Virtc::new(t.root(), &t.image.dir)?;
+    let net = Pair::new()?;
+    let before = net.pod.snapshot()?;
+    let netns = net.pod.path();
+    let rootfs = t.rootfs.to_str().context("rootfs path is UTF-8")?;
+    let ran = v.run([
+        "run",
+        "--netns",
+        netns.to_str().context("netns path is UTF-8")?,
+        "--rootfs",
+        rootfs,
+        "--",
+        "/bin/sh",
+        "-c",
+        "ip -o -4 addr show; ip route; ping -c 1 -W 10 192.0.2.1 >/dev/null && echo pinged",
+    ])?;
+    ensure!(ran.code == Some(0), "{ran}");
+    for line in ["inet 192.0.2.2/24", "default via 192.0.2.1", "pinged"] {
+        ensure!(ran.stdout.contains(line), "no {line:?} in: {ran}");
+    }
+    ensure!(
+        !ran.stderr.contains("netlink_packet_route"),
+        "netlink warnings on stderr: {ran}"
+    );
+    let after = net.pod.snapshot()?;
+    ensure!(after == before, "after run:\n{after}\nbefore:\n{before}");
+    ensure!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
     Ok(())
 }
