@@ -163,6 +163,88 @@ pub struct ResourcesConfig {
     pub pids_limit: Option<u64>,
 }
 
+impl ResourcesConfig {
+    /// Checks each set limit's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(w) = self.cpu_weight {
+            if !(1..=10_000).contains(&w) {
+                return Err(ConfigError::Invalid {
+                    field: "resources.cpu_weight",
+                    reason: format!("{w} is outside 1..=10000"),
+                });
+            }
+        }
+        // The ranges the guest's cgroup v2 accepts; `u64::MAX` means no limit.
+        let checks: [(
+            &'static str,
+            Option<u64>,
+            std::ops::RangeInclusive<u64>,
+            bool,
+        ); 4] = [
+            (
+                "resources.memory_limit_bytes",
+                self.memory_limit_bytes,
+                4096..=i64::MAX as u64,
+                true,
+            ),
+            (
+                "resources.cpu_quota_us",
+                self.cpu_quota_us,
+                1000..=i64::MAX as u64,
+                true,
+            ),
+            (
+                "resources.cpu_period_us",
+                self.cpu_period_us,
+                1000..=1_000_000,
+                false,
+            ),
+            ("resources.pids_limit", self.pids_limit, 1..=4_194_304, true),
+        ];
+        for (field, value, range, unlimited) in checks {
+            match value {
+                None => {}
+                Some(u64::MAX) if unlimited => {}
+                Some(v) if range.contains(&v) => {}
+                Some(v) => {
+                    let max = if unlimited {
+                        " (or u64::MAX for no limit)"
+                    } else {
+                        ""
+                    };
+                    return Err(ConfigError::Invalid {
+                        field,
+                        reason: format!("{v} is outside {}..={}{max}", range.start(), range.end()),
+                    });
+                }
+            }
+        }
+        if self.cpu_period_us.is_some() && self.cpu_quota_us.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "resources.cpu_period_us",
+                reason: "a period needs a quota".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// These limits with every field that `update` sets replaced.
+    pub fn merged(&self, update: &ResourcesConfig) -> ResourcesConfig {
+        ResourcesConfig {
+            memory_limit_bytes: update.memory_limit_bytes.or(self.memory_limit_bytes),
+            cpu_quota_us: update.cpu_quota_us.or(self.cpu_quota_us),
+            cpu_period_us: update.cpu_period_us.or(self.cpu_period_us),
+            cpu_weight: update.cpu_weight.or(self.cpu_weight),
+            pids_limit: update.pids_limit.or(self.pids_limit),
+        }
+    }
+
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ResourcesConfig::default()
+    }
+}
+
 impl From<&ResourcesConfig> for vc_proto::Resources {
     fn from(r: &ResourcesConfig) -> Self {
         vc_proto::Resources {
@@ -296,14 +378,7 @@ impl ContainerConfig {
                 reason: format!("{env:?} is not KEY=VALUE"),
             });
         }
-        if let Some(w) = self.resources.cpu_weight {
-            if !(1..=10_000).contains(&w) {
-                return Err(ConfigError::Invalid {
-                    field: "resources.cpu_weight",
-                    reason: format!("{w} is outside 1..=10000"),
-                });
-            }
-        }
+        self.resources.validate()?;
         crate::storage::validate(&self.volumes, &self.tmpfs, self.shm_size_bytes)?;
         Ok(())
     }
@@ -446,5 +521,54 @@ mod tests {
             p.validate(),
             Err(ConfigError::DuplicateContainer(_))
         ));
+    }
+
+    #[test]
+    fn resource_ranges_and_merge() {
+        let ok = ResourcesConfig {
+            memory_limit_bytes: Some(u64::MAX),
+            cpu_quota_us: Some(50_000),
+            cpu_period_us: Some(100_000),
+            cpu_weight: Some(100),
+            pids_limit: Some(1),
+        };
+        ok.validate().expect("valid");
+        for bad in [
+            ResourcesConfig {
+                memory_limit_bytes: Some(100),
+                ..ResourcesConfig::default()
+            },
+            ResourcesConfig {
+                cpu_period_us: Some(100_000),
+                ..ResourcesConfig::default()
+            },
+            ResourcesConfig {
+                cpu_period_us: Some(u64::MAX),
+                cpu_quota_us: Some(1000),
+                ..ResourcesConfig::default()
+            },
+            ResourcesConfig {
+                pids_limit: Some(0),
+                ..ResourcesConfig::default()
+            },
+            ResourcesConfig {
+                cpu_weight: Some(0),
+                ..ResourcesConfig::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(ConfigError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+        let update = ResourcesConfig {
+            pids_limit: Some(8),
+            ..ResourcesConfig::default()
+        };
+        let merged = ok.merged(&update);
+        assert_eq!(merged.pids_limit, Some(8));
+        assert_eq!(merged.cpu_quota_us, Some(50_000));
+        assert!(ResourcesConfig::default().is_empty());
+        assert!(!update.is_empty());
     }
 }

@@ -16,7 +16,7 @@ use crate::id::{ContainerId, PodId};
 use crate::state::{State, Transition};
 
 impl LockedPod {
-    fn container(&self, id: &ContainerId) -> Result<&ContainerRecord, RuntimeError> {
+    pub(super) fn container(&self, id: &ContainerId) -> Result<&ContainerRecord, RuntimeError> {
         self.record
             .containers
             .get(id)
@@ -26,7 +26,10 @@ impl LockedPod {
             })
     }
 
-    fn container_mut(&mut self, id: &ContainerId) -> Result<&mut ContainerRecord, RuntimeError> {
+    pub(super) fn container_mut(
+        &mut self,
+        id: &ContainerId,
+    ) -> Result<&mut ContainerRecord, RuntimeError> {
         let pod = self.config.id.clone();
         self.record
             .containers
@@ -310,7 +313,11 @@ impl Runtime {
 
     /// Locks the pod and brings the container's record up to date with the
     /// guest: a running container whose process exited becomes stopped.
-    async fn refreshed(&self, pod_id: &PodId, id: &ContainerId) -> Result<LockedPod, RuntimeError> {
+    pub(super) async fn refreshed(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+    ) -> Result<LockedPod, RuntimeError> {
         let mut pod = self.lock(pod_id).await?;
         let state = pod.container(id)?.state;
         if !matches!(state, State::Running | State::Paused) {

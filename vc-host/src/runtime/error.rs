@@ -99,6 +99,17 @@ pub enum RuntimeError {
         /// The container.
         container: ContainerId,
     },
+    /// The container has stopped; the operation needs it alive.
+    #[error("container {container} of pod {pod} has stopped; {operation} needs it created, running or paused")]
+    ContainerStopped {
+        /// The pod.
+        pod: PodId,
+        /// The container.
+        container: ContainerId,
+        /// The operation.
+        operation: &'static str,
+    },
+
     /// The operation needs the pod's VM running.
     #[error("pod {pod} is {state}; {operation} needs it running")]
     PodNotRunning {

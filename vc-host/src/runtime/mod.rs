@@ -14,6 +14,7 @@ mod net;
 mod pod;
 mod process;
 pub mod record;
+mod resources;
 pub mod share;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use error::RuntimeError;
 pub use guest::GuestImage;
 pub use process::{Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
 pub use record::{ContainerStatus, PodStatus, ProcessInfo};
+pub use resources::{PodEvent, PodEvents};
 
 /// How long a container's processes get between SIGTERM and SIGKILL by default.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);

@@ -83,6 +83,9 @@ pub enum PodCommand {
     Pause { id: PodId },
     /// Thaw a pod's VM.
     Resume { id: PodId },
+    /// Print the pod's events (OOM kills, process exits), one per line, until
+    /// the pod stops.
+    Events { id: PodId },
     /// Run a command in the pod's VM, outside any container (for debugging).
     Enter {
         id: PodId,
@@ -112,15 +115,6 @@ pub struct ContainerArgs {
     /// Hostname of the container.
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Memory limit in bytes.
-    #[arg(long)]
-    pub memory_limit: Option<u64>,
-    /// Most processes at once.
-    #[arg(long)]
-    pub pids_limit: Option<u64>,
-    /// CPU quota in microseconds per 100 ms period.
-    #[arg(long)]
-    pub cpu_quota_us: Option<u64>,
     /// A host path mounted in the container, HOST:CONTAINER[:ro] (repeatable).
     #[arg(long = "volume", short = 'v')]
     pub volumes: Vec<VolumeConfig>,
@@ -130,6 +124,39 @@ pub struct ContainerArgs {
     /// Size of /dev/shm (bytes, or with a k, m or g suffix).
     #[arg(long, value_parser = vc_host::storage::parse_size)]
     pub shm_size: Option<u64>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// cgroup limits, shared by `container create`, `container update` and `run`.
+/// Each takes a number, a size with a K, M or G suffix (powers of 1024), or
+/// `max` for no limit.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Memory limit in bytes.
+    #[arg(long, value_parser = parse_limit)]
+    pub memory_limit: Option<u64>,
+    /// Most processes at once.
+    #[arg(long, value_parser = parse_limit)]
+    pub pids_limit: Option<u64>,
+    /// CPU quota in microseconds per period (100 ms unless --cpu-period-us).
+    #[arg(long, value_parser = parse_limit)]
+    pub cpu_quota_us: Option<u64>,
+    /// CPU period in microseconds.
+    #[arg(long)]
+    pub cpu_period_us: Option<u64>,
+    /// CPU weight, 1 to 10000 (100 is the default share).
+    #[arg(long)]
+    pub cpu_weight: Option<u64>,
+}
+
+/// Parses `123`, `64M`, `1G` or `max` (`u64::MAX`, no limit).
+pub fn parse_limit(s: &str) -> Result<u64, String> {
+    if s == "max" {
+        return Ok(u64::MAX);
+    }
+    vc_host::storage::parse_size(s)
+        .map_err(|_| format!("{s:?} is not a number, a size such as 64M, or max"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +198,15 @@ pub enum ContainerCommand {
     Status { pod: PodId, id: ContainerId },
     /// Wait for a container's main process and exit with its code.
     Wait { pod: PodId, id: ContainerId },
+    /// Change a container's limits while it runs; unset flags stay as they are.
+    Update {
+        pod: PodId,
+        id: ContainerId,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Show a container's CPU, memory, pids and block I/O usage.
+    Stats { pod: PodId, id: ContainerId },
     /// Run one more process in a running container, relay its streams and
     /// exit with its code.
     Exec(ExecArgs),

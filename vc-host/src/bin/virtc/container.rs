@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use vc_host::config::{ContainerConfig, UserConfig};
+use vc_host::config::{ContainerConfig, ResourcesConfig, UserConfig};
 use vc_host::id::ContainerId;
 use vc_host::runtime::ProcessConfig;
 use vc_host::Runtime;
 
-use crate::cli::{ContainerArgs, ContainerCommand, ExecArgs};
+use crate::cli::{ContainerArgs, ContainerCommand, ExecArgs, LimitArgs};
 use crate::print::Printer;
 
 /// Builds a container configuration from the command line.
@@ -28,13 +28,22 @@ pub fn config_from_args(
         c.user = parse_user(user)?;
     }
     c.hostname = args.hostname.clone();
-    c.resources.memory_limit_bytes = args.memory_limit;
-    c.resources.pids_limit = args.pids_limit;
-    c.resources.cpu_quota_us = args.cpu_quota_us;
+    c.resources = limits(&args.limits);
     c.volumes = args.volumes.clone();
     c.tmpfs = args.tmpfs.clone();
     c.shm_size_bytes = args.shm_size;
     Ok(c)
+}
+
+/// The limits given on the command line.
+fn limits(args: &LimitArgs) -> ResourcesConfig {
+    ResourcesConfig {
+        memory_limit_bytes: args.memory_limit,
+        cpu_quota_us: args.cpu_quota_us,
+        cpu_period_us: args.cpu_period_us,
+        cpu_weight: args.cpu_weight,
+        pids_limit: args.pids_limit,
+    }
 }
 
 fn parse_user(user: &str) -> anyhow::Result<UserConfig> {
@@ -129,6 +138,17 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: ContainerCommand) -> anyhow::
             }
             return Ok(exit_code(code));
         }
+        ContainerCommand::Update { pod, id, limits: l } => {
+            let update = limits(&l);
+            anyhow::ensure!(
+                !update.is_empty(),
+                "nothing to update: give at least one of --memory-limit, --pids-limit, \
+                 --cpu-quota-us, --cpu-period-us, --cpu-weight"
+            );
+            let now = rt.update_container(&pod, &id, &update).await?;
+            out.resources(&now)?;
+        }
+        ContainerCommand::Stats { pod, id } => out.stats(&rt.container_stats(&pod, &id).await?)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -173,5 +193,17 @@ mod tests {
         assert_eq!(parse_user("1000").expect("uid").gid, 1000);
         assert_eq!(parse_user("1:2").expect("uid:gid").gid, 2);
         assert!(parse_user("root").is_err());
+    }
+
+    #[test]
+    fn limits() {
+        use crate::cli::parse_limit;
+        assert_eq!(parse_limit("4096"), Ok(4096));
+        assert_eq!(parse_limit("64M"), Ok(64 << 20));
+        assert_eq!(parse_limit("2g"), Ok(2 << 30));
+        assert_eq!(parse_limit("max"), Ok(u64::MAX));
+        assert!(parse_limit("lots").is_err());
+        assert!(parse_limit("M").is_err());
+        assert!(parse_limit("99999999999999G").is_err());
     }
 }

@@ -74,6 +74,13 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: PodCommand) -> anyhow::Result
         PodCommand::Status { id } => out.pod(&rt.pod_status(&id).await?),
         PodCommand::Pause { id } => out.pod(&rt.pause_pod(&id).await?),
         PodCommand::Resume { id } => out.pod(&rt.resume_pod(&id).await?),
+        PodCommand::Events { id } => {
+            let mut events = rt.pod_events(&id).await?;
+            while let Some(e) = events.next().await? {
+                out.event(&e)?;
+            }
+            Ok(())
+        }
         PodCommand::Enter { id, command } => {
             let output = rt.enter_pod(&id, command).await?;
             if out.json {

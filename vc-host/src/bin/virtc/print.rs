@@ -1,7 +1,9 @@
 //! Output of virtc: human-readable tables, or JSON with `--json`.
 
 use serde::Serialize;
-use vc_host::runtime::{ContainerStatus, PodStatus};
+use vc_host::config::ResourcesConfig;
+use vc_host::runtime::{ContainerStatus, PodEvent, PodStatus};
+use vc_proto::ContainerStats;
 
 /// Where results go.
 #[derive(Debug)]
@@ -79,6 +81,78 @@ impl Printer {
             return self.json(c);
         }
         self.container_line(c);
+        Ok(())
+    }
+}
+
+/// Shows a limit: a number, or `max` when unset or unlimited.
+fn limit(v: Option<u64>) -> String {
+    match v {
+        None | Some(u64::MAX) => "max".to_owned(),
+        Some(n) => n.to_string(),
+    }
+}
+
+impl Printer {
+    /// A container's limits after an update.
+    pub fn resources(&self, r: &ResourcesConfig) -> anyhow::Result<()> {
+        if self.json {
+            return self.json(r);
+        }
+        println!("memory limit   {}", limit(r.memory_limit_bytes));
+        println!("pids limit     {}", limit(r.pids_limit));
+        println!(
+            "cpu quota      {} us per {} us",
+            limit(r.cpu_quota_us),
+            r.cpu_period_us.unwrap_or(100_000)
+        );
+        println!(
+            "cpu weight     {}",
+            r.cpu_weight
+                .map_or_else(|| "default".to_owned(), |w| w.to_string())
+        );
+        Ok(())
+    }
+
+    /// A container's resource usage.
+    pub fn stats(&self, s: &ContainerStats) -> anyhow::Result<()> {
+        if self.json {
+            return self.json(s);
+        }
+        println!(
+            "cpu            {} us (user {} us, system {} us)",
+            s.cpu_usage_us, s.cpu_user_us, s.cpu_system_us
+        );
+        println!(
+            "memory         {} of {} bytes",
+            s.memory_usage_bytes,
+            limit(s.memory_limit_bytes)
+        );
+        println!("pids           {} of {}", s.pids, limit(s.pids_limit));
+        println!(
+            "block io       read {} bytes, written {} bytes",
+            s.blkio_read_bytes, s.blkio_write_bytes
+        );
+        Ok(())
+    }
+
+    /// One pod event, as a line (JSON Lines with `--json`).
+    pub fn event(&self, e: &PodEvent) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(e)?);
+            return Ok(());
+        }
+        match e {
+            PodEvent::Oom { container } => println!("oom      container {container}"),
+            PodEvent::Exited {
+                container,
+                exec_id,
+                code,
+            } => println!(
+                "exited   container {container} process {} code {code}",
+                exec_id.as_deref().unwrap_or("main")
+            ),
+        }
         Ok(())
     }
 }

@@ -1,0 +1,299 @@
+//! Live resource changes on real pod VMs: a memory limit lowered under a
+//! running process OOM-kills it and the OOM event arrives; a pids limit raised
+//! while a process is refused forks lets it fork; stats follow what the
+//! container does; and the same through `virtc container update|stats` and
+//! `virtc pod events`.
+
+mod support;
+
+use std::future::Future;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use support::pod::TestRuntime;
+use support::virtc::Virtc;
+use support::ChildGuard;
+use tokio::io::AsyncReadExt as _;
+use vc_host::agent::collect_output;
+use vc_host::config::ResourcesConfig;
+use vc_host::id::{ContainerId, PodId};
+use vc_host::runtime::PodEvent;
+use vc_host::state::State;
+use vc_proto::{ContainerStats, ProcessRef, StreamKind};
+
+/// Generous bound for anything in a TCG guest; it only catches hangs.
+const HANG: Duration = Duration::from_secs(120);
+
+fn main_process(id: &ContainerId) -> ProcessRef {
+    ProcessRef {
+        container_id: id.to_string(),
+        exec_id: None,
+    }
+}
+
+/// Polls the container's stats until `done` holds, and returns them.
+async fn stats_until(
+    t: &TestRuntime,
+    pod: &PodId,
+    id: &ContainerId,
+    what: &str,
+    done: impl Fn(&ContainerStats) -> bool,
+) -> Result<ContainerStats> {
+    let start = Instant::now();
+    loop {
+        let stats = t.rt.container_stats(pod, id).await?;
+        if done(&stats) {
+            return Ok(stats);
+        }
+        if start.elapsed() > HANG {
+            bail!("stats never showed {what}; last: {stats:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn bounded<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(HANG, f)
+        .await
+        .with_context(|| format!("{what} hung"))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_lowered_live_oom_kills_and_reports_the_event() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let pod = t.pod("oomlive").id;
+    t.rt.run_pod(t.pod("oomlive")).await?;
+    let mut events = t.rt.pod_events(&pod).await?;
+
+    // 48 MiB held in a shell variable, with no limit: it survives.
+    let hog = t.container(
+        "hog",
+        &[
+            "/bin/sh",
+            "-c",
+            // `sleep` is not last: the shell must not exec it and drop `x`.
+            "x=$(head -c 50331648 /dev/zero | tr '\\0' a); echo holding; sleep 600; echo ${#x}",
+        ],
+    );
+    let id = hog.id.clone();
+    t.rt.create_container(&pod, hog).await?;
+    t.rt.start_container(&pod, &id).await?;
+    let agent = t.rt.pod_agent(&pod).await?;
+    let mut stdout = agent.attach(&main_process(&id), StreamKind::Stdout).await?;
+    let mut line = [0u8; 8];
+    bounded("waiting for the allocation", async {
+        Ok(stdout.read_exact(&mut line).await?)
+    })
+    .await?;
+    assert_eq!(&line, b"holding\n");
+    let before = stats_until(&t, &pod, &id, "48 MiB in use", |s| {
+        s.memory_usage_bytes > 40 << 20
+    })
+    .await?;
+    assert_eq!(before.memory_limit_bytes, None, "no limit yet: {before:?}");
+    assert!(before.pids >= 1, "{before:?}");
+
+    // Lower the limit under what the process holds: the kernel OOM-kills it.
+    let now =
+        t.rt.update_container(
+            &pod,
+            &id,
+            &ResourcesConfig {
+                memory_limit_bytes: Some(16 << 20),
+                ..ResourcesConfig::default()
+            },
+        )
+        .await?;
+    assert_eq!(now.memory_limit_bytes, Some(16 << 20));
+
+    // The OOM event arrives (exits of the main process may come first).
+    let oom = bounded("waiting for the OOM event", async {
+        loop {
+            match events.next().await? {
+                Some(PodEvent::Oom { container }) => return Ok(container),
+                None => bail!("the events ended without an OOM"),
+                other => eprintln!("event before the OOM: {other:?}"),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(oom, id);
+
+    let mut rest = Vec::new();
+    bounded("reading to end-of-stream", async {
+        Ok(stdout.read_to_end(&mut rest).await?)
+    })
+    .await?;
+    assert!(rest.is_empty(), "{rest:?}");
+    let code = bounded("waiting for the exit", async {
+        Ok(agent.wait(&main_process(&id)).await?)
+    })
+    .await?;
+    assert_eq!(code, 137, "SIGKILLed by the OOM killer");
+    let status = t.rt.container_status(&pod, &id).await?;
+    assert_eq!(status.state, State::Stopped);
+    assert!(status.oom_killed, "{status:?}");
+    assert_eq!(
+        status.config.resources.memory_limit_bytes,
+        Some(16 << 20),
+        "the record keeps the updated limit"
+    );
+
+    // A stopped container cannot be updated, and the refusal changes nothing.
+    let err =
+        t.rt.update_container(
+            &pod,
+            &id,
+            &ResourcesConfig {
+                pids_limit: Some(10),
+                ..ResourcesConfig::default()
+            },
+        )
+        .await
+        .expect_err("updating a stopped container");
+    assert!(err.to_string().contains("has stopped"), "{err}");
+
+    t.rt.stop_pod(&pod).await?;
+    t.rt.delete_pod(&pod).await?;
+    assert!(t.leftover_pods().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_limit_raised_live_and_the_same_through_virtc() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let virtc = Virtc::new(t.root(), &t.image.dir)?;
+    let pod = t.pod("pidslive").id;
+    t.rt.run_pod(t.pod("pidslive")).await?;
+
+    // Two processes allowed: the shell spins on a refused fork until the limit
+    // is raised, then forks, reports how often it was refused, and exits.
+    let mut spinner = t.container(
+        "spinner",
+        &[
+            "/bin/sh",
+            "-c",
+            // The inner shell is the second process; its subshell is refused
+            // (which ends that shell) until the limit is raised.
+            "n=0; until sh -c '( : ); exit 0' 2>/dev/null; do n=$((n+1)); done; \
+             echo refused $n times",
+        ],
+    );
+    spinner.resources.pids_limit = Some(2);
+    let id = spinner.id.clone();
+    t.rt.create_container(&pod, spinner).await?;
+    t.rt.start_container(&pod, &id).await?;
+    // Spinning shows as CPU time: stats move while the container works.
+    let spun = stats_until(&t, &pod, &id, "CPU time spent spinning", |s| {
+        s.cpu_usage_us > 300_000
+    })
+    .await?;
+    assert_eq!(spun.pids_limit, Some(2), "{spun:?}");
+    assert!((1..=2).contains(&spun.pids), "{spun:?}");
+    let later = t.rt.container_stats(&pod, &id).await?;
+    assert!(later.cpu_usage_us > spun.cpu_usage_us, "{spun:?} {later:?}");
+
+    // The pod's events, watched by another process until the pod stops.
+    let scratch = tempfile::tempdir()?;
+    let events_out = scratch.path().join("events.jsonl");
+    let events_err = scratch.path().join("events.err");
+    let mut watcher = ChildGuard::spawn(
+        "virtc pod events",
+        Command::new(&virtc.exe)
+            .arg("--root")
+            .arg(&virtc.root)
+            .arg("--image-dir")
+            .arg(&virtc.image_dir)
+            .args(["--json", "pod", "events", "pidslive"])
+            .stdout(std::fs::File::create(&events_out)?)
+            .stderr(std::fs::File::create(&events_err)?),
+    )?;
+
+    // Raised through virtc, from another process.
+    let updated = virtc
+        .ok([
+            "--json",
+            "container",
+            "update",
+            "pidslive",
+            "spinner",
+            "--pids-limit",
+            "8",
+        ])?
+        .json()?;
+    assert_eq!(updated["pids_limit"], 8, "{updated}");
+    let agent = t.rt.pod_agent(&pod).await?;
+    let out = bounded("collecting the output", async {
+        Ok(collect_output(&agent, &main_process(&id)).await?)
+    })
+    .await?;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let refused: u64 = text
+        .trim()
+        .strip_prefix("refused ")
+        .and_then(|s| s.strip_suffix(" times"))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("unexpected output {text:?}"))?;
+    assert!(
+        refused > 0,
+        "the fork was refused before the update: {text:?}"
+    );
+
+    // Stats through virtc: a container of a running pod (a second one, alive).
+    let idle = t.container("idle", &["/bin/sleep", "600"]);
+    t.rt.create_container(&pod, idle).await?;
+    t.rt.start_container(&pod, &"idle".parse()?).await?;
+    let stats = virtc
+        .ok(["--json", "container", "stats", "pidslive", "idle"])?
+        .json()?;
+    assert_eq!(stats["pids"], 1, "{stats}");
+    assert!(stats["memory_usage_bytes"].as_u64() > Some(0), "{stats}");
+    let bad = virtc.run([
+        "container",
+        "update",
+        "pidslive",
+        "idle",
+        "--cpu-weight",
+        "0",
+    ])?;
+    assert_ne!(bad.code, Some(0), "{bad}");
+    assert!(bad.stderr.contains("cpu_weight"), "{bad}");
+    let none = virtc.run(["container", "update", "pidslive", "idle"])?;
+    assert!(none.stderr.contains("nothing to update"), "{none}");
+
+    t.rt.stop_pod(&pod).await?;
+    // The watcher ends by itself once the pod stopped, having seen the exit.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = watcher.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > HANG {
+            bail!("virtc pod events did not end after the pod stopped");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stdout = std::fs::read_to_string(&events_out)?;
+    assert!(
+        status.success(),
+        "virtc pod events: {status:?}\n{stdout}\n{}",
+        std::fs::read_to_string(&events_err)?
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("events are not JSON lines: {stdout}"))?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "exited" && e["container"] == "spinner" && e["code"] == 0),
+        "the spinner's exit is among the events: {stdout}"
+    );
+
+    t.rt.delete_pod(&pod).await?;
+    assert!(t.leftover_pods().is_empty());
+    Ok(())
+}
