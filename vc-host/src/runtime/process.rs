@@ -30,6 +30,10 @@ use crate::config::UserConfig;
 use crate::id::{ContainerId, PodId};
 use crate::state::State;
 
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;
+
 /// The most bytes [`Process::output`] keeps of each stream by default.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024 * 1024;
 

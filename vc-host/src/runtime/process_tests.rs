@@ -1,0 +1,170 @@
+//! [`Process`] against the real agent server in-process over
+//! `tokio::io::duplex`, no VM: the agent runs as a normal process, so host
+//! processes (empty container id) are real children of the test.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use vc_agent::{Agent, AgentOptions};
+use vc_proto::{ProcessRef, ProcessSpec, StreamKind};
+
+use super::{Process, ProcessError};
+use crate::agent::{dialer_fn, AgentClient, ConnectOptions, Dialer, RawStream};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("did not finish within {LIMIT:?}"))
+}
+
+/// A client served by one in-process agent; `alive` is its VM liveness probe.
+async fn client(alive: Arc<AtomicBool>) -> (AgentClient, tempfile::TempDir) {
+    let run_dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::new(AgentOptions::process(run_dir.path())).expect("agent");
+    let connect = move || {
+        let (host, guest) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(vc_agent::serve_connection(Arc::clone(&agent), guest));
+        host
+    };
+    let control = connect();
+    let dialer: Arc<dyn Dialer> = Arc::new(dialer_fn(move || {
+        std::future::ready(Ok(RawStream::new(connect())))
+    }));
+    let opts = ConnectOptions::default()
+        .vm_alive(move || alive.load(Ordering::SeqCst))
+        .liveness_interval(Duration::from_millis(50));
+    let client = AgentClient::from_stream_with(control, &opts, Some(dialer))
+        .await
+        .expect("handshake with the real agent");
+    (client, run_dir)
+}
+
+fn host(exec_id: &str) -> ProcessRef {
+    ProcessRef {
+        container_id: String::new(),
+        exec_id: Some(exec_id.into()),
+    }
+}
+
+fn sh(script: &str) -> ProcessSpec {
+    ProcessSpec {
+        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        cwd: "/".into(),
+        ..ProcessSpec::default()
+    }
+}
+
+fn alive() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(true))
+}
+
+#[tokio::test]
+async fn process_output_keeps_streams_apart() {
+    let (c, _dir) = client(alive()).await;
+    let p = within(Process::spawn(
+        &c,
+        host("p1"),
+        sh("printf 'o\\0ut'; printf err >&2; exit 3"),
+        false,
+    ))
+    .await
+    .expect("spawn");
+    let out = within(p.output()).await.expect("output");
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code),
+        (&b"o\0ut"[..], &b"err"[..], 3)
+    );
+}
+
+#[tokio::test]
+async fn process_exec_failure_names_the_program() {
+    let (c, _dir) = client(alive()).await;
+    let spec = ProcessSpec {
+        args: vec!["/nonexistent/vc-missing-prog".into()],
+        cwd: "/".into(),
+        ..ProcessSpec::default()
+    };
+    let err = within(Process::spawn(&c, host("p2"), spec, false))
+        .await
+        .expect_err("missing program");
+    assert!(matches!(err, ProcessError::ExecFailed { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("/nonexistent/vc-missing-prog"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), None);
+}
+
+#[tokio::test]
+async fn process_stdin_reaches_end_of_file_and_closed_without_it() {
+    let (c, _dir) = client(alive()).await;
+    let mut p = within(Process::spawn(&c, host("p3"), sh("wc -c"), true))
+        .await
+        .expect("spawn");
+    let mut stdin = p.stdin.take().expect("stdin attached");
+    stdin.write_all(&[7u8; 300_000]).await.expect("write");
+    stdin.shutdown().await.expect("shutdown");
+    let out = within(p.output()).await.expect("output");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300000");
+    // Without stdin the process reads end-of-file at once.
+    let p = within(Process::spawn(&c, host("p4"), sh("cat; echo done"), false))
+        .await
+        .expect("spawn");
+    assert!(p.stdin.is_none());
+    let out = within(p.output()).await.expect("output");
+    assert_eq!(out.stdout, b"done\n");
+}
+
+#[tokio::test]
+async fn process_signal_and_output_limit() {
+    let (c, _dir) = client(alive()).await;
+    let p = within(Process::spawn(&c, host("p5"), sh("exec sleep 100"), false))
+        .await
+        .expect("spawn");
+    p.signal(libc::SIGTERM).await.expect("signal");
+    assert_eq!(within(p.wait()).await.expect("wait"), 143);
+    let p = within(Process::spawn(
+        &c,
+        host("p6"),
+        sh("head -c 100000 /dev/zero"),
+        false,
+    ))
+    .await
+    .expect("spawn");
+    let err = within(p.output_limited(1000)).await.expect_err("too large");
+    assert!(
+        matches!(
+            err,
+            ProcessError::OutputTooLarge {
+                stream: StreamKind::Stdout,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn process_waiter_gets_255_when_the_vm_is_gone() {
+    let flag = alive();
+    let (c, _dir) = client(Arc::clone(&flag)).await;
+    // Short-lived: once the link is down nothing can signal it, and it must
+    // not outlive the test by much.
+    let p = within(Process::spawn(&c, host("p7"), sh("exec sleep 3"), false))
+        .await
+        .expect("spawn");
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        flag.store(false, Ordering::SeqCst);
+    };
+    let (result, ()) = within(async { tokio::join!(p.wait(), killer) }).await;
+    let err = result.expect_err("the VM is gone");
+    assert!(err.vm_gone(), "{err:?}");
+    assert_eq!(err.exit_code(), Some(vc_proto::EXIT_CODE_VM_GONE));
+}
