@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use crate::hypervisor::VmConfig;
 use crate::id::{ContainerId, PodId};
-pub use crate::storage::{TmpfsConfig, VolumeConfig};
+pub use crate::storage::{DiskConfig, TmpfsConfig, VolumeConfig};
 
 /// The `PATH` a container gets when its environment names none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -275,8 +275,14 @@ pub struct RlimitConfig {
 pub struct ContainerConfig {
     /// The container's id, unique in its pod.
     pub id: ContainerId,
-    /// Host directory holding the root filesystem.
+    /// Host directory holding the root filesystem (leave it out with
+    /// `rootfs_image`).
+    #[serde(default)]
     pub rootfs: PathBuf,
+    /// A raw ext4 image holding the root filesystem, given to the VM as a
+    /// virtio-blk disk instead of sharing `rootfs` (see `docs/storage.md`).
+    #[serde(default)]
+    pub rootfs_image: Option<PathBuf>,
     /// Program and arguments of the main process.
     pub command: Vec<String>,
     /// Mount the root filesystem read-only.
@@ -319,6 +325,9 @@ pub struct ContainerConfig {
     /// Size of `/dev/shm` in bytes (default 64 MiB).
     #[serde(default)]
     pub shm_size_bytes: Option<u64>,
+    /// Raw disk images mounted in the container, as virtio-blk disks.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
 }
 
 fn default_cwd() -> String {
@@ -335,6 +344,7 @@ impl ContainerConfig {
         Self {
             id,
             rootfs: rootfs.into(),
+            rootfs_image: None,
             command,
             readonly_rootfs: false,
             env: Vec::new(),
@@ -349,6 +359,7 @@ impl ContainerConfig {
             volumes: Vec::new(),
             tmpfs: Vec::new(),
             shm_size_bytes: None,
+            disks: Vec::new(),
         }
     }
 
@@ -357,12 +368,7 @@ impl ContainerConfig {
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err(ConfigError::EmptyCommand(self.id.clone()));
         }
-        if !self.rootfs.is_dir() {
-            return Err(ConfigError::MissingPath {
-                what: "container root filesystem",
-                path: self.rootfs.clone(),
-            });
-        }
+        crate::storage::validate_disks(self)?;
         if !self.cwd.starts_with('/') {
             return Err(ConfigError::Invalid {
                 field: "cwd",

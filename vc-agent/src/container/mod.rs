@@ -27,6 +27,7 @@
 mod caps;
 mod cgroup;
 mod child;
+mod device;
 mod error;
 mod initramfs;
 mod mounts;
@@ -210,7 +211,12 @@ impl Container {
 
         let defaults = mounts::prepare_defaults(&root)?;
         let mut ops = mounts::default_ops(&defaults, mounts::spec_has_shm(&spec.mounts))?;
-        ops.extend(mounts::spec_ops(&root, &defaults.dev, &spec.mounts)?);
+        let spec_mounts = device::resolve_mount_devices(
+            &spec.mounts,
+            paths.device_wait,
+            &device::DeviceDirs::default(),
+        )?;
+        ops.extend(mounts::spec_ops(&root, &defaults.dev, &spec_mounts)?);
         let copies = rootfs::write_etc_copies(&paths.etc_dir, &dir.join("etc"), &spec.hostname)?;
         ops.extend(mounts::etc_ops(&root, spec.readonly_rootfs, &copies)?);
 

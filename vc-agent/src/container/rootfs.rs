@@ -5,7 +5,7 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -22,34 +22,6 @@ fn mount_err(action: &'static str, path: &Path) -> impl FnOnce(Errno) -> Contain
         action,
         path,
         source,
-    }
-}
-
-/// Waits up to `limit` for `device` to exist (a hot-plugged disk shows up some
-/// time after the host adds it), then returns its canonical path (a
-/// `/dev/disk/by-*` link resolved).
-fn wait_for_device(device: &Path, limit: Duration) -> Result<PathBuf, ContainerError> {
-    let start = Instant::now();
-    loop {
-        match std::fs::canonicalize(device) {
-            Ok(p) => return Ok(p),
-            Err(e) if e.kind() == ErrorKind::NotFound && start.elapsed() < limit => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(ContainerError::DeviceTimeout {
-                    path: device.to_path_buf(),
-                    millis: limit.as_millis() as u64,
-                })
-            }
-            Err(source) => {
-                return Err(ContainerError::Io {
-                    action: "resolve",
-                    path: device.to_path_buf(),
-                    source,
-                })
-            }
-        }
     }
 }
 
@@ -78,7 +50,11 @@ pub(crate) fn mount_rootfs(
             .map_err(mount_err("bind-mount the rootfs on", root))?;
         }
         Rootfs::Block { device, fstype } => {
-            let dev = wait_for_device(Path::new(device), device_wait)?;
+            let dev = super::device::wait_for_device(
+                Path::new(device),
+                device_wait,
+                &super::device::DeviceDirs::default(),
+            )?;
             let mounted = mount(
                 Some(&dev),
                 root,

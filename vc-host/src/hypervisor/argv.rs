@@ -10,7 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::config::{Accel, Machine, VmSettings, VsockKind};
-use super::spec::{MacAddr, RunLayout, VmSpec, SHARED_FS_TAG};
+use super::hotplug::{HOTPLUG_PORTS, HOTPLUG_PORT_PREFIX};
+use super::spec::{DiskSpec, MacAddr, RunLayout, VmSpec, SHARED_FS_TAG};
 
 /// Id of the shared memory backend (vhost-user daemons map guest memory).
 const MEM_ID: &str = "mem";
@@ -101,6 +102,21 @@ pub enum Device {
         /// Guest MAC address.
         mac: MacAddr,
     },
+    /// virtio-blk on a `-blockdev` node of the same id, with that id as its
+    /// serial.
+    VirtioBlk {
+        /// Bus.
+        transport: Transport,
+        /// Node name, device id and serial.
+        id: String,
+    },
+    /// A PCIe root port (q35) that a device can be hot-plugged into later.
+    PcieRootPort {
+        /// Port id.
+        id: String,
+        /// Chassis number, unique per port.
+        chassis: u32,
+    },
 }
 
 /// One QEMU option with its arguments.
@@ -152,6 +168,8 @@ pub enum QemuOpt {
         /// Tap interface name.
         ifname: String,
     },
+    /// `-blockdev driver=raw,...,file.driver=file,file.filename=..`.
+    Blockdev(DiskSpec),
     /// `-device`.
     Device(Device),
     /// An option without argument such as `-no-reboot`.
@@ -264,6 +282,21 @@ impl QemuCommand {
                 tag: SHARED_FS_TAG,
             }));
         }
+        for disk in &spec.disks {
+            opts.push(QemuOpt::Blockdev(disk.clone()));
+            opts.push(QemuOpt::Device(Device::VirtioBlk {
+                transport,
+                id: disk.id.clone(),
+            }));
+        }
+        if s.machine == Machine::Q35 {
+            for i in 0..HOTPLUG_PORTS {
+                opts.push(QemuOpt::Device(Device::PcieRootPort {
+                    id: format!("{HOTPLUG_PORT_PREFIX}{i}"),
+                    chassis: i + 1,
+                }));
+            }
+        }
         for (i, tap) in spec.taps.iter().enumerate() {
             let id = format!("net{i}");
             opts.push(QemuOpt::TapNetdev {
@@ -372,6 +405,19 @@ impl QemuOpt {
                 v.push(",script=no,downscript=no");
                 pair("-netdev", v);
             }
+            QemuOpt::Blockdev(disk) => {
+                let mut v = kv("driver=raw,node-name=", OsStr::new(&disk.id));
+                v.push(if disk.readonly {
+                    ",read-only=on"
+                } else {
+                    ",read-only=off"
+                });
+                v.push(kv(
+                    ",file.driver=file,file.filename=",
+                    disk.path.as_os_str(),
+                ));
+                pair("-blockdev", v);
+            }
             QemuOpt::Device(d) => pair("-device", d.render()),
             QemuOpt::Flag(f) => out.push((*f).into()),
             QemuOpt::DisplayNone => pair("-display", "none".into()),
@@ -405,6 +451,18 @@ impl Device {
                 let mut v = OsString::from(format!("virtio-net-{},netdev=", transport.suffix()));
                 push_escaped(&mut v, OsStr::new(netdev));
                 v.push(format!(",mac={mac}"));
+                v
+            }
+            Device::VirtioBlk { transport, id } => {
+                let mut v = OsString::from(format!("virtio-blk-{},drive=", transport.suffix()));
+                push_escaped(&mut v, OsStr::new(id));
+                v.push(kv(",id=", OsStr::new(id)));
+                v.push(kv(",serial=", OsStr::new(id)));
+                v
+            }
+            Device::PcieRootPort { id, chassis } => {
+                let mut v = kv("pcie-root-port,id=", OsStr::new(id));
+                v.push(format!(",chassis={chassis}"));
                 v
             }
         }
@@ -510,6 +568,14 @@ mod tests {
             "socket,id=fs,path=/r/fs.sock".to_owned(),
             "-device".to_owned(),
             format!("vhost-user-fs-{bus},chardev=fs,tag=vcfs"),
+        ]);
+        if bus == "pci" {
+            for i in 0..4 {
+                v.push("-device".to_owned());
+                v.push(format!("pcie-root-port,id=vchp{i},chassis={}", i + 1));
+            }
+        }
+        v.extend([
             "-netdev".to_owned(),
             "tap,id=net0,ifname=tap0,script=no,downscript=no".to_owned(),
             "-device".to_owned(),
@@ -609,6 +675,52 @@ mod tests {
         assert_eq!(
             argv(Machine::Q35, Accel::Kvm, VsockKind::Kernel),
             expected(Q35, "kvm", "host", KERNEL_PCI, "pci")
+        );
+    }
+
+    #[test]
+    fn boot_disks_are_raw_blockdevs_with_virtio_blk_named_by_their_id() {
+        let mut spec = VmSpec::new(
+            settings(Machine::Microvm, Accel::Tcg, VsockKind::Hybrid),
+            "/r",
+        );
+        spec.disks = vec![
+            DiskSpec {
+                id: "vcabcr".to_owned(),
+                path: "/img/root,fs.ext4".into(),
+                readonly: true,
+            },
+            DiskSpec {
+                id: "vcabc0".to_owned(),
+                path: "/img/data.ext4".into(),
+                readonly: false,
+            },
+        ];
+        let args: Vec<String> = QemuCommand::build(&spec, &RunLayout::new(Path::new("/r")), None)
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect();
+        let start = args
+            .iter()
+            .position(|a| a == "-blockdev")
+            .expect("a -blockdev");
+        assert_eq!(
+            args[start..start + 8],
+            [
+                "-blockdev",
+                "driver=raw,node-name=vcabcr,read-only=on,file.driver=file,file.filename=/img/root,,fs.ext4",
+                "-device",
+                "virtio-blk-device,drive=vcabcr,id=vcabcr,serial=vcabcr",
+                "-blockdev",
+                "driver=raw,node-name=vcabc0,read-only=off,file.driver=file,file.filename=/img/data.ext4",
+                "-device",
+                "virtio-blk-device,drive=vcabc0,id=vcabc0,serial=vcabc0",
+            ]
+        );
+        assert!(
+            !args.iter().any(|a| a.starts_with("pcie-root-port")),
+            "microvm has no hotplug ports"
         );
     }
 

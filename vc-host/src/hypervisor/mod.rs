@@ -22,6 +22,7 @@ pub mod cid;
 pub mod config;
 pub mod daemons;
 pub mod host;
+pub mod hotplug;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
@@ -45,7 +46,7 @@ pub use host::HostFacts;
 pub use process::{ProcessError, ProcessRecord};
 pub use qemu::QemuHypervisor;
 pub use qmp::QmpError;
-pub use spec::{MacAddr, TapSpec, VmSpec, SHARED_FS_TAG};
+pub use spec::{DiskSpec, MacAddr, TapSpec, VmSpec, SHARED_FS_TAG};
 pub use vm::{DaemonRecord, Vm, VmRecord, VmStatus};
 
 /// Launches VMs. Only what the pod layer needs: everything else is a method

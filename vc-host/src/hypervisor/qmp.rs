@@ -37,6 +37,12 @@ pub enum QmpError {
         #[source]
         source: qapi::ExecuteError,
     },
+    /// Every hotplug port of the VM holds a device.
+    #[error("all {ports} hotplug ports of the VM are in use")]
+    NoFreePort {
+        /// How many there are.
+        ports: u32,
+    },
     /// No answer in time.
     #[error("QMP command {command} got no answer within {timeout:?}")]
     Timeout {
@@ -97,7 +103,7 @@ impl Qmp {
         &self.socket
     }
 
-    async fn open(&self) -> Result<Stream, QmpError> {
+    pub(super) async fn open(&self) -> Result<Stream, QmpError> {
         let connect = |source| QmpError::Connect {
             socket: self.socket.clone(),
             source,

@@ -35,6 +35,21 @@ pub struct VmSpec {
     pub netns: Option<PathBuf>,
     /// Taps (already created, in `netns`) given to the guest as virtio-net.
     pub taps: Vec<TapSpec>,
+    /// Raw disk images attached at boot as virtio-blk.
+    pub disks: Vec<DiskSpec>,
+}
+
+/// A raw disk image given to the guest as virtio-blk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// QEMU node name and device id, and the disk's virtio serial (the guest
+    /// finds it by `/sys/block/*/serial`): at most 20 bytes of
+    /// `[A-Za-z0-9_-]`, starting with a letter.
+    pub id: String,
+    /// The image file.
+    pub path: PathBuf,
+    /// Attach it read-only.
+    pub readonly: bool,
 }
 
 impl VmSpec {
@@ -47,6 +62,7 @@ impl VmSpec {
             shared_dir: None,
             netns: None,
             taps: Vec::new(),
+            disks: Vec::new(),
         }
     }
 }

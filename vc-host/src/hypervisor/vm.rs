@@ -21,6 +21,11 @@ pub const VM_RECORD_FORMAT: u32 = 1;
 /// Timeout of one QMP call made by [`Vm`] methods.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long plugging or unplugging a disk may take: an unplug waits for the
+/// guest to release the device (PCIe hotplug waits 5 s before powering a
+/// slot off), slower under TCG.
+pub const HOTPLUG_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long a process gets to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -191,6 +196,32 @@ impl Vm {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Hot-plugs a disk (q35 only; see [`super::hotplug`]) and returns the
+    /// port it went to.
+    pub async fn hotplug_disk(&self, disk: &super::DiskSpec) -> Result<String, HypervisorError> {
+        if !self.is_running() {
+            return Err(HypervisorError::NotRunning {
+                pid: self.record.qemu.pid,
+            });
+        }
+        let port = self.qmp().hotplug_disk(disk, HOTPLUG_TIMEOUT).await?;
+        info!(vm = self.name(), disk = %disk.id, port = %port, "disk hot-plugged");
+        Ok(port)
+    }
+
+    /// Unplugs a hot-plugged disk and waits until QEMU has removed it
+    /// (`DEVICE_DELETED`); a disk that is not there is fine.
+    pub async fn unplug_disk(&self, id: &str) -> Result<(), HypervisorError> {
+        if !self.is_running() {
+            return Err(HypervisorError::NotRunning {
+                pid: self.record.qemu.pid,
+            });
+        }
+        self.qmp().unplug_disk(id, HOTPLUG_TIMEOUT).await?;
+        info!(vm = self.name(), disk = id, "disk unplugged");
+        Ok(())
     }
 
     /// Waits for QEMU to exit; `true` when it is gone within `timeout`.

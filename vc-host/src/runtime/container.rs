@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tracing::{info, info_span, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 use vc_proto::{ContainerSpec, ProcessRef, ProcessState, Rootfs};
 
 use super::pod::{connect_agent, LockedPod, CONNECT_DEADLINE};
@@ -12,8 +12,10 @@ use super::share;
 use super::{Runtime, RuntimeError};
 use crate::agent::AgentClient;
 use crate::config::ContainerConfig;
+use crate::hypervisor::Machine;
 use crate::id::{ContainerId, PodId};
 use crate::state::{State, Transition};
+use crate::storage;
 
 impl LockedPod {
     pub(super) fn container(&self, id: &ContainerId) -> Result<&ContainerRecord, RuntimeError> {
@@ -49,8 +51,10 @@ fn main_process(id: &ContainerId) -> ProcessRef {
 }
 
 impl Runtime {
-    /// Bind-mounts the container's rootfs and volumes into the share and
-    /// creates the container in the guest. On error no bind mount is left.
+    /// Bind-mounts the container's rootfs and volumes into the share, on q35
+    /// hot-plugs its block devices (on microvm they were attached at boot),
+    /// and creates the container in the guest. On error no bind mount and no
+    /// hot-plugged disk is left.
     pub(super) async fn create_in_guest(
         &self,
         pod: &mut LockedPod,
@@ -59,33 +63,56 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let config = pod.container(id)?.config.clone();
         let shared = pod.dir.shared_dir();
-        share::bind_rootfs(&shared, id, &config.rootfs, config.readonly_rootfs)?;
-        for (i, v) in config.volumes.iter().enumerate() {
-            if let Err(e) = share::bind_volume(&shared, id, i, &v.host_path, v.readonly) {
-                let _ = share::unbind_container(&shared, id);
-                return Err(e.into());
+        let mut plugged = Vec::new();
+        let result = async {
+            if pod.config.vm.machine == Machine::Q35 {
+                for disk in storage::container_disks(&config) {
+                    let vm = pod.live_vm().ok_or_else(|| RuntimeError::PodNotRunning {
+                        pod: pod.config.id.clone(),
+                        state: pod.effective_state(),
+                        operation: "hot-plug a disk",
+                    })?;
+                    vm.hotplug_disk(&disk).await?;
+                    plugged.push((vm, disk.id));
+                }
             }
+            let rootfs = match &config.rootfs_image {
+                Some(_) => Rootfs::Block {
+                    device: storage::guest_device(&storage::disk_id(id, None)),
+                    fstype: "ext4".to_owned(),
+                },
+                None => {
+                    share::bind_rootfs(&shared, id, &config.rootfs, config.readonly_rootfs)?;
+                    Rootfs::Path(share::guest_rootfs_path(id))
+                }
+            };
+            for (i, v) in config.volumes.iter().enumerate() {
+                share::bind_volume(&shared, id, i, &v.host_path, v.readonly)?;
+            }
+            let spec = ContainerSpec {
+                id: id.to_string(),
+                rootfs,
+                readonly_rootfs: config.readonly_rootfs,
+                hostname: config
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| pod.config.hostname().to_owned()),
+                process: config.process_spec(),
+                mounts: storage::container_mounts(&config),
+                resources: (&config.resources).into(),
+            };
+            agent.create_container(spec).await?;
+            Ok::<(), RuntimeError>(())
         }
-        let spec = ContainerSpec {
-            id: id.to_string(),
-            rootfs: Rootfs::Path(share::guest_rootfs_path(id)),
-            readonly_rootfs: config.readonly_rootfs,
-            hostname: config
-                .hostname
-                .clone()
-                .unwrap_or_else(|| pod.config.hostname().to_owned()),
-            process: config.process_spec(),
-            mounts: crate::storage::guest_mounts(
-                &config.volumes,
-                &config.tmpfs,
-                config.shm_size_bytes,
-                |i| share::guest_volume_path(id, i),
-            ),
-            resources: (&config.resources).into(),
-        };
-        if let Err(e) = agent.create_container(spec).await {
+        .await;
+        if let Err(e) = result {
             let _ = share::unbind_container(&shared, id);
-            return Err(e.into());
+            for (vm, disk) in plugged.iter().rev() {
+                if let Err(e) = vm.unplug_disk(disk).await {
+                    warn!(container_id = %id, disk = %disk, error = %e, "cannot unplug a disk after a failed create");
+                }
+            }
+            return Err(e);
         }
         info!(container_id = %id, "container created");
         Ok(())
@@ -127,6 +154,15 @@ impl Runtime {
                 });
             }
             let id = config.id.clone();
+            if state == State::Running
+                && pod.config.vm.machine == Machine::Microvm
+                && !storage::container_disks(&config).is_empty()
+            {
+                return Err(RuntimeError::HotplugUnsupported {
+                    pod: pod_id.clone(),
+                    container: id,
+                });
+            }
             if pod.record.containers.contains_key(&id) {
                 return Err(RuntimeError::ContainerExists {
                     pod: pod_id.clone(),
@@ -227,6 +263,12 @@ impl Runtime {
                         Err(crate::agent::AgentClientError::Agent { source, .. })
                             if source.code == vc_proto::ErrorCode::NotFound => {}
                         Err(e) => return Err(e.into()),
+                    }
+                    if pod.config.vm.machine == Machine::Q35 {
+                        let config = &pod.container(id)?.config;
+                        for disk in storage::container_disks(config) {
+                            vm.unplug_disk(&disk.id).await?;
+                        }
                     }
                 }
             }

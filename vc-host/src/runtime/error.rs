@@ -120,6 +120,18 @@ pub enum RuntimeError {
         /// The operation.
         operation: &'static str,
     },
+    /// A container with block devices cannot join a running microvm pod.
+    #[error(
+        "pod {pod} runs on microvm, which has no hotplug: container {container} has block \
+         devices, which a microvm gets only at pod start (list the container in the pod's \
+         configuration, or use machine q35)"
+    )]
+    HotplugUnsupported {
+        /// The pod.
+        pod: PodId,
+        /// The container.
+        container: ContainerId,
+    },
 }
 
 impl From<crate::runtime::ProcessError> for RuntimeError {

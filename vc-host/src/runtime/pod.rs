@@ -147,6 +147,7 @@ impl Runtime {
                 shared_dir: Some(pod.dir.shared_dir()),
                 netns: pod.config.netns.clone(),
                 taps: net::taps(&pod),
+                disks: boot_disks(&pod),
             };
             let vm = match QemuHypervisor::new(self.store.root()).launch(&spec).await {
                 Ok(vm) => vm,
@@ -504,6 +505,21 @@ async fn wait_for_agent_ready(vm: &Vm, deadline: Duration) -> Result<(), AgentCl
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The disks a pod boots with: on microvm, which has no hotplug, every block
+/// device of the containers it knows; on q35 none (they are hot-plugged when
+/// each container is created in the guest, and unplugged when it is deleted).
+fn boot_disks(pod: &LockedPod) -> Vec<crate::hypervisor::DiskSpec> {
+    match pod.config.vm.machine {
+        crate::hypervisor::Machine::Microvm => pod
+            .record
+            .containers
+            .values()
+            .flat_map(|c| crate::storage::container_disks(&c.config))
+            .collect(),
+        crate::hypervisor::Machine::Q35 => Vec::new(),
     }
 }
 

@@ -1,0 +1,279 @@
+//! Block devices hot-plugged into a running q35 VM through QMP.
+//!
+//! A q35 VM boots with [`HOTPLUG_PORTS`] empty PCIe root ports
+//! (`vchp0`, `vchp1`, ...; the root bus itself takes no hotplug). Plugging a
+//! disk is `query-pci` (the first port with nothing behind it), `blockdev-add`
+//! (a raw node over the image file) and `device_add virtio-blk-pci` on that
+//! port, with the disk's id as node name, device id and virtio serial.
+//! Unplugging is `device_del`, which only *asks* the guest to release the
+//! device: QEMU removes it when the guest agrees and then emits
+//! `DEVICE_DELETED`, which this module waits for on the same monitor
+//! connection before `blockdev-del` frees the image. microvm has no hotplug.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use qapi::qmp;
+use serde_json::{Map, Value};
+
+use super::qmp::{Qmp, QmpError};
+use super::spec::DiskSpec;
+
+/// How many hotplug ports a q35 VM gets at boot.
+pub const HOTPLUG_PORTS: u32 = 4;
+
+/// Id prefix of the hotplug ports (`vchp0`, ...).
+pub const HOTPLUG_PORT_PREFIX: &str = "vchp";
+
+/// The `blockdev-add` of `disk`: a raw node over the file.
+pub fn blockdev_add(disk: &DiskSpec) -> qmp::blockdev_add {
+    let file = qmp::BlockdevOptions::file {
+        base: qmp::BlockdevOptionsBase {
+            auto_read_only: None,
+            cache: None,
+            detect_zeroes: None,
+            discard: None,
+            force_share: None,
+            node_name: None,
+            read_only: Some(disk.readonly),
+        },
+        file: qmp::BlockdevOptionsFile {
+            aio: None,
+            aio_max_batch: None,
+            drop_cache: None,
+            locking: None,
+            pr_manager: None,
+            x_check_cache_dropped: None,
+            filename: disk.path.to_string_lossy().into_owned(),
+        },
+    };
+    qmp::blockdev_add(qmp::BlockdevOptions::raw {
+        base: qmp::BlockdevOptionsBase {
+            auto_read_only: None,
+            cache: None,
+            detect_zeroes: None,
+            discard: None,
+            force_share: None,
+            node_name: Some(disk.id.clone()),
+            read_only: Some(disk.readonly),
+        },
+        raw: qmp::BlockdevOptionsRaw {
+            base: qmp::BlockdevOptionsGenericFormat {
+                file: qmp::BlockdevRef::definition(Box::new(file)),
+            },
+            offset: None,
+            size: None,
+        },
+    })
+}
+
+/// The `device_add` of `disk` on hotplug port `port`.
+pub fn device_add(disk: &DiskSpec, port: &str) -> qmp::device_add {
+    let mut arguments = Map::new();
+    arguments.insert("drive".to_owned(), Value::String(disk.id.clone()));
+    arguments.insert("serial".to_owned(), Value::String(disk.id.clone()));
+    qmp::device_add {
+        bus: Some(port.to_owned()),
+        id: Some(disk.id.clone()),
+        driver: "virtio-blk-pci".to_owned(),
+        arguments,
+    }
+}
+
+/// The first hotplug port of `pci` (a `query-pci` answer) with no device
+/// behind it.
+pub fn free_port(pci: &[qmp::PciInfo]) -> Option<String> {
+    let mut free: Vec<&str> = pci
+        .iter()
+        .flat_map(|bus| &bus.devices)
+        .filter(|d| d.qdev_id.starts_with(HOTPLUG_PORT_PREFIX))
+        .filter(|d| {
+            d.pci_bridge
+                .as_ref()
+                .is_some_and(|b| b.devices.as_ref().is_none_or(Vec::is_empty))
+        })
+        .map(|d| d.qdev_id.as_str())
+        .collect();
+    free.sort_unstable();
+    free.first().map(|s| (*s).to_owned())
+}
+
+fn failed(command: &'static str) -> impl FnOnce(qapi::ExecuteError) -> QmpError {
+    move |source| QmpError::Command { command, source }
+}
+
+fn is_device_not_found(e: &qapi::ExecuteError) -> bool {
+    matches!(e, qapi::ExecuteError::Qapi(q) if q.class == qapi::ErrorClass::DeviceNotFound)
+}
+
+impl Qmp {
+    /// Plugs `disk` into the first free hotplug port and returns that port.
+    /// On failure nothing of the disk is left in QEMU.
+    pub async fn hotplug_disk(
+        &self,
+        disk: &DiskSpec,
+        timeout: Duration,
+    ) -> Result<String, QmpError> {
+        let call = async {
+            let mut stream = self.open().await?;
+            let pci = stream
+                .execute(qmp::query_pci {})
+                .await
+                .map_err(failed("query-pci"))?;
+            let port = free_port(&pci).ok_or(QmpError::NoFreePort {
+                ports: HOTPLUG_PORTS,
+            })?;
+            stream
+                .execute(blockdev_add(disk))
+                .await
+                .map_err(failed("blockdev-add"))?;
+            if let Err(e) = stream.execute(device_add(disk, &port)).await {
+                let del = qmp::blockdev_del {
+                    node_name: disk.id.clone(),
+                };
+                let _ = stream.execute(del).await;
+                return Err(failed("device_add")(e));
+            }
+            Ok(port)
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| QmpError::Timeout {
+                command: "device_add",
+                timeout,
+            })?
+    }
+
+    /// Unplugs the disk `id`: `device_del`, then waits for QEMU's
+    /// `DEVICE_DELETED` (the guest has released it), then `blockdev-del`. A
+    /// device that is not there is not an error.
+    pub async fn unplug_disk(&self, id: &str, timeout: Duration) -> Result<(), QmpError> {
+        let call = async {
+            let stream = self.open().await?;
+            let (service, mut events) = stream.into_parts();
+            let mut deleted = false;
+            let del = service.execute(qmp::device_del { id: id.to_owned() });
+            tokio::pin!(del);
+            let mut answered = false;
+            while !(answered && deleted) {
+                tokio::select! {
+                    r = &mut del, if !answered => {
+                        answered = true;
+                        match r {
+                            Ok(_) => {}
+                            Err(e) if is_device_not_found(&e) => deleted = true,
+                            Err(e) => return Err(failed("device_del")(e)),
+                        }
+                    }
+                    ev = events.next() => match ev {
+                        Some(Ok(qmp::Event::DEVICE_DELETED { data, .. }))
+                            if data.device.as_deref() == Some(id) => deleted = true,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(failed("device_del")(qapi::ExecuteError::Io(e))),
+                        None => {
+                            let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                            return Err(failed("device_del")(qapi::ExecuteError::Io(eof)));
+                        }
+                    }
+                }
+            }
+            let bdel = service.execute(qmp::blockdev_del {
+                node_name: id.to_owned(),
+            });
+            tokio::pin!(bdel);
+            loop {
+                tokio::select! {
+                    r = &mut bdel => {
+                        // A node that is already gone (a plug that failed half-way) is fine.
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, node = id, "blockdev-del");
+                        }
+                        return Ok(());
+                    }
+                    ev = events.next() => if ev.is_none() || matches!(ev, Some(Err(_))) {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| QmpError::Timeout {
+                command: "device_del",
+                timeout,
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn disk(readonly: bool) -> DiskSpec {
+        DiskSpec {
+            id: "vc0123456789abcdefr".to_owned(),
+            path: "/img/a,b.ext4".into(),
+            readonly,
+        }
+    }
+
+    #[test]
+    fn blockdev_add_is_raw_over_file() {
+        let cmd = serde_json::to_value(blockdev_add(&disk(true))).expect("json");
+        assert_eq!(
+            cmd,
+            json!({
+                "driver": "raw",
+                "node-name": "vc0123456789abcdefr",
+                "read-only": true,
+                "file": {"driver": "file", "filename": "/img/a,b.ext4", "read-only": true}
+            })
+        );
+    }
+
+    #[test]
+    fn device_add_names_port_drive_and_serial() {
+        let cmd = serde_json::to_value(device_add(&disk(false), "vchp2")).expect("json");
+        assert_eq!(
+            cmd,
+            json!({
+                "driver": "virtio-blk-pci",
+                "bus": "vchp2",
+                "id": "vc0123456789abcdefr",
+                "drive": "vc0123456789abcdefr",
+                "serial": "vc0123456789abcdefr"
+            })
+        );
+    }
+
+    #[test]
+    fn the_first_empty_port_is_chosen() {
+        let answer = json!([{
+            "bus": 0,
+            "devices": [
+                port("vchp0", json!([{"bus": 1, "slot": 0, "function": 0, "class_info": {"class": 256},
+                    "id": {"device": 4162, "vendor": 6900}, "qdev_id": "vc1", "regions": [], "irq_pin": 1}])),
+                port("vchp1", json!([])),
+                port("vchp2", Value::Null),
+                {"bus": 0, "slot": 1, "function": 0, "class_info": {"class": 768},
+                 "id": {"device": 1, "vendor": 2}, "qdev_id": "", "regions": [], "irq_pin": 0}
+            ]
+        }]);
+        let pci: Vec<qmp::PciInfo> = serde_json::from_value(answer).expect("parses");
+        assert_eq!(free_port(&pci).as_deref(), Some("vchp1"));
+        assert_eq!(free_port(&pci[..0]), None);
+    }
+
+    fn port(id: &str, devices: Value) -> Value {
+        let range = json!({"base": 0, "limit": 0});
+        let mut bridge = json!({"bus": {"number": 1, "secondary": 1, "subordinate": 1,
+            "io_range": range, "memory_range": range, "prefetchable_range": range}});
+        if !devices.is_null() {
+            bridge["devices"] = devices;
+        }
+        json!({"bus": 0, "slot": 2, "function": 0, "class_info": {"class": 1540},
+               "id": {"device": 12, "vendor": 6966}, "qdev_id": id, "regions": [], "irq_pin": 0,
+               "pci_bridge": bridge})
+    }
+}
