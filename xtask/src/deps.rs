@@ -2,7 +2,8 @@
 //!
 //! - Debian packages (installed with apt-get when missing and running as root on Debian/Ubuntu;
 //!   elsewhere a message names what to install): QEMU, busybox-static, iproute2 (the network
-//!   tests' fixtures), and the libraries that virtiofsd links against.
+//!   tests' fixtures), the libraries that virtiofsd links against, and e2fsprogs (ext4 images
+//!   for the block device tests).
 //! - Helper daemons built with `cargo install --locked --root <cache>/tools`: vhost-device-vsock
 //!   (hybrid vsock) and virtiofsd (the shared filesystem), reused when present.
 //!
@@ -27,6 +28,10 @@ pub(crate) const APT_PACKAGES: &[(&str, &str)] = &[
     (
         "iproute2",
         "ip and tc in the network tests' fixtures and checks",
+    ),
+    (
+        "e2fsprogs",
+        "mkfs.ext4 -d and debugfs, for the ext4 disk images of the block device tests",
     ),
 ];
 

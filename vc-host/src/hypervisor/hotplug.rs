@@ -102,6 +102,10 @@ fn failed(command: &'static str) -> impl FnOnce(qapi::ExecuteError) -> QmpError 
     move |source| QmpError::Command { command, source }
 }
 
+fn eof() -> qapi::ExecuteError {
+    qapi::ExecuteError::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+}
+
 fn is_device_not_found(e: &qapi::ExecuteError) -> bool {
     matches!(e, qapi::ExecuteError::Qapi(q) if q.class == qapi::ErrorClass::DeviceNotFound)
 }
@@ -152,6 +156,7 @@ impl Qmp {
             let stream = self.open().await?;
             let (service, mut events) = stream.into_parts();
             let mut deleted = false;
+            let mut absent = false;
             let del = service.execute(qmp::device_del { id: id.to_owned() });
             tokio::pin!(del);
             let mut answered = false;
@@ -161,7 +166,10 @@ impl Qmp {
                         answered = true;
                         match r {
                             Ok(_) => {}
-                            Err(e) if is_device_not_found(&e) => deleted = true,
+                            Err(e) if is_device_not_found(&e) => {
+                                absent = true;
+                                deleted = true;
+                            }
                             Err(e) => return Err(failed("device_del")(e)),
                         }
                     }
@@ -170,10 +178,7 @@ impl Qmp {
                             if data.device.as_deref() == Some(id) => deleted = true,
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return Err(failed("device_del")(qapi::ExecuteError::Io(e))),
-                        None => {
-                            let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                            return Err(failed("device_del")(qapi::ExecuteError::Io(eof)));
-                        }
+                        None => return Err(failed("device_del")(eof())),
                     }
                 }
             }
@@ -183,15 +188,17 @@ impl Qmp {
             tokio::pin!(bdel);
             loop {
                 tokio::select! {
-                    r = &mut bdel => {
-                        // A node that is already gone (a plug that failed half-way) is fine.
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, node = id, "blockdev-del");
-                        }
-                        return Ok(());
-                    }
-                    ev = events.next() => if ev.is_none() || matches!(ev, Some(Err(_))) {
-                        return Ok(());
+                    r = &mut bdel => return match r {
+                        Ok(_) => Ok(()),
+                        // No device: a plug that failed half-way may have
+                        // left the node or not; either is fine.
+                        Err(_) if absent => Ok(()),
+                        Err(e) => Err(failed("blockdev-del")(e)),
+                    },
+                    ev = events.next() => match ev {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(failed("blockdev-del")(qapi::ExecuteError::Io(e))),
+                        None => return Err(failed("blockdev-del")(eof())),
                     }
                 }
             }
