@@ -272,6 +272,75 @@ mod tests {
         assert_eq!(free_port(&pci[..0]), None);
     }
 
+    /// A fake monitor: answers `device_del` at once, sends `DEVICE_DELETED`
+    /// for it `delay` later (an event for another device first), then answers
+    /// `blockdev-del`. Returns the command names it received.
+    async fn fake_unplug_monitor(
+        delay: Duration,
+    ) -> (tempfile::TempDir, Qmp, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("qmp.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.expect("accept");
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\n")
+                .await
+                .expect("greet");
+            let _caps = lines.next_line().await.expect("caps");
+            w.write_all(b"{\"return\": {}}\n").await.expect("caps ok");
+            let mut seen = Vec::new();
+            let del = lines.next_line().await.expect("read").expect("device_del");
+            seen.push(del.clone());
+            w.write_all(b"{\"return\": {}}\n").await.expect("answer");
+            tokio::time::sleep(delay).await;
+            let ts = "\"timestamp\": {\"seconds\": 1, \"microseconds\": 0}";
+            let other = format!("{{\"event\": \"DEVICE_DELETED\", \"data\": {{\"device\": \"other\", \"path\": \"/x\"}}, {ts}}}\n");
+            let ours = format!("{{\"event\": \"DEVICE_DELETED\", \"data\": {{\"device\": \"vcdisk0\", \"path\": \"/machine/peripheral/vcdisk0\"}}, {ts}}}\n");
+            w.write_all(other.as_bytes()).await.expect("event");
+            w.write_all(ours.as_bytes()).await.expect("event");
+            if let Ok(Some(bdel)) = lines.next_line().await {
+                seen.push(bdel);
+                w.write_all(b"{\"return\": {}}\n").await.expect("answer");
+            }
+            while let Ok(Some(_)) = lines.next_line().await {}
+            seen
+        });
+        (dir, Qmp::new(socket), server)
+    }
+
+    #[tokio::test]
+    async fn unplug_waits_for_device_deleted_then_frees_the_node() {
+        let delay = Duration::from_millis(300);
+        let (_d, qmp, server) = fake_unplug_monitor(delay).await;
+        let start = std::time::Instant::now();
+        qmp.unplug_disk("vcdisk0", Duration::from_secs(10))
+            .await
+            .expect("unplugged");
+        assert!(start.elapsed() >= delay, "returned before DEVICE_DELETED");
+        let seen = server.await.expect("server");
+        let names: Vec<Value> = seen
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+            .collect();
+        assert_eq!(names[0]["execute"], "device_del");
+        assert_eq!(names[0]["arguments"]["id"], "vcdisk0");
+        assert_eq!(names[1]["execute"], "blockdev-del");
+        assert_eq!(names[1]["arguments"]["node-name"], "vcdisk0");
+    }
+
+    #[tokio::test]
+    async fn unplug_without_the_event_times_out() {
+        let (_d, qmp, _server) = fake_unplug_monitor(Duration::from_secs(30)).await;
+        let err = qmp
+            .unplug_disk("vcdisk0", Duration::from_millis(300))
+            .await
+            .expect_err("no event");
+        assert!(matches!(err, QmpError::Timeout { .. }), "{err:?}");
+    }
+
     fn port(id: &str, devices: Value) -> Value {
         let range = json!({"base": 0, "limit": 0});
         let mut bridge = json!({"bus": {"number": 1, "secondary": 1, "subordinate": 1,
