@@ -57,15 +57,22 @@ async fn start_and_collect(
     }))
 }
 
-async fn wait_for_file(path: &Path, timeout: Duration) -> Result<()> {
+/// Waits until the file at `path` holds `content` (it may exist, empty, for
+/// a moment before the writer's data lands).
+async fn wait_for_content(path: &Path, content: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        if Instant::now() > deadline {
-            bail!("{} did not appear within {timeout:?}", path.display());
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(c) if c == content => return Ok(()),
+            other if Instant::now() > deadline => {
+                bail!(
+                    "{} did not hold {content:?} within {timeout:?}: {other:?}",
+                    path.display()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
 }
 
 const VOLUMES_SCRIPT: &str = r#"
@@ -116,11 +123,12 @@ async fn volumes_both_ways_read_only_tmpfs_and_shm() -> Result<()> {
     let output = start_and_collect(&t, &pod, "vols").await?;
 
     // Container to host, then host to container while it runs.
-    wait_for_file(&rw.join("from-container"), Duration::from_secs(60)).await?;
-    assert_eq!(
-        std::fs::read_to_string(rw.join("from-container"))?,
-        "written-in-container\n"
-    );
+    wait_for_content(
+        &rw.join("from-container"),
+        "written-in-container\n",
+        Duration::from_secs(60),
+    )
+    .await?;
     std::fs::write(rw.join("late"), "written by the host later\n")?;
     let out = output.await??;
     let stdout = text(&out.stdout);
