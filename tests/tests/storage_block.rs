@@ -249,6 +249,32 @@ async fn q35_hot_plugs_disks_into_a_running_pod_and_unplugs_them_on_delete() -> 
     assert_eq!(text(&out.stdout), "end\n", "no disk left in the guest");
     t.rt.delete_container(&pod, &"probe".parse()?).await?;
 
+    // A create the agent refuses after the disks were plugged (a mount path
+    // that resolves to the rootfs itself): they are unplugged again and
+    // nothing is left in QEMU or the share.
+    std::os::unix::fs::symlink("../../..", tree.join("escape"))?;
+    let mut bad = t.container("bad", &["/bin/true"]);
+    bad.rootfs = tree.clone();
+    bad.disks = vec![DiskConfig {
+        container_path: "/escape".to_owned(),
+        ..data_disk(&data_img)
+    }];
+    let err =
+        t.rt.create_container(&pod, bad)
+            .await
+            .expect_err("a mount on the rootfs itself is refused");
+    let err = format!("{:#}", anyhow::Error::from(err));
+    assert!(err.contains("resolves to the root"), "{err}");
+    assert_eq!(
+        images_open_by(qemu, &[&data_img])?,
+        0,
+        "the failed create unplugged its disk"
+    );
+    assert_eq!(t.rt.pod_status(&pod).await?.containers.len(), 0);
+    let shared = t.root().join("pods").join(pod.as_str()).join("shared");
+    assert!(!shared.join("bad").exists());
+    assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+
     // QEMU let go of the images: the host reads what the guest wrote.
     assert_eq!(read_from_image(&data_img, "/out")?, "from-guest\n");
     assert_eq!(read_from_image(&root_img, "/written")?, "rootfs-write\n");
