@@ -27,9 +27,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// An e2fsprogs program: on `PATH`, else in `/usr/sbin` or `/sbin` (which a
+/// non-login `PATH` may lack); failing, the message names `cargo xtask deps`.
+fn e2fs_tool(name: &str) -> Result<PathBuf> {
+    find_tool(name).or_else(|e| {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| p.is_file())
+            .ok_or(e)
+    })
+}
+
 /// A raw ext4 image of `size_mib` at `path`, holding the files of `from`.
 fn make_ext4(from: &Path, path: &Path, size_mib: u32) -> Result<PathBuf> {
-    let mkfs = find_tool("mkfs.ext4")?;
+    let mkfs = e2fs_tool("mkfs.ext4")?;
     let out = Command::new(&mkfs)
         .args(["-q", "-F", "-d"])
         .arg(from)
@@ -49,7 +61,7 @@ fn make_ext4(from: &Path, path: &Path, size_mib: u32) -> Result<PathBuf> {
 
 /// A file of an ext4 image, read on the host with `debugfs`.
 fn read_from_image(image: &Path, file: &str) -> Result<String> {
-    let debugfs = find_tool("debugfs")?;
+    let debugfs = e2fs_tool("debugfs")?;
     let out = Command::new(&debugfs)
         .arg("-R")
         .arg(format!("cat {file}"))
