@@ -237,7 +237,7 @@ async fn links_stay_inside_the_rootfs_and_missing_host_paths_are_refused() -> Re
         rootfs.join("run/vol").is_dir(),
         "the mount point was made inside the rootfs copy"
     );
-    t.rt.delete_container(&pod, &"evil".parse()?).await?;
+    // "evil" stays (stopped, its volume bound) for stop_pod to clean up.
 
     // A host path that does not exist: a configuration error, nothing made.
     let mut c = with_rootfs(t.container("missing", &["/bin/true"]));
@@ -257,11 +257,30 @@ async fn links_stay_inside_the_rootfs_and_missing_host_paths_are_refused() -> Re
             scratch.path().join("nope").display()
         )
     );
-    assert!(t.rt.pod_status(&pod).await?.containers.is_empty());
+    let names: Vec<String> =
+        t.rt.pod_status(&pod)
+            .await?
+            .containers
+            .iter()
+            .map(|c| c.id.to_string())
+            .collect();
+    assert_eq!(names, ["evil"], "no record of the refused container");
     assert!(!share.join("missing").exists());
-    assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    assert!(
+        t.leftover_mounts()
+            .iter()
+            .all(|m| !m.starts_with(share.join("missing"))),
+        "{:?}",
+        t.leftover_mounts()
+    );
 
     t.rt.stop_pod(&pod).await?;
+    assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    assert_eq!(
+        std::fs::read_to_string(vol.join("f"))?,
+        "inside\n",
+        "stopping the pod unbound the volume without touching its files"
+    );
     t.rt.delete_pod(&pod).await?;
 
     // The same in a pod's configuration: refused before the pod exists.
