@@ -255,21 +255,42 @@ pub struct Output {
 /// ([`AgentClientError::exit_code`] gives
 /// [`EXIT_CODE_VM_GONE`](vc_proto::EXIT_CODE_VM_GONE) for both).
 ///
-/// Everything is kept in memory: meant for processes with bounded output.
+/// Everything is kept in memory, at most [`COLLECT_OUTPUT_LIMIT`] bytes per
+/// stream: a guest that writes more gets [`StreamError::TooLarge`], not the
+/// host's memory. [`collect_output_limited`] takes another limit.
 pub async fn collect_output(
     client: &AgentClient,
     process: &ProcessRef,
 ) -> Result<Output, AgentClientError> {
-    let read_all = |mut output: RawStream, stream: StreamKind| async move {
+    collect_output_limited(client, process, COLLECT_OUTPUT_LIMIT).await
+}
+
+/// Most bytes [`collect_output`] keeps of each stream.
+pub const COLLECT_OUTPUT_LIMIT: usize = 64 << 20;
+
+/// As [`collect_output`], with at most `limit` bytes per stream.
+pub async fn collect_output_limited(
+    client: &AgentClient,
+    process: &ProcessRef,
+    limit: usize,
+) -> Result<Output, AgentClientError> {
+    let read_all = |output: RawStream, stream: StreamKind| async move {
+        let fail = |source| AgentClientError::Stream {
+            process: process.clone(),
+            stream,
+            source,
+        };
         let mut bytes = Vec::new();
+        // One byte past the limit tells "exactly the limit" from "more".
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
         output
+            .take(cap)
             .read_to_end(&mut bytes)
             .await
-            .map_err(|source| AgentClientError::Stream {
-                process: process.clone(),
-                stream,
-                source: StreamError::Read(source),
-            })?;
+            .map_err(|e| fail(StreamError::Read(e)))?;
+        if bytes.len() > limit {
+            return Err(fail(StreamError::TooLarge(limit)));
+        }
         Ok::<_, AgentClientError>(bytes)
     };
     let collect = async {

@@ -176,6 +176,9 @@ pub enum StreamError {
     /// The agent refused the attach.
     #[error("the agent refused the attach")]
     Refused(#[source] AgentError),
+    /// The stream carried more than the caller's limit.
+    #[error("the stream passed the limit of {0} bytes")]
+    TooLarge(usize),
     /// The agent answered with something other than `Ok` or an error.
     #[error("the agent answered the attach with an unexpected {0} response")]
     Unexpected(&'static str),

@@ -30,7 +30,10 @@ mod options;
 #[cfg(test)]
 mod tests;
 
-pub use attach::{collect_output, Output, ProcessIo, ProcessOutput, ProcessStdin, ProcessTty};
+pub use attach::{
+    collect_output, collect_output_limited, Output, ProcessIo, ProcessOutput, ProcessStdin,
+    ProcessTty, COLLECT_OUTPUT_LIMIT,
+};
 pub use client::AgentClient;
 pub use dial::{dialer_fn, AgentIo, Dialer, FnDialer, RawStream, VsockDialer};
 pub use error::{AgentClientError, LinkDown, StreamError};

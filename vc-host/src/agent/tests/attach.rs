@@ -13,7 +13,8 @@ use vc_proto::{
 
 use super::{pair, pair_with, serve, switch, within, FakeAgent, PIPE};
 use crate::agent::{
-    collect_output, dialer_fn, AgentClientError, ConnectOptions, Dialer, RawStream, StreamError,
+    collect_output, collect_output_limited, dialer_fn, AgentClientError, ConnectOptions, Dialer,
+    RawStream, StreamError,
 };
 
 /// Output bytes: NULs included, no final newline, larger than the pipe.
@@ -104,6 +105,38 @@ async fn agent_attach_collect_output_gets_every_byte_and_the_exit_code() {
     assert_eq!(output.exit_code, 3);
     assert!(output.stdout == stdout_bytes(), "stdout differs");
     assert!(output.stderr == stderr_bytes(), "stderr differs");
+}
+
+#[tokio::test]
+async fn agent_attach_collect_output_stops_at_its_limit() {
+    let (dialer, _) = fake_dialer();
+    let (client, agent) = pair_with(&ConnectOptions::default(), Some(dialer)).await;
+    serve(agent, answer_waits);
+    // stdout is 1 MiB: exactly that much is allowed, one byte less is not.
+    let output = within(
+        Duration::from_secs(10),
+        collect_output_limited(&client, &process("c"), stdout_bytes().len()),
+    )
+    .await
+    .expect("output at the limit");
+    assert!(output.stdout == stdout_bytes(), "stdout differs");
+    let err = within(
+        Duration::from_secs(10),
+        collect_output_limited(&client, &process("c"), stdout_bytes().len() - 1),
+    )
+    .await
+    .expect_err("output over the limit");
+    assert!(
+        matches!(
+            err,
+            AgentClientError::Stream {
+                stream: StreamKind::Stdout,
+                source: StreamError::TooLarge(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
