@@ -2,15 +2,16 @@
 //! as PID 1) and for its floor (the same kernel and modules with a minimal static init, see
 //! [`super::floor`]). Runs alternate between the two, one VM at a time; every VM is stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use guest_image::{default_image_dir, ImagePaths, Manifest, IMAGE_DIR_ENV};
+use anyhow::{anyhow, Context as _, Result};
+use guest_image::{ImagePaths, Manifest};
 use vc_host::agent::{AgentClient, ConnectOptions};
 use vc_host::hypervisor::{Hypervisor, QemuHypervisor, VmConfig, VmSettings, VmSpec};
 
 use super::floor;
+use super::inputs::{scratch, tokio_runtime, Image};
 use super::stats::{ms, Summary};
 use crate::ctx::{self, Ctx};
 
@@ -38,38 +39,14 @@ struct Target {
 }
 
 pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
-    let image_dir = std::env::var_os(IMAGE_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| default_image_dir(&ctx.workspace));
-    let paths = ImagePaths::in_dir(&image_dir);
-    for f in [&paths.kernel, &paths.initrd, &paths.manifest] {
-        if !f.is_file() {
-            bail!(
-                "the guest image is missing {}: build it with `cargo xtask guest-image`",
-                f.display()
-            );
-        }
-    }
-    let manifest = Manifest::load(&image_dir).with_context(|| {
-        format!(
-            "cannot read the guest image manifest in {}",
-            image_dir.display()
-        )
-    })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(bench(&image_dir, &paths, &manifest, runs))
+    let image = Image::locate(ctx)?;
+    let manifest = image.manifest()?;
+    tokio_runtime()?.block_on(bench(&image.dir, &image.paths, &manifest, runs))
 }
 
 async fn bench(image_dir: &Path, paths: &ImagePaths, manifest: &Manifest, runs: u32) -> Result<()> {
     // Short paths: the VM's sockets must fit in sun_path.
-    let tmp = tempfile::Builder::new()
-        .prefix("vb")
-        .tempdir_in("/tmp")
-        .context("cannot create a temporary directory in /tmp")?;
+    let tmp = scratch("vb")?;
     ctx::step("building the floor initrd (static C init, vsock modules)");
     let floor_initrd = floor::build(image_dir, manifest, tmp.path()).await?;
 

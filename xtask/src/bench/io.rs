@@ -11,22 +11,23 @@
 //! Goals (issue 5): exec median under 10 x (vsock round trip + guest fork+exec+wait); stdout
 //! throughput at least 0.8 x the raw vsock floor.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use guest_image::{default_image_dir, ImagePaths, Manifest, IMAGE_DIR_ENV};
+use guest_image::{ImagePaths, Manifest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use vc_host::config::{ContainerConfig, PodConfig, RuntimeConfig};
+use vc_host::config::{ContainerConfig, PodConfig};
 use vc_host::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmConfig, VmSpec};
 use vc_host::id::{ContainerId, PodId};
 use vc_host::runtime::Process;
 use vc_host::Runtime;
 use vc_proto::{ProcessRef, ProcessSpec};
 
+use super::inputs::{rootfs, scratch, tokio_runtime, vc_runtime, Image};
 use super::io_floor;
 use super::stats::{ms, Summary};
-use crate::ctx::{self, Ctx, ROOTFS_ENV};
+use crate::ctx::{self, Ctx};
 
 /// Bytes moved in each throughput measurement.
 const BULK: u64 = 256 << 20;
@@ -40,41 +41,12 @@ const MIN_EXECS: u32 = 100;
 const FLOOR_READY: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
-    let image_dir = std::env::var_os(IMAGE_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| default_image_dir(&ctx.workspace));
-    let paths = ImagePaths::in_dir(&image_dir);
-    for f in [&paths.kernel, &paths.initrd, &paths.manifest] {
-        if !f.is_file() {
-            bail!(
-                "the guest image is missing {}: build it with `cargo xtask guest-image`",
-                f.display()
-            );
-        }
-    }
-    let manifest = Manifest::load(&image_dir).with_context(|| {
-        format!(
-            "cannot read the guest image manifest in {}",
-            image_dir.display()
-        )
-    })?;
-    let rootfs = std::env::var_os(ROOTFS_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::default_rootfs_dir(ctx));
-    if !rootfs.join("bin/busybox").is_file() {
-        bail!(
-            "no busybox rootfs in {}: build it with `cargo xtask rootfs`",
-            rootfs.display()
-        );
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(bench(
-        &image_dir,
-        &paths,
+    let image = Image::locate(ctx)?;
+    let manifest = image.manifest()?;
+    let rootfs = rootfs(ctx)?;
+    tokio_runtime()?.block_on(bench(
+        &image.dir,
+        &image.paths,
         &manifest,
         &rootfs,
         runs.max(MIN_EXECS),
@@ -108,10 +80,7 @@ async fn bench(
     execs: u32,
 ) -> Result<()> {
     // Short paths: the VM's sockets must fit in sun_path.
-    let tmp = tempfile::Builder::new()
-        .prefix("vi")
-        .tempdir_in("/tmp")
-        .context("cannot create a temporary directory in /tmp")?;
+    let tmp = scratch("vi")?;
     ctx::step("building the I/O floor initrd (static C init: vsock echo and source)");
     let floor_initrd = io_floor::build(image_dir, manifest, tmp.path())?;
     ctx::step(
@@ -302,11 +271,7 @@ async fn vc(
     execs: u32,
     floor: &Vm,
 ) -> Result<(Floor, Measured)> {
-    let rt = Runtime::new(RuntimeConfig {
-        root: tmp.join("r"),
-        guest_image_dir: image_dir.to_owned(),
-    })
-    .context("cannot open the runtime root")?;
+    let rt = vc_runtime(tmp, image_dir)?;
     let pod = PodId::new("io").context("invalid pod id")?;
     let cid = ContainerId::new("c").context("invalid container id")?;
     let mut config = PodConfig::new(pod.clone());

@@ -1,10 +1,11 @@
 //! `cargo xtask bench <boot|pod|io|net>`: benchmarks (not timed tests). Each prints its results and
 //! the floor it compares against: `boot` ([`boot`], with its floor image in [`floor`]), `pod`
-//! ([`pod`]), `io` ([`io`], floor in [`io_floor`]) and `net` ([`net`]); [`stats`] summarizes
-//! samples.
+//! ([`pod`]), `io` ([`io`], floor in [`io_floor`]) and `net` ([`net`]); [`inputs`] finds what they
+//! start from and [`stats`] summarizes samples.
 
 mod boot;
 mod floor;
+mod inputs;
 mod io;
 mod io_floor;
 mod net;

@@ -16,13 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use guest_image::{default_image_dir, ImagePaths, IMAGE_DIR_ENV};
-use vc_host::config::{ContainerConfig, PodConfig, RuntimeConfig};
+use vc_host::config::{ContainerConfig, PodConfig};
 use vc_host::id::{ContainerId, PodId};
-use vc_host::Runtime;
 
+use super::inputs::{rootfs, scratch, tokio_runtime, vc_runtime, Image};
 use super::stats::Summary;
-use crate::ctx::{self, Ctx, ROOTFS_ENV};
+use crate::ctx::{self, Ctx};
 
 /// Bytes moved each way in one throughput sample.
 const TRANSFER: usize = 32 << 20;
@@ -198,45 +197,14 @@ fn mib_s(d: Duration) -> f64 {
 }
 
 pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
-    let image_dir = std::env::var_os(IMAGE_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| default_image_dir(&ctx.workspace));
-    let paths = ImagePaths::in_dir(&image_dir);
-    for f in [&paths.kernel, &paths.initrd, &paths.manifest] {
-        if !f.is_file() {
-            bail!(
-                "the guest image is missing {}: build it with `cargo xtask guest-image`",
-                f.display()
-            );
-        }
-    }
-    let rootfs = std::env::var_os(ROOTFS_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::default_rootfs_dir(ctx));
-    if !rootfs.join("bin/busybox").is_file() {
-        bail!(
-            "no busybox rootfs in {}: build it with `cargo xtask rootfs`",
-            rootfs.display()
-        );
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(bench(&image_dir, &rootfs, runs))
+    let image = Image::locate(ctx)?;
+    let rootfs = rootfs(ctx)?;
+    tokio_runtime()?.block_on(bench(&image.dir, &rootfs, runs))
 }
 
 async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix("vn")
-        .tempdir_in("/tmp")
-        .context("cannot create a temporary directory in /tmp")?;
-    let rt = Runtime::new(RuntimeConfig {
-        root: tmp.path().join("r"),
-        guest_image_dir: image_dir.to_owned(),
-    })
-    .context("cannot open the runtime root")?;
+    let tmp = scratch("vn")?;
+    let rt = vc_runtime(tmp.path(), image_dir)?;
 
     // The floor: two namespaces and a veth, servers in one.
     let floor_server = Netns::new("fs")?;
