@@ -1,7 +1,8 @@
 //! Live resource changes on real pod VMs: a memory limit lowered under a
 //! running process OOM-kills it and the OOM event arrives; a pids limit raised
 //! while a process is refused forks lets it fork; stats follow what the
-//! container does; and the same through `virtc container update|stats` and
+//! container does; the container sees its new limits in its own
+//! `/sys/fs/cgroup`; and the same through `virtc container update|stats` and
 //! `virtc pod events`.
 
 mod support;
@@ -18,7 +19,7 @@ use tokio::io::AsyncReadExt as _;
 use vc_host::agent::collect_output;
 use vc_host::config::ResourcesConfig;
 use vc_host::id::{ContainerId, PodId};
-use vc_host::runtime::PodEvent;
+use vc_host::runtime::{PodEvent, ProcessConfig};
 use vc_host::state::State;
 use vc_proto::{ContainerStats, ProcessRef, StreamKind};
 
@@ -262,6 +263,42 @@ async fn pids_limit_raised_live_and_the_same_through_virtc() -> Result<()> {
     assert!(bad.stderr.contains("cpu_weight"), "{bad}");
     let none = virtc.run(["container", "update", "pidslive", "idle"])?;
     assert!(none.stderr.contains("nothing to update"), "{none}");
+
+    // The container sees its own cgroup, with the new limits, at /sys/fs/cgroup.
+    virtc.ok([
+        "container",
+        "update",
+        "pidslive",
+        "idle",
+        "--memory-limit",
+        "64M",
+        "--cpu-quota-us",
+        "50000",
+        "--cpu-weight",
+        "50",
+    ])?;
+    let inside = bounded("reading the cgroup files inside", async {
+        Ok(t.rt
+            .exec_process(
+                &pod,
+                &"idle".parse()?,
+                ProcessConfig::new([
+                    "cat",
+                    "/sys/fs/cgroup/memory.max",
+                    "/sys/fs/cgroup/cpu.max",
+                    "/sys/fs/cgroup/cpu.weight",
+                ]),
+            )
+            .await?
+            .output()
+            .await?)
+    })
+    .await?;
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout),
+        "67108864\n50000 100000\n50\n",
+        "{inside:?}"
+    );
 
     t.rt.stop_pod(&pod).await?;
     // The watcher ends by itself once the pod stopped, having seen the exit.

@@ -217,6 +217,10 @@ pub enum SetupStep {
     MountProc,
     /// Mounting `/sys`.
     MountSys,
+    /// `unshare(CLONE_NEWCGROUP)` once in the container's cgroup.
+    CgroupNamespace,
+    /// Mounting the container's cgroup at `/sys/fs/cgroup`.
+    MountCgroup,
     /// Mounting the `/dev` tmpfs.
     MountDev,
     /// Creating a device node in `/dev`.
@@ -264,13 +268,15 @@ pub enum SetupStep {
 }
 
 impl SetupStep {
-    const ALL: [SetupStep; 28] = [
+    const ALL: [SetupStep; 30] = [
         SetupStep::Signals,
         SetupStep::JoinCgroup,
         SetupStep::JoinNamespaces,
         SetupStep::MountPropagation,
         SetupStep::MountProc,
         SetupStep::MountSys,
+        SetupStep::CgroupNamespace,
+        SetupStep::MountCgroup,
         SetupStep::MountDev,
         SetupStep::DeviceNode,
         SetupStep::MountDevPts,
@@ -308,6 +314,8 @@ impl SetupStep {
             SetupStep::MountPropagation => "make mounts private",
             SetupStep::MountProc => "mount /proc",
             SetupStep::MountSys => "mount /sys",
+            SetupStep::CgroupNamespace => "enter a new cgroup namespace",
+            SetupStep::MountCgroup => "mount /sys/fs/cgroup",
             SetupStep::MountDev => "mount /dev",
             SetupStep::DeviceNode => "create a device node in /dev",
             SetupStep::MountDevPts => "mount /dev/pts",

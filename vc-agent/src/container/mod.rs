@@ -350,10 +350,11 @@ impl Container {
     }
 }
 
-/// Opens the ipc, uts, pid and mount namespaces of `pid`, in the order an exec
-/// joins them (mount last: it changes the root).
+/// Opens the cgroup, ipc, uts, pid and mount namespaces of `pid`, in the order
+/// an exec joins them (mount last: it changes the root).
 fn open_namespaces(pid: i32) -> Result<Vec<(OwnedFd, CloneFlags)>, ContainerError> {
     [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("pid", CloneFlags::CLONE_NEWPID),

@@ -282,7 +282,7 @@ pub(crate) fn prepare_defaults(root: &Path) -> Result<DefaultTargets, ContainerE
     Ok(t)
 }
 
-/// The default mounts: `/proc`, `/sys` (read-only), `/dev` (tmpfs) with its
+/// The default mounts: `/proc`, `/sys` and `/sys/fs/cgroup` (read-only), `/dev` (tmpfs) with its
 /// device nodes, `pts`, `shm` (unless `shm_from_spec`) and links.
 pub(crate) fn default_ops(
     t: &DefaultTargets,
@@ -314,6 +314,16 @@ pub(crate) fn default_ops(
         "sysfs",
         &t.sys,
         "sysfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        None,
+    )?);
+    // The fresh sysfs has the `fs/cgroup` mount point; in the container's
+    // cgroup namespace this shows its own cgroup, read-only.
+    ops.push(step_mount(
+        SetupStep::MountCgroup,
+        "cgroup2",
+        &t.sys.join("fs/cgroup"),
+        "cgroup2",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
         None,
     )?);

@@ -288,7 +288,9 @@ const SCRIPT: &str = "echo pid=$$; echo host=$(hostname); echo uid=$(id -u) gid=
      echo hosts=$(cat /etc/hosts); ls /dev | tr '\\n' ' ' | sed 's/^/dev=/'; echo; \
      grep CapBnd /proc/self/status; grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; \
      [ -e /work ] && echo leak=/work; [ -e /proc/1/root/work ] && echo leak=proc; \
-     echo nofile=$(ulimit -n); grep '^0::' /proc/self/cgroup; true";
+     echo nofile=$(ulimit -n); grep '^0::' /proc/self/cgroup; \
+     grep -qx 1 /sys/fs/cgroup/cgroup.procs && echo cgroup-has-pid1; \
+     grep ' /sys/fs/cgroup ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1; true";
 
 #[test]
 fn main_process_is_pid_1_with_its_hostname_user_and_mounts() {
@@ -360,11 +362,14 @@ fn main_process_is_pid_1_with_its_hostname_user_and_mounts() {
         !out.contains("leak="),
         "the agent's files are visible:\n{out}"
     );
-    let cgroup_line = format!("0::/{}/c-main", env.paths.cgroup_parent);
-    assert!(
-        out.lines().any(|l| l.ends_with(&cgroup_line)),
-        "not in the cgroup ({cgroup_line}):\n{out}"
-    );
+    // Its own cgroup namespace, rooted at the container's cgroup, mounted
+    // read-only at /sys/fs/cgroup.
+    for want in ["0::/", "cgroup-has-pid1", "cgroup2 ro"] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} (cgroup namespace and mount):\n{out}"
+        );
+    }
     c.destroy();
 }
 
@@ -504,7 +509,8 @@ fn exec_joins_the_namespaces_and_cgroup_of_the_main_process() {
     let p = process(&[
         "sh",
         "-c",
-        "echo pid=$$; hostname; cat /proc/1/cmdline; echo; grep '^0::' /proc/self/cgroup; exit 7",
+        "echo pid=$$; hostname; cat /proc/1/cmdline; echo; grep '^0::' /proc/self/cgroup; \
+         grep -qx $$ /sys/fs/cgroup/cgroup.procs && echo in-container-cgroup; exit 7",
     ]);
     let plan = c.get().launch_plan(&p, exec).expect("plan");
     assert!(plan.clone_flags().is_empty());
@@ -524,9 +530,15 @@ fn exec_joins_the_namespaces_and_cgroup_of_the_main_process() {
         out.replace('\0', " ").contains("sleep 1000"),
         "sees the main process as pid 1: {out}"
     );
+    // The container's cgroup namespace (its root is the container's cgroup)
+    // and the container's cgroup itself.
+    assert!(out.lines().any(|l| l == "0::/"), "{out}");
+    assert!(out.lines().any(|l| l == "in-container-cgroup"), "{out}");
+    let host_view = std::fs::read_to_string(format!("/proc/{}/cgroup", main.pid.as_raw()))
+        .expect("the main process's cgroup");
     assert!(
-        out.contains(&format!("/{}/c-exec", env.paths.cgroup_parent)),
-        "{out}"
+        host_view.contains(&format!("/{}/c-exec", env.paths.cgroup_parent)),
+        "{host_view}"
     );
 
     // A signal sent to the process the agent knows reaches the real one, and it

@@ -3,8 +3,10 @@
 //!
 //! Main process (created with new mount, PID, UTS and IPC namespaces):
 //! 1. signals back to their defaults, mask cleared;
-//! 2. join the cgroup (write `0` to the open `cgroup.procs`);
-//! 3. every mount private, then the planned mounts: `/proc`, `/sys` (ro), the
+//! 2. join the cgroup (write `0` to the open `cgroup.procs`), then a new cgroup
+//!    namespace rooted there;
+//! 3. every mount private, then the planned mounts: `/proc`, `/sys` (ro) and
+//!    the container's cgroup at `/sys/fs/cgroup` (ro), the
 //!    `/dev` tmpfs with its nodes, `pts`, `shm` and links, the spec's mounts, the
 //!    `/etc` files;
 //! 4. `pivot_root(".", ".")` in the rootfs and a lazy unmount of the old root;
@@ -12,7 +14,7 @@
 //! 5. the process part below.
 //!
 //! Exec (no new namespaces): signals; join the cgroup; `setns` into the main
-//! process's ipc, uts, pid and mount namespaces; then, because a PID namespace
+//! process's cgroup, ipc, uts, pid and mount namespaces; then, because a PID namespace
 //! only applies to children, fork: the grandchild does the process part and the
 //! middle process relays (see `relay.rs`).
 //!
@@ -73,6 +75,9 @@ impl LaunchPlan {
             } => {
                 sys::write_all(cgroup_procs.as_raw_fd(), b"0")
                     .map_err(at(SetupStep::JoinCgroup))?;
+                // Rooted at the container's cgroup: the `/sys/fs/cgroup`
+                // mounted below shows that cgroup, not the agent's tree.
+                sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(SetupStep::CgroupNamespace))?;
                 // Modes of the nodes and directories made below are exact.
                 sys::umask(0);
                 sys::mount(

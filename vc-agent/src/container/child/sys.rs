@@ -230,6 +230,12 @@ pub(crate) fn capset(mask: u64) -> Result<(), Errno> {
     .map(drop)
 }
 
+/// `unshare(flags)`.
+pub(crate) fn unshare(flags: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: plain integer argument.
+    check_int(unsafe { libc::unshare(flags) })
+}
+
 /// `setns(2)`.
 pub(crate) fn setns(fd: RawFd, nstype: libc::c_int) -> Result<(), Errno> {
     // SAFETY: plain integer arguments.
