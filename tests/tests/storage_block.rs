@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _, Result};
 use support::find_tool;
 use support::pod::TestRuntime;
+use support::virtc::{Ran, Virtc};
 use vc_host::agent::{collect_output, Output};
 use vc_host::config::{ContainerConfig, DiskConfig};
 use vc_host::hypervisor::Machine;
@@ -57,6 +58,30 @@ fn make_ext4(from: &Path, path: &Path, size_mib: u32) -> Result<PathBuf> {
         text(&out.stderr)
     );
     Ok(path.to_owned())
+}
+
+/// A root image (a copy of the busybox rootfs with `/image-marker` holding
+/// `marker`) and a data image (holding `/seed` with `seed`), in `scratch`.
+fn make_images(
+    t: &TestRuntime,
+    scratch: &Path,
+    marker: &str,
+    seed: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let tree = scratch.join("tree");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&t.rootfs)
+        .arg(&tree)
+        .status()?;
+    ensure!(copied.success(), "cp -a {} failed", t.rootfs.display());
+    std::fs::write(tree.join("image-marker"), marker)?;
+    let root_img = make_ext4(&tree, &scratch.join("root.ext4"), 32)?;
+    let seed_dir = scratch.join("seed");
+    std::fs::create_dir(&seed_dir)?;
+    std::fs::write(seed_dir.join("seed"), seed)?;
+    let data_img = make_ext4(&seed_dir, &scratch.join("data.ext4"), 8)?;
+    Ok((root_img, data_img))
 }
 
 /// A file of an ext4 image, read on the host with `debugfs`.
@@ -124,18 +149,12 @@ const DISK_SCRIPT: &str = "cat /image-marker; cat /data/seed; echo from-guest > 
 async fn microvm_boots_a_container_from_an_ext4_image_and_refuses_hotplug() -> Result<()> {
     let t = TestRuntime::new()?;
     let scratch = tempfile::tempdir()?;
-    let tree = scratch.path().join("tree");
-    std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&t.rootfs)
-        .arg(&tree)
-        .status()?;
-    std::fs::write(tree.join("image-marker"), "booted from the image\n")?;
-    let root_img = make_ext4(&tree, &scratch.path().join("root.ext4"), 32)?;
-    let seed = scratch.path().join("seed");
-    std::fs::create_dir(&seed)?;
-    std::fs::write(seed.join("seed"), "seeded on the host\n")?;
-    let data_img = make_ext4(&seed, &scratch.path().join("data.ext4"), 8)?;
+    let (root_img, data_img) = make_images(
+        &t,
+        scratch.path(),
+        "booted from the image\n",
+        "seeded on the host\n",
+    )?;
 
     let mut c = image_container(&t, "img", &root_img, &["/bin/sh", "-c", DISK_SCRIPT]);
     c.disks = vec![data_disk(&data_img)];
@@ -189,18 +208,9 @@ async fn microvm_boots_a_container_from_an_ext4_image_and_refuses_hotplug() -> R
 async fn q35_hot_plugs_disks_into_a_running_pod_and_unplugs_them_on_delete() -> Result<()> {
     let t = TestRuntime::new()?;
     let scratch = tempfile::tempdir()?;
+    let (root_img, data_img) =
+        make_images(&t, scratch.path(), "hot-plugged root\n", "seeded for q35\n")?;
     let tree = scratch.path().join("tree");
-    std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&t.rootfs)
-        .arg(&tree)
-        .status()?;
-    std::fs::write(tree.join("image-marker"), "hot-plugged root\n")?;
-    let root_img = make_ext4(&tree, &scratch.path().join("root.ext4"), 32)?;
-    let seed = scratch.path().join("seed");
-    std::fs::create_dir(&seed)?;
-    std::fs::write(seed.join("seed"), "seeded for q35\n")?;
-    let data_img = make_ext4(&seed, &scratch.path().join("data.ext4"), 8)?;
 
     let mut config = t.pod("blk-q35");
     config.vm.machine = Machine::Q35;
@@ -296,4 +306,67 @@ async fn q35_hot_plugs_disks_into_a_running_pod_and_unplugs_them_on_delete() -> 
     assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
     assert!(t.leftover_pods().is_empty());
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtc_runs_a_container_from_an_image_with_a_disk() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let virtc = Virtc::new(t.root(), &t.image.dir)?;
+    let scratch = tempfile::tempdir()?;
+    let (root_img, data_img) = make_images(
+        &t,
+        scratch.path(),
+        "booted from the image\n",
+        "seeded on the host\n",
+    )?;
+
+    let disk = format!("{}:/data:rw:ext4", data_img.display());
+    let ran = virtc_run(
+        &virtc,
+        &[
+            "run".as_ref(),
+            "--rootfs-image".as_ref(),
+            root_img.as_os_str(),
+            "--disk".as_ref(),
+            disk.as_ref(),
+            "--".as_ref(),
+            "/bin/sh".as_ref(),
+            "-c".as_ref(),
+            "cat /image-marker /data/seed; echo from-virtc > /data/out; sync".as_ref(),
+        ],
+    )
+    .await?;
+    assert_eq!(ran.code, Some(0), "{ran}");
+    assert_eq!(
+        ran.stdout, "booted from the image\nseeded on the host\n",
+        "{ran}"
+    );
+    assert_eq!(read_from_image(&data_img, "/out")?, "from-virtc\n");
+    assert!(t.leftover_pods().is_empty(), "virtc run cleans up");
+
+    // Both a directory and an image is an error before anything is created.
+    let both = virtc_run(
+        &virtc,
+        &[
+            "run".as_ref(),
+            "--rootfs".as_ref(),
+            t.rootfs.as_os_str(),
+            "--rootfs-image".as_ref(),
+            "/nonexistent.ext4".as_ref(),
+            "--".as_ref(),
+            "true".as_ref(),
+        ],
+    )
+    .await?;
+    assert_ne!(both.code, Some(0), "{both}");
+    assert!(both.stderr.contains("rootfs-image"), "{both}");
+    assert!(t.leftover_pods().is_empty());
+    Ok(())
+}
+
+/// Runs virtc to completion off the async threads.
+async fn virtc_run(virtc: &Virtc, args: &[&std::ffi::OsStr]) -> Result<Ran> {
+    let virtc = virtc.clone();
+    let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.to_os_string()).collect();
+    tokio::task::spawn_blocking(move || virtc.run(args)).await?
 }

@@ -5,10 +5,12 @@
 //! runtime names `/dev/disk/by-id/virtio-<id>` in the container spec.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use super::paths::check_container_path;
+use super::VolumeSpecError;
 use crate::config::{ConfigError, ContainerConfig};
 use crate::hypervisor::DiskSpec;
 use crate::id::ContainerId;
@@ -35,6 +37,46 @@ pub struct DiskConfig {
 
 fn default_fstype() -> String {
     "ext4".to_owned()
+}
+
+impl FromStr for DiskConfig {
+    type Err = VolumeSpecError;
+
+    /// `IMAGE:CONTAINER`, then optionally `:ro` or `:rw`, then optionally
+    /// `:FSTYPE` (default ext4). Checked further by `validate`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || VolumeSpecError::Disk(s.to_owned());
+        let mut parts = s.split(':');
+        let image = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+        let container = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+        let mut disk = DiskConfig {
+            image: PathBuf::from(image),
+            container_path: container.to_owned(),
+            fstype: default_fstype(),
+            readonly: false,
+        };
+        let mut rest = parts.peekable();
+        match rest.peek() {
+            Some(&"ro") => {
+                disk.readonly = true;
+                rest.next();
+            }
+            Some(&"rw") => {
+                rest.next();
+            }
+            _ => {}
+        }
+        if let Some(fstype) = rest.next() {
+            if fstype.is_empty() || !fstype.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(bad());
+            }
+            disk.fstype = fstype.to_owned();
+        }
+        if rest.next().is_some() {
+            return Err(bad());
+        }
+        Ok(disk)
+    }
 }
 
 /// FNV-1a, 64 bits: a stable short digest of a container id.
@@ -261,5 +303,29 @@ mod tests {
         }];
         let err = validate(&c).expect_err("missing disk");
         assert!(err.to_string().starts_with("disk image "), "{err}");
+    }
+
+    #[test]
+    fn disks_parse_from_the_command_line_form() {
+        let d: DiskConfig = "/img/data.ext4:/data".parse().expect("plain");
+        assert_eq!(d.image, PathBuf::from("/img/data.ext4"));
+        assert_eq!(d.container_path, "/data");
+        assert_eq!((d.fstype.as_str(), d.readonly), ("ext4", false));
+        let d: DiskConfig = "/img/d:/d:ro".parse().expect("ro");
+        assert!(d.readonly);
+        let d: DiskConfig = "/img/d:/d:rw:xfs".parse().expect("rw and fstype");
+        assert_eq!((d.fstype.as_str(), d.readonly), ("xfs", false));
+        let d: DiskConfig = "/img/d:/d:ext2".parse().expect("fstype alone");
+        assert_eq!(d.fstype, "ext2");
+        for bad in [
+            "",
+            "/img/d",
+            ":/d",
+            "/img/d:",
+            "/img/d:/d:ro:ext4:x",
+            "/img/d:/d:e x",
+        ] {
+            assert!(bad.parse::<DiskConfig>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -50,6 +50,9 @@ pub enum VolumeSpecError {
     /// Not `PATH[:size=SIZE,mode=OCTAL]`.
     #[error("tmpfs {0:?} is not PATH[:size=SIZE,mode=OCTAL]")]
     Tmpfs(String),
+    /// Not `IMAGE:CONTAINER[:ro|rw][:FSTYPE]`.
+    #[error("disk {0:?} is not IMAGE:CONTAINER[:ro|rw][:FSTYPE]")]
+    Disk(String),
     /// A size that is not a number with an optional `k`, `m` or `g`.
     #[error("size {0:?} is not a number of bytes with an optional k, m or g suffix")]
     Size(String),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use vc_host::config::{TmpfsConfig, VolumeConfig};
+use vc_host::config::{DiskConfig, TmpfsConfig, VolumeConfig};
 use vc_host::id::{ContainerId, PodId};
 
 /// virtc: create and run pods (VMs) and containers (processes in them) with vc.
@@ -98,8 +98,20 @@ pub enum PodCommand {
 #[derive(Debug, Args)]
 pub struct ContainerArgs {
     /// Host directory with the container's root filesystem.
+    #[arg(
+        long,
+        required_unless_present = "rootfs_image",
+        conflicts_with = "rootfs_image"
+    )]
+    pub rootfs: Option<PathBuf>,
+    /// A raw ext4 image holding the root filesystem, attached as a virtio-blk
+    /// disk instead of a shared directory.
     #[arg(long)]
-    pub rootfs: PathBuf,
+    pub rootfs_image: Option<PathBuf>,
+    /// A raw disk image mounted in the container,
+    /// IMAGE:CONTAINER[:ro|rw][:FSTYPE] (repeatable; FSTYPE ext4 by default).
+    #[arg(long = "disk")]
+    pub disks: Vec<DiskConfig>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     pub readonly: bool,

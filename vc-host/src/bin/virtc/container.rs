@@ -18,7 +18,9 @@ pub fn config_from_args(
     args: &ContainerArgs,
     command: Vec<String>,
 ) -> anyhow::Result<ContainerConfig> {
-    let mut c = ContainerConfig::new(id, &args.rootfs, command);
+    let mut c = ContainerConfig::new(id, args.rootfs.clone().unwrap_or_default(), command);
+    c.rootfs_image = args.rootfs_image.clone();
+    c.disks = args.disks.clone();
     c.readonly_rootfs = args.readonly;
     c.env = args.env.clone();
     if let Some(cwd) = &args.cwd {

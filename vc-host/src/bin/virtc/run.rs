@@ -31,12 +31,14 @@ pub async fn run(rt: &Runtime, out: &Printer, args: RunArgs) -> anyhow::Result<E
     rt.create_pod(pod).await?;
     let result = async {
         timings.step("pod created");
-        rt.start_pod(&pod_id).await?;
-        timings.step("pod started (VM booted, agent answered)");
+        // Added before the pod starts, so that a microvm, which has no
+        // hotplug, gets the container's disks at boot. Starting the pod
+        // creates and starts it in the guest; output waits in the guest
+        // until the attach below.
         rt.create_container(&pod_id, container).await?;
         timings.step("container created");
-        rt.start_container(&pod_id, &args.name).await?;
-        timings.step("container started");
+        rt.start_pod(&pod_id).await?;
+        timings.step("pod started (VM booted, agent answered, container started)");
         let process = rt
             .attach_container(&pod_id, &args.name, args.io.interactive)
             .await?;
