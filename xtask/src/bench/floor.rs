@@ -95,6 +95,24 @@ int main(void) {
 
 /// Builds the floor initrd in `dir` from the guest image in `image_dir` and returns its path.
 pub(crate) async fn build(image_dir: &Path, manifest: &Manifest, dir: &Path) -> Result<PathBuf> {
+    let hello = hello_frame().await?;
+    build_initrd(image_dir, manifest, dir, "floor", "-Os", |modules| {
+        c_source(modules, &hello)
+    })
+}
+
+/// Builds a floor initrd named `<name>-initrd.img` in `dir`: the C init made
+/// by `source` from the module file names (compiled static with `opt`) as
+/// `/init`, and the vsock modules of the guest image in `image_dir`. Returns
+/// its path.
+pub(super) fn build_initrd(
+    image_dir: &Path,
+    manifest: &Manifest,
+    dir: &Path,
+    name: &str,
+    opt: &str,
+    source: impl FnOnce(&[String]) -> String,
+) -> Result<PathBuf> {
     let wanted = floor_modules(manifest)?;
     let initrd = image_dir.join(guest_image::INITRD_FILE);
     let mut files = ko_files(&initrd)?;
@@ -109,20 +127,22 @@ pub(crate) async fn build(image_dir: &Path, manifest: &Manifest, dir: &Path) -> 
         });
     }
 
-    let src = dir.join("floor-init.c");
-    let bin = dir.join("floor-init");
-    std::fs::write(&src, c_source(&wanted, &hello_frame().await?))
+    let src = dir.join(format!("{name}-init.c"));
+    let bin = dir.join(format!("{name}-init"));
+    std::fs::write(&src, source(&wanted))
         .with_context(|| format!("cannot write {}", src.display()))?;
     ctx::run(
         Command::new("gcc")
-            .args(["-static", "-Os", "-s", "-Wall", "-o"])
+            .args(["-static", opt, "-s", "-Wall", "-o"])
             .arg(&bin)
             .arg(&src),
     )
-    .context("cannot compile the floor init (is gcc with static glibc installed?)")?;
+    .with_context(|| {
+        format!("cannot compile the {name} init (is gcc with static glibc installed?)")
+    })?;
     let agent = std::fs::read(&bin).with_context(|| format!("cannot read {}", bin.display()))?;
 
-    let out = dir.join("floor-initrd.img");
+    let out = dir.join(format!("{name}-initrd.img"));
     let file =
         std::fs::File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
     InitrdContents { agent, modules }
@@ -133,7 +153,7 @@ pub(crate) async fn build(image_dir: &Path, manifest: &Manifest, dir: &Path) -> 
 
 /// File names of the manifest's modules up to and including [`LAST_MODULE`], in load order
 /// (the manifest lists dependencies first, so the prefix holds their dependencies too).
-pub(super) fn floor_modules(manifest: &Manifest) -> Result<Vec<String>> {
+fn floor_modules(manifest: &Manifest) -> Result<Vec<String>> {
     let Some(last) = manifest.modules.iter().position(|m| m.name == LAST_MODULE) else {
         if manifest.builtin_modules.iter().any(|m| m == LAST_MODULE) {
             return Ok(Vec::new());
@@ -173,7 +193,7 @@ fn c_source(modules: &[String], hello: &[u8]) -> String {
 }
 
 /// The `.ko` files of a gzip-compressed newc cpio initrd, by file name.
-pub(super) fn ko_files(initrd: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+fn ko_files(initrd: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let gz = std::fs::File::open(initrd).with_context(|| {
         format!(
             "cannot open {} (build it with `cargo xtask guest-image`)",

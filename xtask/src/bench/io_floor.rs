@@ -9,14 +9,11 @@
 //! - `q`: power off.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context as _, Result};
-use guest_image::initrd::{InitrdContents, InitrdModule};
+use anyhow::Result;
 use guest_image::{Manifest, GUEST_MODULE_DIR};
 
-use super::floor::{floor_modules, ko_files};
-use crate::ctx;
+use super::floor::build_initrd;
 
 /// The line the init prints on the console once it listens.
 pub(super) const READY_LINE: &str = "io-floor: listening";
@@ -123,43 +120,14 @@ int main(void) {
 
 /// Builds the I/O floor initrd in `dir` from the guest image in `image_dir`; returns its path.
 pub(super) fn build(image_dir: &Path, manifest: &Manifest, dir: &Path) -> Result<PathBuf> {
-    let wanted = floor_modules(manifest)?;
-    let initrd = image_dir.join(guest_image::INITRD_FILE);
-    let mut files = ko_files(&initrd)?;
-    let mut modules = Vec::with_capacity(wanted.len());
-    for file in &wanted {
-        let data = files
-            .remove(file)
-            .with_context(|| format!("{} has no {GUEST_MODULE_DIR}/{file}", initrd.display()))?;
-        modules.push(InitrdModule {
-            file_name: file.clone(),
-            data,
-        });
-    }
-    let mods: String = wanted
-        .iter()
-        .map(|m| format!("\"{GUEST_MODULE_DIR}/{m}\", "))
-        .collect();
-    let source = INIT_C
-        .replace("@MODULES@", &mods)
-        .replace("@PORT@", &vc_proto::AGENT_VSOCK_PORT.to_string())
-        .replace("@READY@", READY_LINE);
-    let src = dir.join("io-floor-init.c");
-    let bin = dir.join("io-floor-init");
-    std::fs::write(&src, source).with_context(|| format!("cannot write {}", src.display()))?;
-    ctx::run(
-        Command::new("gcc")
-            .args(["-static", "-O2", "-s", "-Wall", "-o"])
-            .arg(&bin)
-            .arg(&src),
-    )
-    .context("cannot compile the I/O floor init (is gcc with static glibc installed?)")?;
-    let agent = std::fs::read(&bin).with_context(|| format!("cannot read {}", bin.display()))?;
-    let out = dir.join("io-floor-initrd.img");
-    let file =
-        std::fs::File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    InitrdContents { agent, modules }
-        .write_gzip(file)
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(out)
+    build_initrd(image_dir, manifest, dir, "io-floor", "-O2", |wanted| {
+        let mods: String = wanted
+            .iter()
+            .map(|m| format!("\"{GUEST_MODULE_DIR}/{m}\", "))
+            .collect();
+        INIT_C
+            .replace("@MODULES@", &mods)
+            .replace("@PORT@", &vc_proto::AGENT_VSOCK_PORT.to_string())
+            .replace("@READY@", READY_LINE)
+    })
 }
