@@ -28,7 +28,7 @@ mod methods;
 mod options;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use attach::{
     collect_output, collect_output_limited, Output, ProcessIo, ProcessOutput, ProcessStdin,

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use vc_agent::{Agent, AgentOptions};
 use vc_proto::{ProcessRef, ProcessSpec, StreamKind};
 
 use super::{Process, ProcessError};
-use crate::agent::{dialer_fn, AgentClient, ConnectOptions, Dialer, RawStream};
+use crate::agent::tests::real_agent::{real_client_with, sh};
+use crate::agent::{AgentClient, ConnectOptions};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -23,39 +23,16 @@ async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
 
 /// A client served by one in-process agent; `alive` is its VM liveness probe.
 async fn client(alive: Arc<AtomicBool>) -> (AgentClient, tempfile::TempDir) {
-    let run_dir = tempfile::tempdir().expect("tempdir");
-    let agent = Agent::new(AgentOptions::process(run_dir.path())).expect("agent");
-    let connect = move || {
-        let (host, guest) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(vc_agent::serve_connection(Arc::clone(&agent), guest));
-        host
-    };
-    let control = connect();
-    let dialer: Arc<dyn Dialer> = Arc::new(dialer_fn(move || {
-        std::future::ready(Ok(RawStream::new(connect())))
-    }));
     let opts = ConnectOptions::default()
         .vm_alive(move || alive.load(Ordering::SeqCst))
         .liveness_interval(Duration::from_millis(50));
-    let client = AgentClient::from_stream_with(control, &opts, Some(dialer))
-        .await
-        .expect("handshake with the real agent");
-    (client, run_dir)
+    real_client_with(&opts).await
 }
 
 fn host(exec_id: &str) -> ProcessRef {
     ProcessRef {
         container_id: String::new(),
         exec_id: Some(exec_id.into()),
-    }
-}
-
-fn sh(script: &str) -> ProcessSpec {
-    ProcessSpec {
-        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        env: vec!["PATH=/usr/bin:/bin".into()],
-        cwd: "/".into(),
-        ..ProcessSpec::default()
     }
 }
 

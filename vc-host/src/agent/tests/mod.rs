@@ -5,7 +5,7 @@ mod attach;
 mod calls;
 mod connect;
 mod hostile;
-mod real_agent;
+pub(crate) mod real_agent;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -17,6 +17,12 @@ use crate::agent::{
 /// A client whose control connection and process streams are all served by
 /// one in-process agent.
 async fn real_client() -> (AgentClient, tempfile::TempDir) {
+    real_client_with(&ConnectOptions::default()).await
+}
+
+/// As [`real_client`], connected with `opts` (also used by the tests of
+/// `runtime::Process`).
+pub(crate) async fn real_client_with(opts: &ConnectOptions) -> (AgentClient, tempfile::TempDir) {
     let run_dir = tempfile::tempdir().expect("tempdir");
     let agent = Agent::new(AgentOptions::process(run_dir.path())).expect("agent");
     let connect = {
@@ -31,7 +37,7 @@ async fn real_client() -> (AgentClient, tempfile::TempDir) {
     let dialer: Arc<dyn Dialer> = Arc::new(dialer_fn(move || {
         std::future::ready(Ok(RawStream::new(connect())))
     }));
-    let client = AgentClient::from_stream_with(control, &ConnectOptions::default(), Some(dialer))
+    let client = AgentClient::from_stream_with(control, opts, Some(dialer))
         .await
         .expect("handshake with the real agent");
     (client, run_dir)
@@ -44,7 +50,8 @@ fn host_process(exec_id: &str) -> ProcessRef {
     }
 }
 
-fn sh(script: &str) -> ProcessSpec {
+/// `/bin/sh -c script` with a plain `PATH`.
+pub(crate) fn sh(script: &str) -> ProcessSpec {
     ProcessSpec {
         args: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec!["PATH=/usr/bin:/bin".into()],
