@@ -10,6 +10,7 @@ pub mod agent;
 pub mod config;
 pub mod hypervisor;
 pub mod id;
+pub mod mountinfo;
 pub mod network;
 pub mod runtime;
 pub mod state;
