@@ -330,6 +330,55 @@ fn payload_encodings_are_pinned() {
             vec![2, b'c', b'1', 0, 2],
         ),
         (
+            codec::encode(&Request::CreateContainerV2 {
+                spec: common::container_spec(),
+                seccomp: vc_proto::Seccomp::Unconfined,
+            })
+            .expect("encodes"),
+            {
+                // Appended variant 22: the spec exactly as in CreateContainer
+                // (variant 4), then the seccomp choice (1 = Unconfined).
+                let mut v = vec![22];
+                v.extend(
+                    &codec::encode(&Request::CreateContainer(common::container_spec()))
+                        .expect("encodes")[1..],
+                );
+                v.push(1);
+                v
+            },
+        ),
+        (
+            codec::encode(&vc_proto::Seccomp::Profile(vc_proto::SeccompProfile {
+                default_action: vc_proto::SeccompAction::Errno,
+                default_errno_ret: Some(1),
+                architectures: vec![],
+                flags: vec![vc_proto::SeccompFlag::Log],
+                syscalls: vec![vc_proto::SeccompSyscall {
+                    names: vec!["mkdir".into()],
+                    action: vc_proto::SeccompAction::Allow,
+                    errno_ret: None,
+                    args: vec![vc_proto::SeccompArg {
+                        index: 1,
+                        value: 0o700,
+                        value_two: 0,
+                        op: vc_proto::SeccompOp::MaskedEqual,
+                    }],
+                }],
+            }))
+            .expect("encodes"),
+            vec![
+                2, // Seccomp::Profile
+                4, 1, 1, // defaultAction Errno, defaultErrnoRet Some(1)
+                0, // no architectures
+                1, 1, // flags: [Log]
+                1, // one rule
+                1, 5, b'm', b'k', b'd', b'i', b'r', // names: ["mkdir"]
+                6, 0, // action Allow, errnoRet None
+                1, 1, 251, 0xc0, 0x01, 0,
+                6, // args: index 1, value 448, valueTwo 0, MaskedEqual
+            ],
+        ),
+        (
             codec::encode(&Hello {
                 min_version: 1,
                 max_version: 1,

@@ -29,9 +29,11 @@ mod net;
 mod pod;
 mod request;
 mod response;
+mod seccomp;
 
 pub use container::*;
 pub use net::*;
 pub use pod::*;
 pub use request::*;
 pub use response::*;
+pub use seccomp::*;

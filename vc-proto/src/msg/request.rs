@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::container::{ContainerSpec, ProcessRef, ProcessSpec, Resources};
 use super::pod::PodSetup;
+use super::seccomp::Seccomp;
 
 /// A request from the host. Each variant names the [`Response`](crate::Response)
 /// it is answered with on success; any request may instead be answered with
@@ -20,8 +21,9 @@ pub enum Request {
     Health,
     /// Set up the pod: hostname, DNS, shared mounts, network. Reply: `Ok`.
     SetupPod(PodSetup),
-    /// Create a container; its main process is prepared but not started.
-    /// Reply: `Ok`.
+    /// Create a container; its main process is prepared but not started. The
+    /// agent applies [`Seccomp::Default`] (hosts that predate
+    /// [`Request::CreateContainerV2`] had no way to choose). Reply: `Ok`.
     CreateContainer(ContainerSpec),
     /// Start a created container's main process. Reply: `Pid`.
     StartContainer {
@@ -115,6 +117,17 @@ pub enum Request {
     /// Stop every container, sync filesystems and power the VM off. Reply: `Ok`,
     /// sent before the power-off.
     Shutdown,
+    /// Create a container with a seccomp choice; otherwise as
+    /// [`Request::CreateContainer`]. The filter applies to the main process and
+    /// to every exec. An agent older than this variant answers
+    /// [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported), so a host
+    /// never runs a container unfiltered by mistake. Reply: `Ok`.
+    CreateContainerV2 {
+        /// The container.
+        spec: ContainerSpec,
+        /// Its seccomp filter.
+        seccomp: Seccomp,
+    },
 }
 
 impl Request {
@@ -143,6 +156,7 @@ impl Request {
             Request::ListInterfaces => "list-interfaces",
             Request::ListRoutes => "list-routes",
             Request::Shutdown => "shutdown",
+            Request::CreateContainerV2 { .. } => "create-container-v2",
         }
     }
 }

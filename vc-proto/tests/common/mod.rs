@@ -17,6 +17,7 @@ use vc_proto::{
     AgentError, ContainerSpec, ContainerStats, ContainerStatus, Dns, ErrorCode, Event,
     GuestDetails, GuestInterface, Health, HostEntry, Interface, IpNet, Mount, Neighbour, PodSetup,
     ProcessRef, ProcessSpec, ProcessState, Request, Resources, Response, Rlimit, Rootfs, Route,
+    Seccomp, SeccompAction, SeccompArg, SeccompFlag, SeccompOp, SeccompProfile, SeccompSyscall,
     SharedMount, StreamAttach, StreamKind, User,
 };
 
@@ -215,11 +216,67 @@ pub fn requests() -> Vec<Request> {
         Request::ListInterfaces,
         Request::ListRoutes,
         Request::Shutdown,
+        Request::CreateContainerV2 {
+            spec: container_spec(),
+            seccomp: Seccomp::Default,
+        },
+        Request::CreateContainerV2 {
+            spec: container_spec(),
+            seccomp: Seccomp::Unconfined,
+        },
+        Request::CreateContainerV2 {
+            spec: container_spec(),
+            seccomp: Seccomp::Profile(seccomp_profile()),
+        },
     ]
 }
 
+/// A profile using every field: default errno, architectures, flags, a rule
+/// with an errno, one with masked and plain argument conditions.
+pub fn seccomp_profile() -> SeccompProfile {
+    SeccompProfile {
+        default_action: SeccompAction::Errno,
+        default_errno_ret: Some(1),
+        architectures: vec!["SCMP_ARCH_X86_64".into()],
+        flags: vec![SeccompFlag::Log],
+        syscalls: vec![
+            SeccompSyscall {
+                names: vec!["read".into(), "write".into()],
+                action: SeccompAction::Allow,
+                errno_ret: None,
+                args: vec![],
+            },
+            SeccompSyscall {
+                names: vec!["clone".into()],
+                action: SeccompAction::Allow,
+                errno_ret: None,
+                args: vec![
+                    SeccompArg {
+                        index: 0,
+                        value: 0x7e02_0000,
+                        value_two: 0,
+                        op: SeccompOp::MaskedEqual,
+                    },
+                    SeccompArg {
+                        index: 1,
+                        value: 5,
+                        value_two: 0,
+                        op: SeccompOp::NotEqual,
+                    },
+                ],
+            },
+            SeccompSyscall {
+                names: vec!["clone3".into()],
+                action: SeccompAction::Errno,
+                errno_ret: Some(38),
+                args: vec![],
+            },
+        ],
+    }
+}
+
 /// Number of `Request` variants: one more than the highest `request_index`.
-pub const REQUEST_VARIANTS: usize = 22;
+pub const REQUEST_VARIANTS: usize = 23;
 
 /// The variant's position; exhaustive, so a new variant must be added here.
 pub fn request_index(request: &Request) -> usize {
@@ -246,6 +303,7 @@ pub fn request_index(request: &Request) -> usize {
         Request::ListInterfaces => 19,
         Request::ListRoutes => 20,
         Request::Shutdown => 21,
+        Request::CreateContainerV2 { .. } => 22,
     }
 }
 

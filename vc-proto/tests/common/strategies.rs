@@ -10,7 +10,8 @@ use vc_proto::{
     AgentError, ContainerSpec, ContainerStats, ContainerStatus, Dns, ErrorCode, Event,
     GuestDetails, GuestInterface, Health, Hello, HostEntry, Interface, IpNet, Mount, Neighbour,
     PodSetup, ProcessRef, ProcessSpec, ProcessState, Request, Resources, Response, Rlimit, Rootfs,
-    Route, SharedMount, StreamAttach, StreamKind, User,
+    Route, Seccomp, SeccompAction, SeccompArg, SeccompFlag, SeccompOp, SeccompProfile,
+    SeccompSyscall, SharedMount, StreamAttach, StreamKind, User,
 };
 
 /// Short strings of any Unicode scalar values, including empty ones.
@@ -275,6 +276,85 @@ pub fn request() -> impl Strategy<Value = Request> {
             }
         }),
         text().prop_map(|container_id| Request::Stats { container_id }),
+        (container_spec(), seccomp())
+            .prop_map(|(spec, seccomp)| Request::CreateContainerV2 { spec, seccomp }),
+    ]
+}
+
+pub fn seccomp_action() -> impl Strategy<Value = SeccompAction> {
+    prop_oneof![
+        Just(SeccompAction::Kill),
+        Just(SeccompAction::KillProcess),
+        Just(SeccompAction::KillThread),
+        Just(SeccompAction::Trap),
+        Just(SeccompAction::Errno),
+        Just(SeccompAction::Trace),
+        Just(SeccompAction::Allow),
+        Just(SeccompAction::Log),
+        Just(SeccompAction::Notify),
+    ]
+}
+
+pub fn seccomp_profile() -> impl Strategy<Value = SeccompProfile> {
+    let op = prop_oneof![
+        Just(SeccompOp::NotEqual),
+        Just(SeccompOp::LessThan),
+        Just(SeccompOp::LessOrEqual),
+        Just(SeccompOp::Equal),
+        Just(SeccompOp::GreaterOrEqual),
+        Just(SeccompOp::GreaterThan),
+        Just(SeccompOp::MaskedEqual),
+    ];
+    let arg =
+        (any::<u32>(), any::<u64>(), any::<u64>(), op).prop_map(|(index, value, value_two, op)| {
+            SeccompArg {
+                index,
+                value,
+                value_two,
+                op,
+            }
+        });
+    let rule = (
+        texts(),
+        seccomp_action(),
+        option::of(any::<u32>()),
+        vec(arg, 0..3),
+    )
+        .prop_map(|(names, action, errno_ret, args)| SeccompSyscall {
+            names,
+            action,
+            errno_ret,
+            args,
+        });
+    let flag = prop_oneof![
+        Just(SeccompFlag::Tsync),
+        Just(SeccompFlag::Log),
+        Just(SeccompFlag::SpecAllow),
+        Just(SeccompFlag::WaitKillableRecv),
+    ];
+    (
+        seccomp_action(),
+        option::of(any::<u32>()),
+        texts(),
+        vec(flag, 0..3),
+        vec(rule, 0..3),
+    )
+        .prop_map(
+            |(default_action, default_errno_ret, architectures, flags, syscalls)| SeccompProfile {
+                default_action,
+                default_errno_ret,
+                architectures,
+                flags,
+                syscalls,
+            },
+        )
+}
+
+pub fn seccomp() -> impl Strategy<Value = Seccomp> {
+    prop_oneof![
+        Just(Seccomp::Default),
+        Just(Seccomp::Unconfined),
+        seccomp_profile().prop_map(Seccomp::Profile),
     ]
 }
 
