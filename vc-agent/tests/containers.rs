@@ -15,7 +15,8 @@ use vc_agent::container::ContainerPaths;
 use vc_agent::{Agent, AgentOptions};
 use vc_proto::{
     ContainerSpec, ContainerStatus, ErrorCode, Event, ProcessRef, ProcessSpec, ProcessState,
-    Request, Resources, Response, Rootfs, StreamKind,
+    Request, Resources, Response, Rootfs, Seccomp, SeccompAction, SeccompProfile, SeccompSyscall,
+    StreamKind,
 };
 
 const BUSYBOX: &str = "/usr/bin/busybox";
@@ -433,4 +434,150 @@ async fn signal_all_and_a_failed_start_leaves_it_created() {
             .await,
         Response::Ok
     );
+}
+
+/// Creates `id` running `script` with `seccomp`, and starts it.
+async fn start_with_seccomp(client: &mut Client, id: &str, seccomp: Seccomp, script: &str) {
+    let create = Request::CreateContainerV2 {
+        spec: spec(id, script),
+        seccomp,
+    };
+    assert_eq!(client.call(create).await, Response::Ok);
+    let started = client
+        .call(Request::StartContainer {
+            container_id: id.into(),
+        })
+        .await;
+    assert!(matches!(started, Response::Pid(_)), "{started:?}");
+}
+
+/// Creates `id` with `seccomp`, starts it, and returns what its main process
+/// printed and its exit code; the container is removed.
+async fn run_with_seccomp(env: &Env, id: &str, seccomp: Seccomp, script: &str) -> (String, i32) {
+    let mut client = connect(&env.agent).await;
+    start_with_seccomp(&mut client, id, seccomp, script).await;
+    let out = attach(&env.agent, main_of(id), StreamKind::Stdout)
+        .await
+        .expect("main stdout");
+    let text = String::from_utf8_lossy(&read_all(out).await).into_owned();
+    let Response::Exited(code) = client
+        .call(Request::Wait {
+            process: main_of(id),
+        })
+        .await
+    else {
+        panic!("wait failed");
+    };
+    let removed = client
+        .call(Request::RemoveContainer {
+            container_id: id.into(),
+        })
+        .await;
+    assert_eq!(removed, Response::Ok);
+    (text, code)
+}
+
+/// The seccomp line of `/proc/self/status` and whether a user namespace could
+/// be made (the default profile denies `unshare` without `CAP_SYS_ADMIN`).
+const SECCOMP_PROBE: &str = "/bin/busybox grep '^Seccomp:' /proc/self/status; \
+    /bin/busybox unshare -U /bin/true 2>&1; echo unshare=$?";
+
+#[tokio::test]
+async fn seccomp_default_unconfined_and_a_custom_profile() {
+    let env = env();
+    let (text, code) = run_with_seccomp(&env, "sc-default", Seccomp::Default, SECCOMP_PROBE).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Seccomp:\t2\n"), "{text}");
+    assert!(text.contains("Operation not permitted"), "{text}");
+    assert!(text.contains("unshare=1"), "{text}");
+
+    let (text, code) =
+        run_with_seccomp(&env, "sc-unconfined", Seccomp::Unconfined, SECCOMP_PROBE).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Seccomp:\t0\n"), "{text}");
+    assert!(text.contains("unshare=0"), "{text}");
+
+    // A profile that allows everything but mkdir, refused with EOPNOTSUPP.
+    let profile = SeccompProfile {
+        default_action: SeccompAction::Allow,
+        default_errno_ret: None,
+        architectures: vec!["SCMP_ARCH_X86_64".into()],
+        flags: vec![],
+        syscalls: vec![SeccompSyscall {
+            names: vec!["mkdir".into(), "mkdirat".into()],
+            action: SeccompAction::Errno,
+            errno_ret: Some(libc::EOPNOTSUPP as u32),
+            args: vec![],
+        }],
+    };
+    let script = "/bin/busybox mkdir /tmp/d 2>&1; echo mkdir=$?; \
+                  /bin/busybox unshare -U /bin/true; echo unshare=$?";
+    let (text, code) = run_with_seccomp(&env, "sc-custom", Seccomp::Profile(profile), script).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("not supported"), "{text}");
+    assert!(text.contains("mkdir=1"), "{text}");
+    assert!(text.contains("unshare=0"), "{text}");
+}
+
+#[tokio::test]
+async fn seccomp_applies_to_execs_and_bad_profiles_are_refused_at_create() {
+    let env = env();
+    let mut client = connect(&env.agent).await;
+    let id = "sc-exec";
+    start_with_seccomp(&mut client, id, Seccomp::Default, "exec /bin/sleep 60").await;
+    let exec_ref = ProcessRef {
+        container_id: id.into(),
+        exec_id: Some("probe".into()),
+    };
+    let exec = Request::Exec {
+        process: exec_ref.clone(),
+        spec: ProcessSpec {
+            args: vec!["/bin/sh".into(), "-c".into(), SECCOMP_PROBE.into()],
+            cwd: "/".into(),
+            no_new_privileges: true,
+            ..ProcessSpec::default()
+        },
+    };
+    assert!(matches!(client.call(exec).await, Response::Pid(_)));
+    let out = attach(&env.agent, exec_ref.clone(), StreamKind::Stdout)
+        .await
+        .expect("exec stdout");
+    let text = String::from_utf8_lossy(&read_all(out).await).into_owned();
+    assert!(text.contains("Seccomp:\t2\n"), "{text}");
+    assert!(text.contains("unshare=1"), "{text}");
+    assert_eq!(
+        client.call(Request::Wait { process: exec_ref }).await,
+        Response::Exited(0)
+    );
+    let stop = Request::StopContainer {
+        container_id: id.into(),
+        grace_ms: 100,
+    };
+    assert!(matches!(client.call(stop).await, Response::Exited(_)));
+    let remove = Request::RemoveContainer {
+        container_id: id.into(),
+    };
+    assert_eq!(client.call(remove).await, Response::Ok);
+
+    // A profile the agent refuses: nothing is created.
+    let bad = SeccompProfile {
+        default_action: SeccompAction::Notify,
+        default_errno_ret: None,
+        architectures: vec![],
+        flags: vec![],
+        syscalls: vec![],
+    };
+    let refused = client
+        .call(Request::CreateContainerV2 {
+            spec: spec("sc-bad", "true"),
+            seccomp: Seccomp::Profile(bad),
+        })
+        .await;
+    assert!(
+        matches!(&refused, Response::Error(e) if e.code == ErrorCode::InvalidArgument
+            && e.message.contains("defaultAction")),
+        "{refused:?}"
+    );
+    assert!(!env.dir.path().join("run/containers/sc-bad").exists());
+    assert!(!env.cgroup_parent.join("sc-bad").exists());
 }

@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use vc_proto::{
     AgentError, ContainerSpec, ContainerStatus, ErrorCode, ProcessRef, ProcessSpec, ProcessState,
-    Resources, Response,
+    Resources, Response, Seccomp,
 };
 
 use super::errors::{fail, wire, ToAgentError};
@@ -99,7 +99,8 @@ impl ToAgentError for ContainerError {
             | E::UnknownRlimit(_)
             | E::RlimitSoftAboveHard(_)
             | E::InvalidResource { .. }
-            | E::ControllerUnavailable(..) => ErrorCode::InvalidArgument,
+            | E::ControllerUnavailable(..)
+            | E::Seccomp(_) => ErrorCode::InvalidArgument,
             E::MainProcessGone { .. } => ErrorCode::WrongState,
             _ => ErrorCode::System,
         }
@@ -166,6 +167,7 @@ impl Agent {
     pub(super) async fn create_container(
         self: &Arc<Self>,
         spec: ContainerSpec,
+        seccomp: Seccomp,
     ) -> Result<Response, AgentError> {
         let id = spec.id.clone();
         {
@@ -180,7 +182,7 @@ impl Agent {
         }
         let process = spec.process.clone();
         let paths = self.options.containers.clone();
-        let created = blocking(move || Container::create_in(&spec, &paths)).await;
+        let created = blocking(move || Container::create_with(&spec, &seccomp, &paths)).await;
         self.containers
             .creating
             .lock()

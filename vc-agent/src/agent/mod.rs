@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use vc_proto::{Request, Response};
+use vc_proto::{Request, Response, Seccomp};
 
 use crate::config::DebugFlags;
 use crate::container::ContainerPaths;
@@ -132,7 +132,10 @@ impl Agent {
             Request::GuestDetails => self.guest_details(protocol_version),
             Request::Health => self.health(),
             Request::SetupPod(setup) => self.setup_pod(setup).await,
-            Request::CreateContainer(spec) => self.create_container(spec).await,
+            Request::CreateContainer(spec) => self.create_container(spec, Seccomp::Default).await,
+            Request::CreateContainerV2 { spec, seccomp } => {
+                self.create_container(spec, seccomp).await
+            }
             Request::StartContainer { container_id } => self.start_container(&container_id).await,
             Request::StopContainer {
                 container_id,

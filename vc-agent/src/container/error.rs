@@ -172,6 +172,10 @@ pub enum ContainerError {
     )]
     RootIsInitramfs,
 
+    /// The seccomp choice cannot be turned into filters.
+    #[error("the container's seccomp filter is refused")]
+    Seccomp(#[from] super::seccomp::SeccompError),
+
     /// The main process whose namespaces an exec joins is gone.
     #[error("the container's main process {pid} is not running")]
     MainProcessGone {
@@ -265,10 +269,12 @@ pub enum SetupStep {
     ParentDeathSignal,
     /// `execve`.
     Exec,
+    /// Installing the seccomp filters.
+    Seccomp,
 }
 
 impl SetupStep {
-    const ALL: [SetupStep; 30] = [
+    const ALL: [SetupStep; 31] = [
         SetupStep::Signals,
         SetupStep::JoinCgroup,
         SetupStep::JoinNamespaces,
@@ -299,6 +305,7 @@ impl SetupStep {
         SetupStep::Fork,
         SetupStep::ParentDeathSignal,
         SetupStep::Exec,
+        SetupStep::Seccomp,
     ];
 
     fn from_u8(v: u8) -> Option<Self> {
@@ -338,6 +345,7 @@ impl SetupStep {
             SetupStep::Fork => "fork into the container's PID namespace",
             SetupStep::ParentDeathSignal => "set the parent death signal",
             SetupStep::Exec => "execute the program",
+            SetupStep::Seccomp => "install the seccomp filter",
         }
     }
 }

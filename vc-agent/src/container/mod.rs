@@ -35,6 +35,7 @@ mod plan;
 mod resolve;
 mod rlimit;
 mod rootfs;
+mod seccomp;
 
 #[cfg(test)]
 mod tests;
@@ -48,7 +49,7 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
-use vc_proto::{ContainerSpec, ContainerStats, ProcessSpec, Resources};
+use vc_proto::{ContainerSpec, ContainerStats, ProcessSpec, Resources, Seccomp};
 
 use self::cgroup::{ContainerCgroup, Limits};
 pub use self::error::{CgroupsRsError, ChildSetupError, ContainerError, SetupStep};
@@ -56,6 +57,7 @@ pub use self::initramfs::leave_initramfs;
 use self::mounts::MountOp;
 pub use self::plan::LaunchPlan;
 use self::plan::{PlanKind, ProcessPlan};
+pub use self::seccomp::SeccompError;
 
 /// Where containers live in the guest. [`Default`] is the guest's layout; tests
 /// point it elsewhere.
@@ -125,6 +127,7 @@ pub struct Container {
     hostname: Option<CString>,
     ops: Vec<MountOp>,
     cgroup: ContainerCgroup,
+    seccomp: Seccomp,
 }
 
 /// Undoes a half-made `create` when dropped before `disarm`.
@@ -167,7 +170,22 @@ impl Container {
         spec: &ContainerSpec,
         paths: &ContainerPaths,
     ) -> Result<Container, ContainerError> {
+        Self::create_with(spec, &Seccomp::Default, paths)
+    }
+
+    /// As [`Container::create_in`], with a seccomp choice for every process of
+    /// the container. A profile is validated and compiled (for the main
+    /// process's capabilities) before anything is made.
+    pub fn create_with(
+        spec: &ContainerSpec,
+        seccomp: &Seccomp,
+        paths: &ContainerPaths,
+    ) -> Result<Container, ContainerError> {
         validate_id(&spec.id)?;
+        seccomp::check(
+            seccomp,
+            caps::keep_mask(spec.process.capabilities.as_deref())?,
+        )?;
         initramfs::check_pivot_possible()?;
         mounts::validate(&spec.mounts)?;
         Limits::from_resources(&spec.resources)?;
@@ -237,6 +255,7 @@ impl Container {
             hostname,
             ops,
             cgroup,
+            seccomp: seccomp.clone(),
         })
     }
 
@@ -269,7 +288,9 @@ impl Container {
         process: &ProcessSpec,
         kind: LaunchKind,
     ) -> Result<LaunchPlan, ContainerError> {
-        let process = ProcessPlan::new(process, true)?;
+        let mut process = ProcessPlan::new(process, true)?;
+        let keep = process.caps.map_or(0, |c| c.keep);
+        process.seccomp = seccomp::plan(&self.seccomp, keep)?;
         let cgroup_procs = self.cgroup.open_procs()?;
         let kind = match kind {
             LaunchKind::Main => PlanKind::Main {

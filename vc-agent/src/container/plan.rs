@@ -17,6 +17,7 @@ use super::caps::{kernel_last_cap, plan_caps, CapPlan};
 use super::error::ContainerError;
 use super::mounts::MountOp;
 use super::rlimit::{plan_rlimits, RlimitPlan};
+use super::seccomp::SeccompPlan;
 
 /// `PATH` when the process's environment has none (Docker's default).
 pub(crate) const DEFAULT_PATH: &str =
@@ -119,6 +120,10 @@ pub(crate) struct ProcessPlan {
     /// with no list given).
     pub caps: Option<CapPlan>,
     pub no_new_privs: bool,
+    /// The seccomp filters, installed last before `execve` (with
+    /// `no_new_privs`), or before the capabilities are dropped (without it:
+    /// the kernel then needs `CAP_SYS_ADMIN`), as runc does.
+    pub seccomp: Option<SeccompPlan>,
 }
 
 impl ProcessPlan {
@@ -166,6 +171,7 @@ impl ProcessPlan {
             rlimits: plan_rlimits(&p.rlimits)?,
             caps,
             no_new_privs: p.no_new_privileges,
+            seccomp: None,
         })
     }
 }

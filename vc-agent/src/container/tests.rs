@@ -376,7 +376,8 @@ fn main_process_is_pid_1_with_its_hostname_user_and_mounts() {
 #[test]
 fn root_keeps_exactly_the_kept_capabilities() {
     let env = TestEnv::new("caps");
-    let script = "grep Cap /proc/self/status; touch /dev/x && echo devtmpfs-writable";
+    let script =
+        "grep -e Cap -e ^Seccomp: /proc/self/status; touch /dev/x && echo devtmpfs-writable";
     let spec = env.spec("c-caps", &["sh", "-c", script]);
     let c = env.create(&spec);
     let (out, _) = run_to_end(
@@ -390,6 +391,7 @@ fn root_keeps_exactly_the_kept_capabilities() {
         "CapEff:\t00000000a80425fb",
         "CapBnd:\t00000000a80425fb",
         "CapAmb:\t0000000000000000",
+        "Seccomp:\t2",
         "devtmpfs-writable",
     ] {
         assert!(

@@ -21,7 +21,10 @@
 //! Process part: rlimits; capabilities dropped from the bounding set;
 //! `PR_SET_KEEPCAPS`; supplementary groups, gid, uid; `capset` (effective =
 //! permitted = the kept set, inheritable empty) and the ambient set cleared;
-//! `no_new_privs`; umask 022; `chdir`; `execve` of each `PATH` candidate.
+//! `no_new_privs`; umask 022; `chdir`; the seccomp filters; `execve` of each
+//! `PATH` candidate. Without `no_new_privs` the seccomp filters come right
+//! after the rlimits instead, while the child still has `CAP_SYS_ADMIN`,
+//! which the kernel then requires (runc's order too).
 
 mod relay;
 pub(crate) mod sys;
@@ -202,6 +205,9 @@ fn exec_process(p: &ProcessPlan, parent_death_kill: bool) -> Result<Infallible, 
     for r in &p.rlimits {
         sys::setrlimit(r.resource, r.soft, r.hard).map_err(at(SetupStep::Rlimit))?;
     }
+    if let (Some(filters), false) = (&p.seccomp, p.no_new_privs) {
+        filters.install().map_err(at(SetupStep::Seccomp))?;
+    }
     if let Some(caps) = &p.caps {
         // Needs CAP_SETPCAP, so before the uid changes.
         for cap in 0..=caps.last_cap {
@@ -242,6 +248,10 @@ fn exec_process(p: &ProcessPlan, parent_death_kill: bool) -> Result<Infallible, 
     }
     sys::umask(0o022);
     sys::chdir(&p.cwd).map_err(at(SetupStep::Cwd))?;
+    if let (Some(filters), true) = (&p.seccomp, p.no_new_privs) {
+        // The last step: the fewest system calls run under the filter.
+        filters.install().map_err(at(SetupStep::Seccomp))?;
+    }
 
     // execvp's rules: skip candidates that are missing, remember EACCES, stop at
     // any other error.
