@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+pub use vc_proto::{Seccomp, SeccompProfile};
 
 use crate::hypervisor::VmConfig;
 use crate::id::{ContainerId, PodId};
@@ -328,6 +329,12 @@ pub struct ContainerConfig {
     /// Raw disk images mounted in the container, as virtio-blk disks.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// The seccomp filter of every process of the container: `"default"`
+    /// (Docker's and containerd's default profile, built into the agent),
+    /// `"unconfined"` (none), or `{ profile = ... }` with a profile in the OCI
+    /// `LinuxSeccomp` form (see `docs/containers.md`).
+    #[serde(default)]
+    pub seccomp: Seccomp,
 }
 
 fn default_cwd() -> String {
@@ -360,6 +367,7 @@ impl ContainerConfig {
             tmpfs: Vec::new(),
             shm_size_bytes: None,
             disks: Vec::new(),
+            seccomp: Seccomp::Default,
         }
     }
 
@@ -386,6 +394,9 @@ impl ContainerConfig {
         }
         self.resources.validate()?;
         crate::storage::validate(&self.volumes, &self.tmpfs, self.shm_size_bytes)?;
+        if let Seccomp::Profile(p) = &self.seccomp {
+            p.validate()?;
+        }
         Ok(())
     }
 
@@ -460,6 +471,30 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// The seccomp profile cannot work; the source names its field.
+    #[error("the container's seccomp profile is refused")]
+    Seccomp(#[from] vc_proto::SeccompProfileError),
+}
+
+/// Reads `--seccomp`'s value: `default`, `unconfined`, or the path of a JSON
+/// file holding a profile in the OCI `LinuxSeccomp` form (what
+/// `linux.seccomp` holds in an OCI `config.json`). A profile is validated here.
+pub fn parse_seccomp(arg: &str) -> Result<Seccomp, ConfigError> {
+    match arg {
+        "default" => return Ok(Seccomp::Default),
+        "unconfined" => return Ok(Seccomp::Unconfined),
+        _ => {}
+    }
+    let invalid = |reason: String| ConfigError::Invalid {
+        field: "seccomp",
+        reason,
+    };
+    let text = std::fs::read_to_string(arg)
+        .map_err(|e| invalid(format!("cannot read the profile {arg}: {e}")))?;
+    let profile: vc_proto::SeccompProfile = serde_json::from_str(&text)
+        .map_err(|e| invalid(format!("the profile {arg} is not an OCI LinuxSeccomp: {e}")))?;
+    profile.validate()?;
+    Ok(Seccomp::Profile(profile))
 }
 
 #[cfg(test)]
@@ -576,5 +611,95 @@ mod tests {
         assert_eq!(merged.cpu_quota_us, Some(50_000));
         assert!(ResourcesConfig::default().is_empty());
         assert!(!update.is_empty());
+    }
+
+    #[test]
+    fn seccomp_is_default_unconfined_or_an_oci_profile() {
+        let parse = |extra: &str| {
+            serde_json::from_str::<ContainerConfig>(&format!(
+                r#"{{"id": "c1", "rootfs": "/tmp", "command": ["x"]{extra}}}"#
+            ))
+        };
+        assert_eq!(parse("").expect("parses").seccomp, Seccomp::Default);
+        assert_eq!(
+            parse(r#", "seccomp": "unconfined""#)
+                .expect("parses")
+                .seccomp,
+            Seccomp::Unconfined
+        );
+        let c = parse(
+            r#", "seccomp": {"profile": {"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                              "errnoRet": 95}]}}"#,
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        let Seccomp::Profile(p) = &c.seccomp else {
+            panic!("{:?}", c.seccomp)
+        };
+        assert_eq!(p.syscalls[0].errno_ret, Some(95));
+
+        let toml_config: ContainerConfig = toml::from_str(
+            "id = \"c1\"\nrootfs = \"/tmp\"\ncommand = [\"x\"]\n\
+             [seccomp.profile]\ndefaultAction = \"SCMP_ACT_LOG\"\n",
+        )
+        .expect("TOML parses");
+        assert!(matches!(toml_config.seccomp, Seccomp::Profile(_)));
+
+        let unknown = parse(r#", "seccomp": {"profile": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"}}"#)
+            .expect_err("no listener");
+        assert!(unknown.to_string().contains("listenerPath"), "{unknown}");
+        let bad_action = parse(r#", "seccomp": {"profile": {"defaultAction": "SCMP_ACT_MAYBE"}}"#)
+            .expect_err("unknown action");
+        assert!(
+            bad_action.to_string().contains("SCMP_ACT_MAYBE"),
+            "{bad_action}"
+        );
+
+        let refused = parse(
+            r#", "seccomp": {"profile": {"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+                              "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]}}"#,
+        )
+        .expect("parses")
+        .validate()
+        .expect_err("index 9");
+        match &refused {
+            ConfigError::Seccomp(e) => assert_eq!(e.field, "syscalls[0].args[0].index"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn seccomp_flag_values() {
+        assert_eq!(parse_seccomp("default").expect("keyword"), Seccomp::Default);
+        assert_eq!(
+            parse_seccomp("unconfined").expect("keyword"),
+            Seccomp::Unconfined
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("good.json");
+        std::fs::write(
+            &good,
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}"#,
+        )
+        .expect("write");
+        assert!(matches!(
+            parse_seccomp(good.to_str().expect("utf-8")).expect("valid"),
+            Seccomp::Profile(_)
+        ));
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#).expect("write");
+        let err = parse_seccomp(bad.to_str().expect("utf-8")).expect_err("notify");
+        assert!(
+            matches!(&err, ConfigError::Seccomp(e) if e.field == "defaultAction"),
+            "{err:?}"
+        );
+        let missing = parse_seccomp("/no/such/profile.json").expect_err("missing");
+        assert!(
+            missing.to_string().contains("/no/such/profile.json"),
+            "{missing}"
+        );
     }
 }

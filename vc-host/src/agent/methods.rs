@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use vc_proto::{
     ContainerSpec, ContainerStats, ContainerStatus, Event, GuestDetails, GuestInterface, Health,
-    PodSetup, ProcessRef, ProcessSpec, Request, Resources, Response, Route,
+    PodSetup, ProcessRef, ProcessSpec, Request, Resources, Response, Route, Seccomp,
 };
 
 use super::client::AgentClient;
@@ -98,9 +98,16 @@ impl AgentClient {
         self.ask_ok(Request::SetupPod(setup)).await
     }
 
-    /// Creates a container; its main process is prepared, not started.
-    pub async fn create_container(&self, spec: ContainerSpec) -> Result<(), AgentClientError> {
-        self.ask_ok(Request::CreateContainer(spec)).await
+    /// Creates a container; its main process is prepared, not started. Every
+    /// process of the container runs under the `seccomp` filter; an agent that
+    /// predates seccomp answers `Unsupported`.
+    pub async fn create_container(
+        &self,
+        spec: ContainerSpec,
+        seccomp: Seccomp,
+    ) -> Result<(), AgentClientError> {
+        self.ask_ok(Request::CreateContainerV2 { spec, seccomp })
+            .await
     }
 
     /// Starts a created container's main process; returns its pid in the guest.

@@ -101,7 +101,7 @@ impl Runtime {
                 mounts: storage::container_mounts(&config),
                 resources: (&config.resources).into(),
             };
-            agent.create_container(spec).await?;
+            agent.create_container(spec, config.seccomp.clone()).await?;
             Ok::<(), RuntimeError>(())
         }
         .await;

@@ -136,6 +136,14 @@ pub struct ContainerArgs {
     /// Size of /dev/shm (bytes, or with a k, m or g suffix).
     #[arg(long, value_parser = vc_host::storage::parse_size)]
     pub shm_size: Option<u64>,
+    /// Seccomp filter: default (Docker's default profile), unconfined, or
+    /// the path of a JSON profile in the OCI LinuxSeccomp form.
+    #[arg(
+        long,
+        default_value = "default",
+        value_name = "default|unconfined|PATH"
+    )]
+    pub seccomp: String,
     #[command(flatten)]
     pub limits: LimitArgs,
 }

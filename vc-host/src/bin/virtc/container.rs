@@ -34,6 +34,7 @@ pub fn config_from_args(
     c.volumes = args.volumes.clone();
     c.tmpfs = args.tmpfs.clone();
     c.shm_size_bytes = args.shm_size;
+    c.seccomp = vc_host::config::parse_seccomp(&args.seccomp)?;
     Ok(c)
 }
 
