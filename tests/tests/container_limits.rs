@@ -9,27 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use support::pod::{wait_pids_gone, TestRuntime};
-use vc_host::agent::{collect_output, Output};
 use vc_host::config::{ContainerConfig, UserConfig};
 use vc_host::id::PodId;
 use vc_host::state::State;
-use vc_proto::ProcessRef;
-
-/// Creates and starts a container in a running pod and collects its output.
-async fn run_container(t: &TestRuntime, pod: &PodId, config: ContainerConfig) -> Result<Output> {
-    let id = config.id.clone();
-    t.rt.create_container(pod, config).await?;
-    t.rt.start_container(pod, &id).await?;
-    let agent = t.rt.pod_agent(pod).await?;
-    let main = ProcessRef {
-        container_id: id.to_string(),
-        exec_id: None,
-    };
-    let output = tokio::time::timeout(Duration::from_secs(120), collect_output(&agent, &main))
-        .await
-        .context("the container did not finish")??;
-    Ok(output)
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -51,7 +33,7 @@ async fn memory_and_pids_limits_are_enforced() -> Result<()> {
         ],
     );
     hog.resources.memory_limit_bytes = Some(16 * 1024 * 1024);
-    let out = run_container(&t, &pod, hog).await?;
+    let out = t.run_container(&pod, hog).await?;
     assert_ne!(out.exit_code, 0, "stdout: {}", text(&out.stdout));
     assert!(!text(&out.stdout).contains("survived"));
     let status = t.rt.container_status(&pod, &"hog".parse()?).await?;
@@ -70,7 +52,7 @@ async fn memory_and_pids_limits_are_enforced() -> Result<()> {
             "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived ${#x}",
         ],
     );
-    let out = run_container(&t, &pod, free).await?;
+    let out = t.run_container(&pod, free).await?;
     assert_eq!(out.exit_code, 0, "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "survived 67108864");
 
@@ -84,7 +66,7 @@ async fn memory_and_pids_limits_are_enforced() -> Result<()> {
         ],
     );
     forker.resources.pids_limit = Some(4);
-    let out = run_container(&t, &pod, forker).await?;
+    let out = t.run_container(&pod, forker).await?;
     assert!(
         text(&out.stderr).contains("fork"),
         "fork refused by the pids limit; stderr: {}",
@@ -152,7 +134,7 @@ async fn two_pods_with_two_containers_each_identity_and_isolation() -> Result<()
                 gid: uid,
                 additional_gids: vec![],
             };
-            let out = run_container(&t, pod, c).await?;
+            let out = t.run_container(pod, c).await?;
             let stdout = text(&out.stdout);
             assert_eq!(out.exit_code, 0, "stderr: {}", text(&out.stderr));
             assert!(
@@ -207,7 +189,7 @@ async fn container_environment_readonly_rootfs_devices_groups_and_privileges() -
         gid: 0,
         additional_gids: vec![10, 20],
     };
-    let out = run_container(&t, &pod, c).await?;
+    let out = t.run_container(&pod, c).await?;
     let stdout = text(&out.stdout);
     assert_eq!(out.exit_code, 0, "stderr: {}", text(&out.stderr));
     assert!(!stdout.contains("writable"), "{stdout}");

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use vc_host::agent::{collect_output, Output};
 use vc_host::config::{ContainerConfig, PodConfig, RuntimeConfig};
 use vc_host::id::{ContainerId, PodId};
 use vc_host::Runtime;
+use vc_proto::ProcessRef;
 
 use super::{find_tool, log_tail, rootfs_dir, GuestImage};
 
@@ -68,6 +70,23 @@ impl TestRuntime {
             &self.rootfs,
             command.iter().map(|s| s.to_string()).collect(),
         )
+    }
+
+    /// Creates and starts a container in a running pod and collects its
+    /// output (two minutes at most).
+    pub async fn run_container(&self, pod: &PodId, config: ContainerConfig) -> Result<Output> {
+        let id = config.id.clone();
+        self.rt.create_container(pod, config).await?;
+        self.rt.start_container(pod, &id).await?;
+        let agent = self.rt.pod_agent(pod).await?;
+        let main = ProcessRef {
+            container_id: id.to_string(),
+            exec_id: None,
+        };
+        let output = tokio::time::timeout(Duration::from_secs(120), collect_output(&agent, &main))
+            .await
+            .context("the container did not finish")??;
+        Ok(output)
     }
 
     /// Every file under the pods directory (for leak checks).
