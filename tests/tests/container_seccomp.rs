@@ -3,7 +3,8 @@
 //! shows as `Seccomp: 2` for the main process and for an exec; `unconfined`
 //! allows the same call and shows `Seccomp: 0`; a custom OCI profile that
 //! denies `mkdir` works; an invalid profile is refused before anything is
-//! created.
+//! created; virtc reads a profile file with `--seccomp PATH` and refuses an
+//! invalid one before it makes anything.
 
 mod support;
 
@@ -122,5 +123,60 @@ async fn default_unconfined_custom_and_refused_profiles() -> Result<()> {
     t.rt.stop_pod(&pod).await?;
     t.rt.delete_pod(&pod).await?;
     assert!(t.leftover_pods().is_empty());
+    Ok(())
+}
+
+#[test]
+fn virtc_takes_a_profile_file_and_refuses_an_invalid_one() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let v = support::virtc::Virtc::new(t.root(), &t.image.dir)?;
+    let rootfs = t.rootfs.to_str().context("rootfs path is UTF-8")?;
+    let dir = tempfile::tempdir()?;
+
+    // Refused while the command line is read: no pod, no VM.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}"#,
+    )?;
+    let bad = bad.to_str().context("UTF-8 path")?;
+    let ran = v.run([
+        "run",
+        "--rootfs",
+        rootfs,
+        "--seccomp",
+        bad,
+        "--",
+        "/bin/true",
+    ])?;
+    assert_ne!(ran.code, Some(0), "{ran}");
+    assert!(ran.stderr.contains("syscalls[0].action"), "{ran}");
+    assert!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
+
+    // A valid profile file applies.
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 95}]}"#,
+    )?;
+    let good = good.to_str().context("UTF-8 path")?;
+    let ran = v.run([
+        "run",
+        "--rootfs",
+        rootfs,
+        "--seccomp",
+        good,
+        "--",
+        "/bin/sh",
+        "-c",
+        "mkdir /tmp/d; echo mkdir=$?",
+    ])?;
+    assert_eq!(ran.code, Some(0), "{ran}");
+    assert!(ran.stdout.contains("mkdir=1"), "{ran}");
+    assert!(ran.stderr.contains("not supported"), "{ran}");
+    assert!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
     Ok(())
 }
