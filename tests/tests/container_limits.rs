@@ -81,14 +81,9 @@ async fn memory_and_pids_limits_are_enforced() -> Result<()> {
 
 /// A private copy of the busybox rootfs with a marker file naming its owner.
 fn rootfs_copy(src: &Path, dst: &Path, marker: &str) -> Result<PathBuf> {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()?;
-    anyhow::ensure!(status.success(), "cp -a {} failed", src.display());
+    let dst = support::rootfs_copy(src, dst)?;
     std::fs::write(dst.join(marker), marker)?;
-    Ok(dst.to_owned())
+    Ok(dst)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

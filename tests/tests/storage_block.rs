@@ -295,7 +295,7 @@ async fn q35_hot_plugs_disks_into_a_running_pod_and_unplugs_them_on_delete() -> 
     assert_eq!(t.rt.pod_status(&pod).await?.containers.len(), 0);
     let shared = t.root().join("pods").join(pod.as_str()).join("shared");
     assert!(!shared.join("bad").exists());
-    assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    assert!(t.leftover_binds().is_empty(), "{:?}", t.leftover_binds());
 
     // QEMU let go of the images: the host reads what the guest wrote.
     assert_eq!(read_from_image(&data_img, "/out")?, "from-guest\n");

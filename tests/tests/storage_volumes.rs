@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use support::pod::TestRuntime;
+use support::rootfs_copy;
 use support::virtc::Virtc;
 use vc_host::agent::{collect_output, Output};
 use vc_host::config::{ConfigError, ContainerConfig, TmpfsConfig, VolumeConfig};
@@ -177,16 +178,6 @@ async fn volumes_both_ways_read_only_tmpfs_and_shm() -> Result<()> {
 }
 
 /// A private copy of the busybox rootfs.
-fn rootfs_copy(src: &Path, dst: &Path) -> Result<PathBuf> {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()?;
-    anyhow::ensure!(status.success(), "cp -a {} failed", src.display());
-    Ok(dst.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_stay_inside_the_rootfs_and_missing_host_paths_are_refused() -> Result<()> {
     let t = TestRuntime::new()?;
@@ -220,7 +211,7 @@ async fn links_stay_inside_the_rootfs_and_missing_host_paths_are_refused() -> Re
     let status = t.rt.pod_status(&pod).await?;
     assert!(status.containers.is_empty(), "{:?}", status.containers);
     assert!(!share.join("escape").exists(), "share directory left");
-    assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    assert!(t.leftover_binds().is_empty(), "{:?}", t.leftover_binds());
 
     // An absolute link to /run lands in the rootfs' /run, not the VM's.
     let mut c = with_rootfs(t.container(

@@ -7,6 +7,7 @@
 //! process on the host can find it again.
 
 pub mod agent;
+pub mod beneath;
 pub mod config;
 pub mod hypervisor;
 pub mod id;

@@ -17,6 +17,13 @@ pub mod net;
 pub mod pod;
 pub mod virtc;
 
+/// A private copy of a rootfs (`cp -a`), for containers that write to it.
+pub fn rootfs_copy(src: &Path, dst: &Path) -> Result<PathBuf> {
+    let status = Command::new("cp").arg("-a").arg(src).arg(dst).status()?;
+    anyhow::ensure!(status.success(), "cp -a {} failed", src.display());
+    Ok(dst.to_owned())
+}
+
 /// Environment variable naming the container rootfs directory.
 pub const ROOTFS_ENV: &str = "VC_ROOTFS";
 

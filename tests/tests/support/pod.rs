@@ -101,6 +101,21 @@ impl TestRuntime {
         vc_host::runtime::share::mounts_under(self.root())
     }
 
+    /// Container bind mounts under the runtime root: every mount but each
+    /// pod's export (`mounts` on itself and `shared`), which a running pod has.
+    pub fn leftover_binds(&self) -> Vec<PathBuf> {
+        use vc_host::runtime::share::EXPORT_TARGETS;
+        self.leftover_mounts()
+            .into_iter()
+            .filter(|m| {
+                !EXPORT_TARGETS.iter().any(|t| {
+                    m.ends_with(t)
+                        && m.parent().and_then(|p| p.parent()) == Some(&self.root().join("pods"))
+                })
+            })
+            .collect()
+    }
+
     /// Prints the console and daemon logs of every pod.
     pub fn print_logs(&self) {
         for pod in self.leftover_pods() {

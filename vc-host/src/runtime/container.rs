@@ -62,7 +62,6 @@ impl Runtime {
         id: &ContainerId,
     ) -> Result<(), RuntimeError> {
         let config = pod.container(id)?.config.clone();
-        let shared = pod.dir.shared_dir();
         let mut plugged = Vec::new();
         let result = async {
             if pod.config.vm.machine == Machine::Q35 {
@@ -82,12 +81,16 @@ impl Runtime {
                     fstype: "ext4".to_owned(),
                 },
                 None => {
-                    share::bind_rootfs(&shared, id, &config.rootfs, config.readonly_rootfs)?;
+                    pod.bind(share::rootfs_target(id), |s| {
+                        s.bind_rootfs(id, &config.rootfs, config.readonly_rootfs)
+                    })?;
                     Rootfs::Path(share::guest_rootfs_path(id))
                 }
             };
             for (i, v) in config.volumes.iter().enumerate() {
-                share::bind_volume(&shared, id, i, &v.host_path, v.readonly)?;
+                pod.bind(share::volume_target(id, i), |s| {
+                    s.bind_volume(id, i, &v.host_path, v.readonly)
+                })?;
             }
             let spec = ContainerSpec {
                 id: id.to_string(),
@@ -106,7 +109,9 @@ impl Runtime {
         }
         .await;
         if let Err(e) = result {
-            let _ = share::unbind_container(&shared, id);
+            if let Err(undo) = pod.unbind_container(id) {
+                warn!(container_id = %id, error = %undo, "cannot undo the binds of a failed create; they stay recorded");
+            }
             for (vm, disk) in plugged.iter().rev() {
                 if let Err(e) = vm.unplug_disk(disk).await {
                     warn!(container_id = %id, disk = %disk, error = %e, "cannot unplug a disk after a failed create");
@@ -177,6 +182,7 @@ impl Runtime {
                 let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
                 if let Err(e) = self.create_in_guest(&mut pod, &agent, &id).await {
                     pod.record.containers.remove(&id);
+                    pod.save()?;
                     return Err(e);
                 }
             }
@@ -272,7 +278,7 @@ impl Runtime {
                     }
                 }
             }
-            share::unbind_container(&pod.dir.shared_dir(), id)?;
+            pod.unbind_container(id)?;
             pod.record.containers.remove(id);
             pod.save()?;
             info!("container deleted");

@@ -7,8 +7,10 @@
 //! state. Nothing is kept in memory between operations: a pod created by one
 //! process can be started, listed and deleted by others.
 
+mod binds;
 mod container;
 mod error;
+mod force;
 mod guest;
 mod net;
 mod pod;

@@ -7,7 +7,7 @@ use vc_proto::{PodSetup, ProcessRef, ProcessSpec, SharedMount};
 
 use super::net;
 use super::record::{now, PodRecord, PodStatus, ProcessInfo};
-use super::share::{self, GUEST_SHARED_DIR};
+use super::share::GUEST_SHARED_DIR;
 use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
 use crate::agent::{collect_output, AgentClient, AgentClientError, ConnectOptions, Output};
 use crate::config::PodConfig;
@@ -108,7 +108,10 @@ impl Runtime {
                 .write(&pod.dir.state_path(), &pod.record)
                 .and_then(|()| pod.dir.write(&pod.dir.config_path(), &pod.config));
             if let Err(e) = written {
-                let _ = std::fs::remove_dir_all(&pod.dir.path);
+                let LockedPod { dir, lock, .. } = pod;
+                if let Err(cleanup) = self.store.remove_pod(dir, lock) {
+                    warn!(error = %cleanup, "cannot remove the half-created pod");
+                }
                 return Err(e.into());
             }
             info!("pod created");
@@ -139,7 +142,15 @@ impl Runtime {
             let mut pod = self.lock(id).await?;
             pod.record.state.apply("pod", Transition::Start)?;
             let settings = self.vm_settings(&pod.config)?;
-            net::setup_network(&mut pod).await?;
+            // The export must be a shared mount point before virtiofsd starts.
+            if let Err(e) = pod.export_share() {
+                pod.unbind_all_logged();
+                return Err(e);
+            }
+            if let Err(e) = net::setup_network(&mut pod).await {
+                pod.unbind_all_logged();
+                return Err(e);
+            }
             let spec = VmSpec {
                 name: Some(id.to_string()),
                 settings,
@@ -153,6 +164,7 @@ impl Runtime {
                 Ok(vm) => vm,
                 Err(e) => {
                     net::teardown_network(&mut pod).await;
+                    pod.unbind_all_logged();
                     pod.save()?;
                     return Err(e.into());
                 }
@@ -172,7 +184,7 @@ impl Runtime {
                 Err(e) => {
                     warn!(error = %e, "pod failed to start; stopping its VM");
                     let _ = vm.stop(SHUTDOWN_GRACE).await;
-                    unbind_all(&pod);
+                    pod.unbind_all_logged();
                     net::teardown_network(&mut pod).await;
                     for c in pod.record.containers.values_mut() {
                         c.state = State::Ready;
@@ -264,14 +276,14 @@ impl Runtime {
 
     async fn shutdown_vm_processes(&self, pod: &mut LockedPod) {
         let Some(record) = pod.record.vm.clone() else {
-            unbind_all(pod);
+            pod.unbind_all_logged();
             return;
         };
         let vm = match Vm::from_record(record) {
             Ok(vm) => vm,
             Err(e) => {
                 warn!(error = %e, "unusable VM record; nothing to stop");
-                unbind_all(pod);
+                pod.unbind_all_logged();
                 pod.record.vm = None;
                 return;
             }
@@ -311,7 +323,7 @@ impl Runtime {
                 c.finished_at.get_or_insert_with(now);
             }
         }
-        unbind_all(pod);
+        pod.unbind_all_logged();
         pod.record.vm = None;
     }
 
@@ -323,6 +335,10 @@ impl Runtime {
             pod.effective_state().apply("pod", Transition::Delete)?;
             // A VM that died on its own still has helpers, sockets and mounts.
             self.shutdown_vm(&mut pod).await;
+            // A bind that could not be undone is an error here, not a log
+            // line: the pod's directory is kept, the bind still recorded.
+            pod.unbind_all()?;
+            pod.save()?;
             let LockedPod { dir, lock, .. } = pod;
             self.store.remove_pod(dir, lock)?;
             info!("pod deleted");
@@ -520,16 +536,6 @@ fn boot_disks(pod: &LockedPod) -> Vec<crate::hypervisor::DiskSpec> {
             .flat_map(|c| crate::storage::container_disks(&c.config))
             .collect(),
         crate::hypervisor::Machine::Q35 => Vec::new(),
-    }
-}
-
-/// Removes every container bind mount (rootfs and volumes) of the pod's share.
-pub(super) fn unbind_all(pod: &LockedPod) {
-    let shared = pod.dir.shared_dir();
-    for id in pod.record.containers.keys() {
-        if let Err(e) = share::unbind_container(&shared, id) {
-            warn!(container_id = %id, error = %e, "cannot remove the container's bind mounts");
-        }
     }
 }
 

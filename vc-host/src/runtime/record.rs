@@ -42,6 +42,12 @@ pub struct PodRecord {
     pub network: Option<PodNetwork>,
     /// The pod's containers, by id.
     pub containers: BTreeMap<ContainerId, ContainerRecord>,
+    /// Every bind mount the runtime has made or is about to make in the
+    /// pod's share, as its target relative to the pod directory, in the order
+    /// made: written before each bind, removed once it is undone (see
+    /// [`super::share`]).
+    #[serde(default)]
+    pub binds: Vec<std::path::PathBuf>,
 }
 
 impl PodRecord {
@@ -55,6 +61,7 @@ impl PodRecord {
             vm: None,
             network: None,
             containers: BTreeMap::new(),
+            binds: Vec::new(),
         }
     }
 }

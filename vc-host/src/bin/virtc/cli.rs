@@ -74,7 +74,14 @@ pub enum PodCommand {
     /// Stop a pod's containers and its VM.
     Stop { id: PodId },
     /// Delete a stopped or never started pod.
-    Delete { id: PodId },
+    Delete {
+        id: PodId,
+        /// Delete whatever state the pod is in, even with corrupt or
+        /// half-written records: stop what its record names, undo its binds,
+        /// remove its directory; nothing else.
+        #[arg(long)]
+        force: bool,
+    },
     /// List every pod on the host.
     List,
     /// Show a pod's state, processes and containers.

@@ -63,8 +63,12 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: PodCommand) -> anyhow::Result
         }
         PodCommand::Start { id } => out.pod(&rt.start_pod(&id).await?),
         PodCommand::Stop { id } => out.pod(&rt.stop_pod(&id).await?),
-        PodCommand::Delete { id } => {
-            rt.delete_pod(&id).await?;
+        PodCommand::Delete { id, force } => {
+            if force {
+                rt.force_delete_pod(&id).await?;
+            } else {
+                rt.delete_pod(&id).await?;
+            }
             if out.json {
                 out.json(&serde_json::json!({ "deleted": id }))?;
             }
