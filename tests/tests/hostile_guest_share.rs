@@ -108,13 +108,15 @@ fn digest(dir: &Path) -> Result<BTreeMap<PathBuf, (u32, u32, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Mount points outside `root`.
+/// Mount points outside `root` and outside the runtime roots of other tests
+/// running at the same time (`/tmp/vc*`, see `TestRuntime`), whose pods mount
+/// and unmount as they go.
 fn mounts_outside(root: &Path) -> Vec<PathBuf> {
     let mut m: Vec<PathBuf> = vc_host::mountinfo::read()
         .expect("mountinfo")
         .into_iter()
         .map(|m| m.mount_point)
-        .filter(|p| !p.starts_with(root))
+        .filter(|p| !p.starts_with(root) && !p.to_string_lossy().starts_with("/tmp/vc"))
         .collect();
     m.sort();
     m
