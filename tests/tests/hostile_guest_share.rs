@@ -81,9 +81,12 @@ fn assert_results(got: &BTreeMap<String, String>, refused: &[&str], done: &[&str
     }
 }
 
+/// An entry's mode, owner and content hash.
+type Entry = (u32, u32, Vec<u8>);
+
 /// Every entry under `dir`, by relative path: mode, owner, and the SHA-256 of
 /// its content (of a link's target for a link), read without following links.
-fn digest(dir: &Path) -> Result<BTreeMap<PathBuf, (u32, u32, Vec<u8>)>> {
+fn digest(dir: &Path) -> Result<BTreeMap<PathBuf, Entry>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_owned()];
     while let Some(d) = todo.pop() {

@@ -64,13 +64,13 @@ fn open_tree(
 pub(super) fn set_attr(
     fd: BorrowedFd<'_>,
     set: u64,
-    propagation: libc::c_ulong,
+    propagation: u64,
     recursive: bool,
 ) -> Result<(), Errno> {
     let attr = libc::mount_attr {
         attr_set: set,
         attr_clr: 0,
-        propagation: propagation as u64,
+        propagation,
         userns_fd: 0,
     };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
