@@ -19,10 +19,12 @@ fn mem_available() -> Option<u64> {
     parse_mem_available(&meminfo)
 }
 
-fn parse_mem_available(meminfo: &str) -> Option<u64> {
+/// `None` when the line is missing or its value is not a number of kiB that
+/// fits in `u64` bytes.
+pub(crate) fn parse_mem_available(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    kib.checked_mul(1024)
 }
 
 impl Agent {
@@ -66,5 +68,14 @@ mod tests {
         let text = "MemTotal:  1000 kB\nMemFree: 10 kB\nMemAvailable:    512 kB\n";
         assert_eq!(parse_mem_available(text), Some(512 * 1024));
         assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn meminfo_too_large_is_none_not_an_overflow() {
+        // Found by the `procfs` fuzz target: the multiplication overflowed.
+        let text = "MemTo,  \nMemAvailable:   3333392662673464448";
+        assert_eq!(parse_mem_available(text), None);
+        let max = format!("MemAvailable: {} kB\n", u64::MAX / 1024);
+        assert_eq!(parse_mem_available(&max), Some(u64::MAX / 1024 * 1024));
     }
 }
