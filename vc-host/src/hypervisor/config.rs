@@ -261,6 +261,13 @@ pub enum ConfigError {
     /// A kernel argument that would not survive as one argument.
     #[error("kernel argument {0:?} is empty or contains whitespace or control characters")]
     KernelArg(String),
+    /// An extra kernel argument that would override a setting of the agent
+    /// (`vc.port`, `vc.log`, `vc.debug`): the host would then connect to
+    /// another port than the agent listens on.
+    #[error(
+        "kernel argument {0:?} sets an agent key (vc.*); use agent_port, agent_log or agent_debug"
+    )]
+    AgentKernelArg(String),
     /// Agent port 0 or above the vsock port range we use.
     #[error("agent_port {0} is not a usable vsock port")]
     AgentPort(u32),
@@ -323,6 +330,11 @@ impl VmConfig {
             if !is_single_kernel_arg(arg) {
                 return Err(ConfigError::KernelArg(arg.clone()));
             }
+        }
+        // The agent reads its keys in order, so a later one would win over
+        // the host's.
+        if let Some(arg) = self.kernel_args.iter().find(|a| a.starts_with("vc.")) {
+            return Err(ConfigError::AgentKernelArg(arg.clone()));
         }
         let kernel = self.kernel.as_deref().ok_or(ConfigError::NoKernel)?;
         check_file("kernel", kernel)?;
@@ -596,6 +608,29 @@ mod tests {
             ..config(&f)
         };
         assert!(c.validate_with(&tcg_host(), &f.tools).is_err());
+    }
+
+    #[test]
+    fn kernel_args_cannot_override_the_agent_settings() {
+        // Found by the `config` fuzz target: `vc.port=5` after the host's
+        // `vc.port=1024` made the agent listen where the host never connects.
+        let f = fixture();
+        for bad in ["vc.port=5", "vc.log=trace", "vc.debug=requests", "vc.other"] {
+            let c = VmConfig {
+                kernel_args: vec!["quiet".to_owned(), bad.to_owned()],
+                ..config(&f)
+            };
+            match c.validate_with(&tcg_host(), &f.tools) {
+                Err(ConfigError::AgentKernelArg(arg)) => assert_eq!(arg, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let c = VmConfig {
+            kernel_args: vec!["vcpu_hint=1".to_owned()],
+            ..config(&f)
+        };
+        c.validate_with(&tcg_host(), &f.tools)
+            .expect("not an agent key");
     }
 
     #[test]
