@@ -29,6 +29,41 @@ pub mod power;
 pub mod process;
 pub mod server;
 
+/// Entry points for the fuzz targets of `fuzz/` into parsers that are not
+/// public: the files the agent reads from the guest kernel. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// `MemAvailable` of `/proc/meminfo` text, in bytes.
+    pub fn mem_available(meminfo: &str) -> Option<u64> {
+        crate::agent::guest::parse_mem_available(meminfo)
+    }
+
+    /// Whether the root mount of `/proc/self/mountinfo` text has a parent.
+    pub fn root_has_parent(mountinfo: &str) -> bool {
+        crate::container::initramfs::root_has_parent(mountinfo)
+    }
+
+    /// The value of `key` in a flat keyed cgroup file.
+    pub fn cgroup_flat_keyed(content: &str, key: &str) -> Option<u64> {
+        crate::container::cgroup::files::flat_keyed(content, key)
+    }
+
+    /// A single-value cgroup file that may say `max`.
+    pub fn cgroup_max_value(content: &str) -> Result<Option<u64>, ()> {
+        crate::container::cgroup::files::max_value(content)
+    }
+
+    /// A cgroup file holding one number.
+    pub fn cgroup_number(content: &str) -> Option<u64> {
+        crate::container::cgroup::files::number(content)
+    }
+
+    /// Bytes read and written, summed over the devices of `io.stat` text.
+    pub fn cgroup_io_bytes(content: &str) -> (u64, u64) {
+        crate::container::cgroup::files::io_bytes(content)
+    }
+}
+
 pub use agent::{Agent, AgentOptions};
 pub use server::{serve_connection, serve_unix, serve_vsock, ServeError};
 

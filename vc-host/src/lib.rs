@@ -20,3 +20,19 @@ pub mod store;
 pub mod vsock;
 
 pub use runtime::{Runtime, RuntimeError};
+
+/// Entry points for the fuzz targets of `fuzz/` into code that is not public:
+/// parsers of what the guest or the host kernel wrote. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// State and start time from `/proc/<pid>/stat` text.
+    pub fn proc_stat(text: &str) -> Option<(char, u64)> {
+        crate::hypervisor::process::parse_stat(text).map(|s| (s.state, s.start_time))
+    }
+
+    /// A pod event from an event the guest sent; `None` when it names no
+    /// valid container.
+    pub fn pod_event(event: vc_proto::Event) -> Option<crate::runtime::PodEvent> {
+        crate::runtime::PodEvent::from_guest(event)
+    }
+}

@@ -186,11 +186,16 @@ fn tool_present(ctx: &Ctx, tool: &Tool, recorded: &[(String, String)]) -> bool {
             .any(|(k, v)| k == tool.krate && v.starts_with(tool.accept_prefix))
 }
 
-fn ensure_tools(ctx: &Ctx) -> Result<()> {
+/// The `(crate, version)` pairs recorded in the tools root.
+fn recorded_tools(ctx: &Ctx) -> Vec<(String, String)> {
     let crates_toml = ctx.tools_root().join(".crates.toml");
-    let recorded = std::fs::read_to_string(&crates_toml)
+    std::fs::read_to_string(&crates_toml)
         .map(|t| installed_crates(&t))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn ensure_tools(ctx: &Ctx) -> Result<()> {
+    let recorded = recorded_tools(ctx);
     let missing: Vec<&Tool> = TOOLS
         .iter()
         .filter(|t| !tool_present(ctx, t, &recorded))
@@ -204,27 +209,48 @@ fn ensure_tools(ctx: &Ctx) -> Result<()> {
             tool.req,
             ctx.tools_root().display()
         ));
-        std::fs::create_dir_all(ctx.tools_root())
-            .with_context(|| format!("cannot create {}", ctx.tools_root().display()))?;
-        // Run outside the workspace so its cargo configuration does not apply.
-        let mut cmd = Command::new(&ctx.cargo);
-        cmd.args(["install", "--locked", "--root"])
-            .arg(ctx.tools_root())
-            .arg(format!("{}@{}", tool.krate, tool.req))
-            .current_dir(&ctx.cache)
-            .stdin(Stdio::null());
-        if ctx.tools_bin().join(tool.bin).exists() {
-            // A binary of unknown version is in the way: replace it.
-            cmd.arg("--force");
-        }
-        ctx::run(&mut cmd)?;
-        if !ctx.tools_bin().join(tool.bin).is_file() {
-            bail!(
-                "cargo install of {} did not produce {}",
-                tool.krate,
-                ctx.tools_bin().join(tool.bin).display()
-            );
-        }
+        install(ctx, tool)?;
+    }
+    Ok(())
+}
+
+/// Installs `tool` into the tools root unless it is there already; returns
+/// its executable.
+pub(crate) fn ensure_tool(ctx: &Ctx, tool: &Tool) -> Result<std::path::PathBuf> {
+    if !tool_present(ctx, tool, &recorded_tools(ctx)) {
+        ctx::step(format!(
+            "building {}@{} with cargo install into {} (a few minutes; cargo shows its progress)",
+            tool.krate,
+            tool.req,
+            ctx.tools_root().display()
+        ));
+        install(ctx, tool)?;
+    }
+    Ok(ctx.tools_bin().join(tool.bin))
+}
+
+/// `cargo install --locked` of `tool` into the tools root.
+fn install(ctx: &Ctx, tool: &Tool) -> Result<()> {
+    std::fs::create_dir_all(ctx.tools_root())
+        .with_context(|| format!("cannot create {}", ctx.tools_root().display()))?;
+    // Run outside the workspace so its cargo configuration does not apply.
+    let mut cmd = Command::new(&ctx.cargo);
+    cmd.args(["install", "--locked", "--root"])
+        .arg(ctx.tools_root())
+        .arg(format!("{}@{}", tool.krate, tool.req))
+        .current_dir(&ctx.cache)
+        .stdin(Stdio::null());
+    if ctx.tools_bin().join(tool.bin).exists() {
+        // A binary of unknown version is in the way: replace it.
+        cmd.arg("--force");
+    }
+    ctx::run(&mut cmd)?;
+    if !ctx.tools_bin().join(tool.bin).is_file() {
+        bail!(
+            "cargo install of {} did not produce {}",
+            tool.krate,
+            ctx.tools_bin().join(tool.bin).display()
+        );
     }
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! `cargo xtask`: the project's own commands. Each subcommand lives in its own module:
 //! host preparation ([`deps`]), the guest image ([`image`], with [`agent`] and [`kernel`]), the
-//! container test rootfs ([`rootfs`]), the full test run ([`test`]), the demo ([`demo`]) and the
-//! benchmarks ([`bench`]). Shared paths and process helpers are in [`ctx`].
+//! container test rootfs ([`rootfs`]), the full test run ([`test`]), the demo ([`demo`]), the
+//! benchmarks ([`bench`]) and the fuzzers ([`fuzz`]). Shared paths and process helpers are in [`ctx`].
 
 mod agent;
 mod bench;
 mod ctx;
 mod demo;
 mod deps;
+mod fuzz;
 mod image;
 mod kernel;
 mod rootfs;
@@ -44,6 +45,8 @@ enum Cmd {
     Demo,
     /// Benchmarks.
     Bench(bench::Args),
+    /// Run the fuzz targets of fuzz/ with libFuzzer (nightly), each for a bounded time.
+    Fuzz(fuzz::Args),
 }
 
 /// Where outputs go unless `--out` says otherwise, and the default rootfs path.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test::run(&ctx, &args),
         Cmd::Demo => demo::run(&ctx),
         Cmd::Bench(args) => bench::run(&ctx, &args),
+        Cmd::Fuzz(args) => fuzz::run(&ctx, &args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@
 mod containers;
 mod errors;
 mod exec;
-mod guest;
+pub(crate) mod guest;
 mod pod;
 
 use std::path::PathBuf;

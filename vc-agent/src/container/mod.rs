@@ -25,11 +25,11 @@
 //! from `spawn_blocking`. See `docs/containers.md` for the full picture.
 
 mod caps;
-mod cgroup;
+pub(crate) mod cgroup;
 mod child;
 mod device;
 mod error;
-mod initramfs;
+pub(crate) mod initramfs;
 mod mounts;
 mod plan;
 mod resolve;

@@ -36,7 +36,7 @@ impl PodEvent {
     /// Converts an event from the guest. Container ids come from the guest and
     /// are checked like any other: an event naming no valid container (such
     /// as a process run outside any container) is `None`.
-    fn from_guest(event: Event) -> Option<Self> {
+    pub(crate) fn from_guest(event: Event) -> Option<Self> {
         match event {
             Event::Oom { container_id } => Some(PodEvent::Oom {
                 container: container_id.parse().ok()?,

@@ -15,7 +15,7 @@
 //!   Here a file that does not exist (its controller is not enabled) reads as
 //!   zero / no limit, and any other error is an error.
 
-mod files;
+pub(crate) mod files;
 mod hierarchy;
 mod limits;
 
