@@ -48,9 +48,10 @@ pub mod fuzzing {
         crate::container::cgroup::files::flat_keyed(content, key)
     }
 
-    /// A single-value cgroup file that may say `max`.
-    pub fn cgroup_max_value(content: &str) -> Result<Option<u64>, ()> {
-        crate::container::cgroup::files::max_value(content)
+    /// A single-value cgroup file that may say `max`: `Some(None)` for
+    /// `max`, `None` for anything that is neither `max` nor a number.
+    pub fn cgroup_max_value(content: &str) -> Option<Option<u64>> {
+        crate::container::cgroup::files::max_value(content).ok()
     }
 
     /// A cgroup file holding one number.

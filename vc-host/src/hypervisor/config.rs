@@ -612,7 +612,7 @@ mod tests {
 
     #[test]
     fn kernel_args_cannot_override_the_agent_settings() {
-        // Found by the `config` fuzz target: `vc.port=5` after the host's
+        // Caught by the `config` fuzz target: `vc.port=5` after the host's
         // `vc.port=1024` made the agent listen where the host never connects.
         let f = fixture();
         for bad in ["vc.port=5", "vc.log=trace", "vc.debug=requests", "vc.other"] {
