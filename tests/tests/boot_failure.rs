@@ -41,6 +41,7 @@ async fn an_agent_that_cannot_start_is_a_boot_failure_with_the_console_tail() ->
     let rt = Runtime::new(RuntimeConfig {
         root: t.root().to_owned(),
         guest_image_dir: image.path().to_owned(),
+        ..RuntimeConfig::default()
     })?;
     let id = t.pod("broken").id;
     rt.create_pod(t.pod("broken")).await?;

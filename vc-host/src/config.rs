@@ -37,6 +37,9 @@ pub struct RuntimeConfig {
     /// `cargo xtask guest-image`). Default `$VC_GUEST_IMAGE_DIR`, else
     /// `/usr/share/vc/guest-image`.
     pub guest_image_dir: PathBuf,
+    /// The unprivileged host user that QEMU and the vsock daemon run as
+    /// (`cargo xtask deps` creates the default, `vc-vmm`).
+    pub vmm_user: String,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +53,7 @@ impl Default for RuntimeConfig {
             root: env_path("VC_ROOT").unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_ROOT)),
             guest_image_dir: env_path("VC_GUEST_IMAGE_DIR")
                 .unwrap_or_else(|| PathBuf::from("/usr/share/vc/guest-image")),
+            vmm_user: crate::hypervisor::DEFAULT_VMM_USER.to_owned(),
         }
     }
 }

@@ -6,6 +6,9 @@
 //!   for the block device tests).
 //! - Helper daemons built with `cargo install --locked --root <cache>/tools`: vhost-device-vsock
 //!   (hybrid vsock) and virtiofsd (the shared filesystem), reused when present.
+//! - The unprivileged host user QEMU and vhost-device-vsock run as (`vc-vmm`): a system user
+//!   with its own group, no home and a nologin shell, in group `kvm` where that exists; made
+//!   with `useradd` when missing.
 //!
 //! The check when everything is present reads a few files and runs one `dpkg-query`: no apt and
 //! no cargo.
@@ -69,6 +72,7 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     ctx::step("checking host dependencies");
     let installed_apt = ensure_apt_packages()?;
     ensure_tools(ctx)?;
+    ensure_vmm_user()?;
     eprintln!(
         "    all present{} ({:.2} s): qemu-system-x86_64, busybox, {}",
         if installed_apt { " after install" } else { "" },
@@ -162,6 +166,56 @@ pub(crate) fn apt_get_update() -> Result<()> {
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["update", "-q"])
+            .stdin(Stdio::null()),
+    )
+}
+
+/// The `useradd` arguments that make the VMM user `name`, in group `kvm` when the host has one.
+pub(crate) fn useradd_args(name: &str, kvm_group: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        "--comment",
+        "vc QEMU and vhost-device-vsock",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if kvm_group {
+        args.extend(["--groups".to_owned(), "kvm".to_owned()]);
+    }
+    args.push(name.to_owned());
+    args
+}
+
+/// Creates the unprivileged user QEMU runs as, when missing.
+fn ensure_vmm_user() -> Result<()> {
+    let name = vc_host::hypervisor::DEFAULT_VMM_USER;
+    if nix::unistd::User::from_name(name)
+        .with_context(|| format!("cannot look up host user {name}"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    if !ctx::is_root() {
+        bail!(
+            "host user {name} (QEMU runs as it) is missing; run `cargo xtask deps` as root, or \
+             `sudo useradd {}`",
+            useradd_args(name, false).join(" ")
+        );
+    }
+    let kvm = nix::unistd::Group::from_name("kvm")
+        .context("cannot look up group kvm")?
+        .is_some();
+    ctx::step(format!("creating host user {name} for QEMU"));
+    ctx::run(
+        Command::new("useradd")
+            .args(useradd_args(name, kvm))
             .stdin(Stdio::null()),
     )
 }
@@ -266,6 +320,18 @@ mod tests {
         assert!(set.contains("busybox-static"));
         assert!(set.contains("libcap-ng-dev"));
         assert!(!set.contains("qemu-system-x86"));
+    }
+
+    #[test]
+    fn the_vmm_user_is_a_system_user_without_home_or_login() {
+        let args = useradd_args("vc-vmm", false);
+        assert_eq!(args.last().map(String::as_str), Some("vc-vmm"));
+        for flag in ["--system", "--no-create-home", "/usr/sbin/nologin"] {
+            assert!(args.iter().any(|a| a == flag), "{flag}: {args:?}");
+        }
+        assert!(!args.iter().any(|a| a == "kvm"));
+        let with_kvm = useradd_args("vc-vmm", true);
+        assert!(with_kvm.windows(2).any(|w| w == ["--groups", "kvm"]));
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl TestRuntime {
         let rt = Runtime::new(RuntimeConfig {
             root: root.path().to_owned(),
             guest_image_dir: image.dir.clone(),
+            ..RuntimeConfig::default()
         })?;
         Ok(Self {
             rt,

@@ -4,14 +4,20 @@
 //! Option values that QEMU parses as `key=value,...` lists (paths, names)
 //! have their commas doubled, QEMU's escape, so a path with a comma cannot
 //! inject options.
+//!
+//! QEMU is handed descriptors, not paths ([`QemuFds`], see
+//! [`super::confine`]): it runs as an unprivileged user under
+//! `-sandbox` ([`QEMU_SANDBOX`]) and opens nothing of the VM's by path.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::config::{Accel, Machine, VmSettings, VsockKind};
+use super::confine::QEMU_SANDBOX;
 use super::hotplug::{HOTPLUG_PORTS, HOTPLUG_PORT_PREFIX};
-use super::spec::{DiskSpec, MacAddr, RunLayout, VmSpec, SHARED_FS_TAG};
+use super::spec::{DiskSpec, MacAddr, VmSpec, SHARED_FS_TAG};
 
 /// Id of the shared memory backend (vhost-user daemons map guest memory).
 const MEM_ID: &str = "mem";
@@ -19,6 +25,39 @@ const CONSOLE_ID: &str = "console";
 const QMP_ID: &str = "qmp";
 const VSOCK_ID: &str = "vsock";
 const FS_ID: &str = "fs";
+
+/// The `-add-fd` set of the console file.
+pub const CONSOLE_FDSET: u32 = 1;
+/// The `-add-fd` set of boot disk `i` is `DISK_FDSET_BASE + i`.
+pub const DISK_FDSET_BASE: u32 = 2;
+
+/// What QEMU gets instead of paths: descriptors opened by the launching
+/// process and inherited by QEMU (numbers as in that process).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QemuFds {
+    /// The kernel, as `/proc/self/fd/N`.
+    pub kernel: PathBuf,
+    /// The initrd, as `/proc/self/fd/N`.
+    pub initrd: Option<PathBuf>,
+    /// The console file, open for writing.
+    pub console: RawFd,
+    /// The monitor's listening socket.
+    pub qmp: RawFd,
+    /// A connection to the vsock daemon (hybrid vsock).
+    pub vsock: Option<RawFd>,
+    /// A connection to virtiofsd (with a shared directory).
+    pub fs: Option<RawFd>,
+    /// One open queue per tap of the spec, in order.
+    pub taps: Vec<RawFd>,
+    /// One descriptor per disk of the spec, in order, opened read-only or
+    /// read-write as the disk is.
+    pub disks: Vec<RawFd>,
+}
+
+/// The path by which QEMU opens a descriptor of fd set `set`.
+pub fn fdset_path(set: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/fdset/{set}"))
+}
 
 /// How devices attach: virtio-mmio on microvm, PCI on q35.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +95,14 @@ pub enum Chardev {
         /// File path.
         path: PathBuf,
     },
-    /// A Unix socket; QEMU listens when `server`, else connects.
+    /// A Unix socket handed over open: listening (QEMU accepts, and does
+    /// not wait for a client) when `server`, else connected.
     Socket {
         /// Chardev id.
         id: &'static str,
-        /// Socket path.
-        path: PathBuf,
-        /// Listen (and do not wait for a client) instead of connecting.
+        /// The descriptor.
+        fd: RawFd,
+        /// A listening socket.
         server: bool,
     },
 }
@@ -124,6 +164,16 @@ pub enum Device {
 pub enum QemuOpt {
     /// `-name`.
     Name(String),
+    /// `-sandbox` (seccomp).
+    Sandbox(&'static str),
+    /// `-add-fd fd=N,set=S`: descriptor `fd` joins fd set `set`, opened
+    /// by QEMU as `/dev/fdset/S`.
+    AddFd {
+        /// Descriptor number.
+        fd: RawFd,
+        /// Fd set id.
+        set: u32,
+    },
     /// `-machine`.
     Machine {
         /// Machine type.
@@ -161,14 +211,15 @@ pub enum QemuOpt {
     Serial(&'static str),
     /// `-mon chardev=<id>,mode=control` (QMP).
     QmpMonitor(&'static str),
-    /// `-netdev tap,id=..,ifname=..,script=no,downscript=no`.
+    /// `-netdev tap,id=..,fd=..`: a tap queue opened by the launcher.
     TapNetdev {
         /// Netdev id.
         id: String,
-        /// Tap interface name.
-        ifname: String,
+        /// The open queue.
+        fd: RawFd,
     },
-    /// `-blockdev driver=raw,...,file.driver=file,file.filename=..`.
+    /// `-blockdev driver=raw,...,file.driver=file,file.filename=..`
+    /// (`/dev/fdset/S` for a disk handed over).
     Blockdev(DiskSpec),
     /// `-device`.
     Device(Device),
@@ -210,15 +261,16 @@ pub fn kernel_cmdline(settings: &VmSettings) -> String {
 }
 
 impl QemuCommand {
-    /// The command for `spec`, with files placed per `layout`; `cid` is the
-    /// guest CID for kernel vsock (ignored for hybrid).
-    pub fn build(spec: &VmSpec, layout: &RunLayout, cid: Option<u32>) -> Self {
+    /// The command for `spec`, with files handed over as `fds`; `cid` is
+    /// the guest CID for kernel vsock (ignored for hybrid).
+    pub fn build(spec: &VmSpec, fds: &QemuFds, cid: Option<u32>) -> Self {
         let s = &spec.settings;
         let transport = Transport::of(s.machine);
         let mut opts = Vec::new();
         if let Some(name) = &spec.name {
             opts.push(QemuOpt::Name(name.clone()));
         }
+        opts.push(QemuOpt::Sandbox(QEMU_SANDBOX));
         opts.push(QemuOpt::Machine {
             machine: s.machine,
             legacy_timers: match (s.machine, s.accel) {
@@ -238,19 +290,23 @@ impl QemuCommand {
             id: MEM_ID,
             size_mib: s.memory_mib,
         });
-        opts.push(QemuOpt::Kernel(s.kernel.clone()));
-        if let Some(initrd) = &s.initrd {
+        opts.push(QemuOpt::Kernel(fds.kernel.clone()));
+        if let Some(initrd) = &fds.initrd {
             opts.push(QemuOpt::Initrd(initrd.clone()));
         }
         opts.push(QemuOpt::Append(kernel_cmdline(s)));
+        opts.push(QemuOpt::AddFd {
+            fd: fds.console,
+            set: CONSOLE_FDSET,
+        });
         opts.push(QemuOpt::Chardev(Chardev::File {
             id: CONSOLE_ID,
-            path: layout.console_log.clone(),
+            path: fdset_path(CONSOLE_FDSET),
         }));
         opts.push(QemuOpt::Serial(CONSOLE_ID));
         opts.push(QemuOpt::Chardev(Chardev::Socket {
             id: QMP_ID,
-            path: layout.qmp_socket.clone(),
+            fd: fds.qmp,
             server: true,
         }));
         opts.push(QemuOpt::QmpMonitor(QMP_ID));
@@ -259,21 +315,23 @@ impl QemuCommand {
                 opts.push(QemuOpt::Device(Device::VhostVsock { transport, cid }));
             }
             _ => {
-                opts.push(QemuOpt::Chardev(Chardev::Socket {
-                    id: VSOCK_ID,
-                    path: layout.vsock_vhost_socket.clone(),
-                    server: false,
-                }));
-                opts.push(QemuOpt::Device(Device::VhostUserVsock {
-                    transport,
-                    chardev: VSOCK_ID,
-                }));
+                if let Some(fd) = fds.vsock {
+                    opts.push(QemuOpt::Chardev(Chardev::Socket {
+                        id: VSOCK_ID,
+                        fd,
+                        server: false,
+                    }));
+                    opts.push(QemuOpt::Device(Device::VhostUserVsock {
+                        transport,
+                        chardev: VSOCK_ID,
+                    }));
+                }
             }
         }
-        if spec.shared_dir.is_some() {
+        if let (Some(_), Some(fd)) = (&spec.shared_dir, fds.fs) {
             opts.push(QemuOpt::Chardev(Chardev::Socket {
                 id: FS_ID,
-                path: layout.fs_socket.clone(),
+                fd,
                 server: false,
             }));
             opts.push(QemuOpt::Device(Device::VhostUserFs {
@@ -282,8 +340,13 @@ impl QemuCommand {
                 tag: SHARED_FS_TAG,
             }));
         }
-        for disk in &spec.disks {
-            opts.push(QemuOpt::Blockdev(disk.clone()));
+        for (i, (disk, &fd)) in spec.disks.iter().zip(&fds.disks).enumerate() {
+            let set = DISK_FDSET_BASE + i as u32;
+            opts.push(QemuOpt::AddFd { fd, set });
+            opts.push(QemuOpt::Blockdev(DiskSpec {
+                path: fdset_path(set),
+                ..disk.clone()
+            }));
             opts.push(QemuOpt::Device(Device::VirtioBlk {
                 transport,
                 id: disk.id.clone(),
@@ -297,12 +360,9 @@ impl QemuCommand {
                 }));
             }
         }
-        for (i, tap) in spec.taps.iter().enumerate() {
+        for (i, (tap, &fd)) in spec.taps.iter().zip(&fds.taps).enumerate() {
             let id = format!("net{i}");
-            opts.push(QemuOpt::TapNetdev {
-                id: id.clone(),
-                ifname: tap.ifname.clone(),
-            });
+            opts.push(QemuOpt::TapNetdev { id: id.clone(), fd });
             opts.push(QemuOpt::Device(Device::VirtioNet {
                 transport,
                 netdev: id,
@@ -357,6 +417,8 @@ impl QemuOpt {
         };
         match self {
             QemuOpt::Name(name) => pair("-name", kv("", OsStr::new(name))),
+            QemuOpt::Sandbox(s) => pair("-sandbox", (*s).into()),
+            QemuOpt::AddFd { fd, set } => pair("-add-fd", format!("fd={fd},set={set}").into()),
             QemuOpt::Machine {
                 machine,
                 legacy_timers,
@@ -390,19 +452,18 @@ impl QemuOpt {
                     kv(&format!("file,id={id},path="), path.as_os_str()),
                 );
             }
-            QemuOpt::Chardev(Chardev::Socket { id, path, server }) => {
-                let mut v = kv(&format!("socket,id={id},path="), path.as_os_str());
+            QemuOpt::Chardev(Chardev::Socket { id, fd, server }) => {
+                let mut v = format!("socket,id={id},fd={fd}");
                 if *server {
-                    v.push(",server=on,wait=off");
+                    v.push_str(",server=on,wait=off");
                 }
-                pair("-chardev", v);
+                pair("-chardev", v.into());
             }
             QemuOpt::Serial(id) => pair("-serial", format!("chardev:{id}").into()),
             QemuOpt::QmpMonitor(id) => pair("-mon", format!("chardev={id},mode=control").into()),
-            QemuOpt::TapNetdev { id, ifname } => {
+            QemuOpt::TapNetdev { id, fd } => {
                 let mut v = kv("tap,id=", OsStr::new(id));
-                v.push(kv(",ifname=", OsStr::new(ifname)));
-                v.push(",script=no,downscript=no");
+                v.push(format!(",fd={fd}"));
                 pair("-netdev", v);
             }
             QemuOpt::Blockdev(disk) => {
@@ -490,6 +551,7 @@ mod tests {
             agent_log: "debug".to_owned(),
             agent_debug: Vec::new(),
             virtiofs_cache: VirtiofsCache::Auto,
+            virtiofs_sandbox: crate::hypervisor::config::VirtiofsSandbox::Namespace,
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             vhost_device_vsock: Some("/tools/vhost-device-vsock".into()),
             virtiofsd: Some("/tools/virtiofsd".into()),
@@ -509,10 +571,30 @@ mod tests {
         }
     }
 
+    /// Descriptor numbers as the launcher would hand them over.
+    fn fds(disks: usize) -> QemuFds {
+        QemuFds {
+            kernel: "/proc/self/fd/10".into(),
+            initrd: Some("/proc/self/fd/11".into()),
+            console: 12,
+            qmp: 13,
+            vsock: Some(14),
+            fs: Some(15),
+            taps: vec![16],
+            disks: (0..disks).map(|i| 20 + i as RawFd).collect(),
+        }
+    }
+
+    fn strings(cmd: &QemuCommand) -> Vec<String> {
+        cmd.args()
+            .into_iter()
+            .map(|a| a.into_string().expect("utf-8"))
+            .collect()
+    }
+
     fn argv(machine: Machine, accel: Accel, vsock: VsockKind) -> Vec<String> {
         let spec = spec(machine, accel, vsock);
-        let layout = RunLayout::new(Path::new("/r"));
-        let cmd = QemuCommand::build(&spec, &layout, Some(7));
+        let cmd = QemuCommand::build(&spec, &fds(0), Some(7));
         assert_eq!(cmd.program, Path::new("/usr/bin/qemu-system-x86_64"));
         cmd.args()
             .into_iter()
@@ -528,6 +610,8 @@ mod tests {
         let mut v: Vec<String> = [
             "-name",
             "pod1",
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
             "-machine",
             machine,
             "-accel",
@@ -541,21 +625,23 @@ mod tests {
             "-object",
             "memory-backend-memfd,id=mem,size=256M,share=on",
             "-kernel",
-            "/img/vmlinuz",
+            "/proc/self/fd/10",
             "-initrd",
-            "/img/initrd.img",
+            "/proc/self/fd/11",
             "-append",
             if machine.starts_with("microvm") && accel == "tcg" {
                 CMDLINE_TSC
             } else {
                 CMDLINE
             },
+            "-add-fd",
+            "fd=12,set=1",
             "-chardev",
-            "file,id=console,path=/r/console.log",
+            "file,id=console,path=/dev/fdset/1",
             "-serial",
             "chardev:console",
             "-chardev",
-            "socket,id=qmp,path=/r/qmp.sock,server=on,wait=off",
+            "socket,id=qmp,fd=13,server=on,wait=off",
             "-mon",
             "chardev=qmp,mode=control",
         ]
@@ -565,7 +651,7 @@ mod tests {
         v.extend(vsock.iter().map(|s| s.to_string()));
         v.extend([
             "-chardev".to_owned(),
-            "socket,id=fs,path=/r/fs.sock".to_owned(),
+            "socket,id=fs,fd=15".to_owned(),
             "-device".to_owned(),
             format!("vhost-user-fs-{bus},chardev=fs,tag=vcfs"),
         ]);
@@ -577,7 +663,7 @@ mod tests {
         }
         v.extend([
             "-netdev".to_owned(),
-            "tap,id=net0,ifname=tap0,script=no,downscript=no".to_owned(),
+            "tap,id=net0,fd=16".to_owned(),
             "-device".to_owned(),
             format!("virtio-net-{bus},netdev=net0,mac=02:00:c0:00:02:0a"),
         ]);
@@ -601,13 +687,13 @@ mod tests {
     const Q35: &str = "q35,memory-backend=mem";
     const HYBRID_MMIO: &[&str] = &[
         "-chardev",
-        "socket,id=vsock,path=/r/vhost-vsock.sock",
+        "socket,id=vsock,fd=14",
         "-device",
         "vhost-user-vsock-device,chardev=vsock",
     ];
     const HYBRID_PCI: &[&str] = &[
         "-chardev",
-        "socket,id=vsock,path=/r/vhost-vsock.sock",
+        "socket,id=vsock,fd=14",
         "-device",
         "vhost-user-vsock-pci,chardev=vsock",
     ];
@@ -696,27 +782,32 @@ mod tests {
                 readonly: false,
             },
         ];
-        let args: Vec<String> = QemuCommand::build(&spec, &RunLayout::new(Path::new("/r")), None)
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().expect("utf-8"))
-            .collect();
+        let args = strings(&QemuCommand::build(&spec, &fds(2), None));
         let start = args
             .iter()
-            .position(|a| a == "-blockdev")
-            .expect("a -blockdev");
+            .position(|a| a == "fd=20,set=2")
+            .expect("the first disk's fd set")
+            - 1;
         assert_eq!(
-            args[start..start + 8],
+            args[start..start + 12],
             [
+                "-add-fd",
+                "fd=20,set=2",
                 "-blockdev",
-                "driver=raw,node-name=vcabcr,read-only=on,file.driver=file,file.filename=/img/root,,fs.ext4",
+                "driver=raw,node-name=vcabcr,read-only=on,file.driver=file,file.filename=/dev/fdset/2",
                 "-device",
                 "virtio-blk-device,drive=vcabcr,id=vcabcr,serial=vcabcr",
+                "-add-fd",
+                "fd=21,set=3",
                 "-blockdev",
-                "driver=raw,node-name=vcabc0,read-only=off,file.driver=file,file.filename=/img/data.ext4",
+                "driver=raw,node-name=vcabc0,read-only=off,file.driver=file,file.filename=/dev/fdset/3",
                 "-device",
                 "virtio-blk-device,drive=vcabc0,id=vcabc0,serial=vcabc0",
             ]
+        );
+        assert!(
+            !args.iter().any(|a| a.contains("/img/")),
+            "QEMU opens no image by path"
         );
         assert!(
             !args.iter().any(|a| a.starts_with("pcie-root-port")),
@@ -736,11 +827,13 @@ mod tests {
             },
             "/r",
         );
-        let args: Vec<String> = QemuCommand::build(&spec, &RunLayout::new(Path::new("/r")), None)
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().expect("utf-8"))
-            .collect();
+        let fds = QemuFds {
+            initrd: None,
+            fs: None,
+            taps: Vec::new(),
+            ..fds(0)
+        };
+        let args = strings(&QemuCommand::build(&spec, &fds, None));
         assert!(!args
             .iter()
             .any(|a| a == "-name" || a == "-initrd" || a == "-netdev"));
@@ -759,14 +852,16 @@ mod tests {
     fn commas_in_values_are_doubled() {
         let mut spec = spec(Machine::Microvm, Accel::Tcg, VsockKind::Hybrid);
         spec.name = Some("a,b".to_owned());
-        let cmd = QemuCommand::build(&spec, &RunLayout::new(Path::new("/r,x")), None);
-        let args: Vec<String> = cmd
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().expect("utf-8"))
-            .collect();
+        let args = strings(&QemuCommand::build(&spec, &fds(0), None));
         assert!(args.contains(&"a,,b".to_owned()));
-        assert!(args.contains(&"file,id=console,path=/r,,x/console.log".to_owned()));
-        assert!(args.contains(&"socket,id=qmp,path=/r,,x/qmp.sock,server=on,wait=off".to_owned()));
+        let fds = QemuFds {
+            kernel: "/k,x".into(),
+            ..fds(0)
+        };
+        let args = strings(&QemuCommand::build(&spec, &fds, None));
+        assert!(
+            args.contains(&"/k,x".to_owned()),
+            "-kernel takes a plain path"
+        );
     }
 }

@@ -182,6 +182,8 @@ mod tests {
             log: &dir.path().join("sleep.log"),
             netns: None,
             inherit: vec![lease.fd()],
+            user: None,
+            cwd: None,
         }
         .spawn()
         .expect("spawn");

@@ -129,6 +129,30 @@ impl VirtiofsCache {
     }
 }
 
+/// How `virtiofsd` confines itself to the share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtiofsSandbox {
+    /// New mount, pid and network namespaces with the share as the root
+    /// (`--sandbox namespace`): the daemon sees no other host file and no
+    /// host process or network.
+    #[default]
+    Namespace,
+    /// `chroot` into the share (`--sandbox chroot`), for hosts where the
+    /// daemon cannot make namespaces (inside some containers).
+    Chroot,
+}
+
+impl VirtiofsSandbox {
+    /// virtiofsd's name for the sandbox.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            VirtiofsSandbox::Namespace => "namespace",
+            VirtiofsSandbox::Chroot => "chroot",
+        }
+    }
+}
+
 /// Paths of the programs a VM needs; `None` means: search `PATH`, then the
 /// project's tools cache (`<cache>/tools/bin`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +197,8 @@ pub struct VmConfig {
     pub agent_debug: Vec<String>,
     /// virtiofsd cache policy.
     pub virtiofs_cache: VirtiofsCache,
+    /// virtiofsd sandbox.
+    pub virtiofs_sandbox: VirtiofsSandbox,
     /// Program paths.
     pub binaries: Binaries,
 }
@@ -192,6 +218,7 @@ impl Default for VmConfig {
             agent_log: "info".to_owned(),
             agent_debug: Vec::new(),
             virtiofs_cache: VirtiofsCache::default(),
+            virtiofs_sandbox: VirtiofsSandbox::default(),
             binaries: Binaries::default(),
         }
     }
@@ -225,6 +252,8 @@ pub struct VmSettings {
     pub agent_debug: Vec<String>,
     /// virtiofsd cache policy.
     pub virtiofs_cache: VirtiofsCache,
+    /// virtiofsd sandbox.
+    pub virtiofs_sandbox: VirtiofsSandbox,
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
     /// `vhost-device-vsock`; always set for hybrid vsock.
@@ -373,6 +402,7 @@ impl VmConfig {
             agent_log: self.agent_log.clone(),
             agent_debug: self.agent_debug.clone(),
             virtiofs_cache: self.virtiofs_cache,
+            virtiofs_sandbox: self.virtiofs_sandbox,
             qemu,
             vhost_device_vsock,
             virtiofsd,

@@ -1,6 +1,10 @@
 //! The vhost-user helper daemons of a VM: `vhost-device-vsock` (hybrid
 //! vsock) and `virtiofsd` (the pod's shared directory). Their command lines,
 //! and waiting for their sockets while watching that they stay alive.
+//!
+//! `vhost-device-vsock` runs as the unprivileged VMM user in a directory of
+//! its own (see [`super::confine`]), so its sockets are named relative to
+//! it. `virtiofsd` stays root inside its sandbox with fewer capabilities.
 
 use std::ffi::OsString;
 use std::os::unix::fs::FileTypeExt;
@@ -9,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::VirtiofsCache;
+use super::config::{VirtiofsCache, VirtiofsSandbox};
+use super::confine::VIRTIOFSD_MODCAPS;
 use super::process::ProcessRecord;
 
 /// The guest CID `vhost-device-vsock` gives the guest. Hybrid vsock is
@@ -43,8 +48,9 @@ impl std::fmt::Display for DaemonKind {
 }
 
 /// `vhost-device-vsock` arguments: vhost-user socket for QEMU, Unix socket
-/// for the host side. (The single-VM flags, not `--vm k=v,...`, so that paths
-/// need no escaping.)
+/// for the host side, both relative to the daemon's working directory (so
+/// that the unprivileged daemon needs no access to the directories above).
+/// (The single-VM flags, not `--vm k=v,...`, so that paths need no escaping.)
 pub fn vhost_device_vsock_args(vhost_socket: &Path, uds: &Path) -> Vec<OsString> {
     vec![
         "--guest-cid".into(),
@@ -56,20 +62,77 @@ pub fn vhost_device_vsock_args(vhost_socket: &Path, uds: &Path) -> Vec<OsString>
     ]
 }
 
-/// `virtiofsd` arguments. `--sandbox none`: the namespace sandbox needs
-/// privileges that containers and CI sandboxes often lack; the daemon still
-/// confines lookups to the shared directory.
-pub fn virtiofsd_args(socket: &Path, shared_dir: &Path, cache: VirtiofsCache) -> Vec<OsString> {
+/// `virtiofsd` arguments: the share served from inside virtiofsd's sandbox
+/// (a private mount, pid and network namespace with the share as its root,
+/// or a chroot where namespaces are unavailable), with the capabilities the
+/// share does not need dropped ([`VIRTIOFSD_MODCAPS`]): a device node the
+/// guest asks for is refused.
+pub fn virtiofsd_args(
+    socket: &Path,
+    shared_dir: &Path,
+    cache: VirtiofsCache,
+    sandbox: VirtiofsSandbox,
+) -> Vec<OsString> {
     vec![
         "--socket-path".into(),
         socket.into(),
         "--shared-dir".into(),
         shared_dir.into(),
         "--sandbox".into(),
-        "none".into(),
+        sandbox.as_arg().into(),
+        format!("--modcaps={VIRTIOFSD_MODCAPS}").into(),
         "--cache".into(),
         cache.as_arg().into(),
     ]
+}
+
+/// The sandbox virtiofsd gets for `shared_dir`. Its namespace sandbox has a
+/// private copy of the host's mounts: binds the host makes in the share
+/// later (container rootfs, volumes) reach it only when the share is a
+/// *shared* mount point when virtiofsd starts (the pod layer makes it one).
+/// Elsewhere the namespace sandbox would hide them, so it falls back to the
+/// chroot sandbox, with a warning.
+pub fn effective_sandbox(asked: VirtiofsSandbox, shared_dir: &Path) -> VirtiofsSandbox {
+    if asked != VirtiofsSandbox::Namespace {
+        return asked;
+    }
+    let dir = std::fs::canonicalize(shared_dir).unwrap_or_else(|_| shared_dir.to_owned());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if is_shared_mount_point(&info, &dir) {
+        VirtiofsSandbox::Namespace
+    } else {
+        tracing::warn!(
+            share = %dir.display(),
+            "the share is not a shared mount point: virtiofsd uses its chroot sandbox, since later binds would not reach its namespace"
+        );
+        VirtiofsSandbox::Chroot
+    }
+}
+
+/// True when `mountinfo` (the text of `/proc/self/mountinfo`) has a mount
+/// at `path` in a peer group (`shared:N`); the last mount there counts.
+pub fn is_shared_mount_point(mountinfo: &str, path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    // mountinfo writes space, tab, newline and backslash as \ooo.
+    let mut escaped = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => escaped.push_str(&format!("\\{b:03o}")),
+            _ => escaped.push(char::from(b)),
+        }
+    }
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            // Field 5 is the mount point; optional fields run from 7 to "-".
+            let optional = fields.get(6..)?;
+            let end = optional.iter().position(|f| *f == "-")?;
+            (fields.get(4)? == &escaped)
+                .then(|| optional[..end].iter().any(|f| f.starts_with("shared:")))
+        })
+        .last()
+        .unwrap_or(false)
 }
 
 /// Files a daemon leaves beside its socket: virtiofsd writes
@@ -129,23 +192,24 @@ mod tests {
         };
         assert_eq!(
             strs(vhost_device_vsock_args(
-                Path::new("/r/vhost-vsock.sock"),
-                Path::new("/r/vsock.sock")
+                Path::new("vhost-vsock.sock"),
+                Path::new("vsock.sock")
             )),
             [
                 "--guest-cid",
                 "3",
                 "--socket",
-                "/r/vhost-vsock.sock",
+                "vhost-vsock.sock",
                 "--uds-path",
-                "/r/vsock.sock"
+                "vsock.sock"
             ]
         );
         assert_eq!(
             strs(virtiofsd_args(
                 Path::new("/r/fs.sock"),
                 Path::new("/pod/shared"),
-                VirtiofsCache::Auto
+                VirtiofsCache::Auto,
+                VirtiofsSandbox::Namespace
             )),
             [
                 "--socket-path",
@@ -153,14 +217,59 @@ mod tests {
                 "--shared-dir",
                 "/pod/shared",
                 "--sandbox",
-                "none",
+                "namespace",
+                "--modcaps=-mknod:-setfcap",
                 "--cache",
                 "auto"
             ]
         );
+        let chroot = strs(virtiofsd_args(
+            Path::new("/r/fs.sock"),
+            Path::new("/pod/shared"),
+            VirtiofsCache::Never,
+            VirtiofsSandbox::Chroot,
+        ));
+        assert_eq!(chroot[4..6], ["--sandbox", "chroot"]);
+        assert_eq!(chroot[7..], ["--cache", "never"]);
         assert_eq!(
             side_files(DaemonKind::Virtiofsd, Path::new("/r/fs.sock")),
             [PathBuf::from("/r/fs.sock.pid")]
+        );
+    }
+
+    #[test]
+    fn only_a_shared_mount_point_counts() {
+        let info = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 8:1 /p/shared /run/vc/pods/p/shared ro,nosuid,nodev shared:7 master:6 - ext4 /dev/sda1 rw
+41 22 8:1 /q /run/vc/pods/q/shared rw - ext4 /dev/sda1 rw
+42 22 8:1 /a\\040b /run/a\\040b rw shared:9 - ext4 /dev/sda1 rw
+";
+        assert!(is_shared_mount_point(
+            info,
+            Path::new("/run/vc/pods/p/shared")
+        ));
+        assert!(
+            !is_shared_mount_point(info, Path::new("/run/vc/pods/q/shared")),
+            "private"
+        );
+        assert!(
+            !is_shared_mount_point(info, Path::new("/run/vc/pods")),
+            "not a mount point"
+        );
+        assert!(
+            is_shared_mount_point(info, Path::new("/run/a b")),
+            "escaped"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            effective_sandbox(VirtiofsSandbox::Namespace, dir.path()),
+            VirtiofsSandbox::Chroot,
+            "a plain directory gets the chroot sandbox"
+        );
+        assert_eq!(
+            effective_sandbox(VirtiofsSandbox::Chroot, Path::new("/")),
+            VirtiofsSandbox::Chroot
         );
     }
 
@@ -173,6 +282,8 @@ mod tests {
             log: &dir.path().join("d.log"),
             netns: None,
             inherit: Vec::new(),
+            user: None,
+            cwd: None,
         }
         .spawn()
         .expect("spawn");

@@ -9,6 +9,11 @@
 //! device: QEMU removes it when the guest agrees and then emits
 //! `DEVICE_DELETED`, which this module waits for on the same monitor
 //! connection before `blockdev-del` frees the image. microvm has no hotplug.
+//!
+//! QEMU runs unprivileged and cannot open the image: the host opens it and
+//! passes the descriptor with `add-fd` (`SCM_RIGHTS`) on the connection that
+//! then adds the node over `/dev/fdset/<id>`. QEMU drops the fd set by itself
+//! once the node is deleted and no monitor is connected.
 
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use futures::StreamExt as _;
 use qapi::qmp;
 use serde_json::{Map, Value};
 
+use super::confine::open_disk;
 use super::qmp::{Qmp, QmpError};
 use super::spec::DiskSpec;
 
@@ -25,8 +31,9 @@ pub const HOTPLUG_PORTS: u32 = 4;
 /// Id prefix of the hotplug ports (`vchp0`, ...).
 pub const HOTPLUG_PORT_PREFIX: &str = "vchp";
 
-/// The `blockdev-add` of `disk`: a raw node over the file.
-pub fn blockdev_add(disk: &DiskSpec) -> qmp::blockdev_add {
+/// The `blockdev-add` of `disk`: a raw node over the file QEMU opens as
+/// `filename` (the disk's fd set).
+pub fn blockdev_add(disk: &DiskSpec, filename: String) -> qmp::blockdev_add {
     let file = qmp::BlockdevOptions::file {
         base: qmp::BlockdevOptionsBase {
             auto_read_only: None,
@@ -44,7 +51,7 @@ pub fn blockdev_add(disk: &DiskSpec) -> qmp::blockdev_add {
             locking: None,
             pr_manager: None,
             x_check_cache_dropped: None,
-            filename: disk.path.to_string_lossy().into_owned(),
+            filename,
         },
     };
     qmp::blockdev_add(qmp::BlockdevOptions::raw {
@@ -118,8 +125,12 @@ impl Qmp {
         disk: &DiskSpec,
         timeout: Duration,
     ) -> Result<String, QmpError> {
+        let image = open_disk(&disk.path, disk.readonly).map_err(|source| QmpError::Image {
+            path: disk.path.clone(),
+            source,
+        })?;
         let call = async {
-            let mut stream = self.open().await?;
+            let (mut stream, fds) = self.open_passing().await?;
             let pci = stream
                 .execute(qmp::query_pci {})
                 .await
@@ -127,15 +138,32 @@ impl Qmp {
             let port = free_port(&pci).ok_or(QmpError::NoFreePort {
                 ports: HOTPLUG_PORTS,
             })?;
-            stream
-                .execute(blockdev_add(disk))
+            fds.attach(vec![image.into()]);
+            let set = stream
+                .execute(qmp::add_fd {
+                    fdset_id: None,
+                    opaque: Some(disk.id.clone()),
+                })
                 .await
-                .map_err(failed("blockdev-add"))?;
+                .map_err(failed("add-fd"))?
+                .fdset_id;
+            let remove_set = qmp::remove_fd {
+                fdset_id: set,
+                fd: None,
+            };
+            if let Err(e) = stream
+                .execute(blockdev_add(disk, format!("/dev/fdset/{set}")))
+                .await
+            {
+                let _ = stream.execute(remove_set).await;
+                return Err(failed("blockdev-add")(e));
+            }
             if let Err(e) = stream.execute(device_add(disk, &port)).await {
                 let del = qmp::blockdev_del {
                     node_name: disk.id.clone(),
                 };
                 let _ = stream.execute(del).await;
+                let _ = stream.execute(remove_set).await;
                 return Err(failed("device_add")(e));
             }
             Ok(port)
@@ -227,14 +255,15 @@ mod tests {
 
     #[test]
     fn blockdev_add_is_raw_over_file() {
-        let cmd = serde_json::to_value(blockdev_add(&disk(true))).expect("json");
+        let cmd = serde_json::to_value(blockdev_add(&disk(true), "/dev/fdset/3".to_owned()))
+            .expect("json");
         assert_eq!(
             cmd,
             json!({
                 "driver": "raw",
                 "node-name": "vc0123456789abcdefr",
                 "read-only": true,
-                "file": {"driver": "file", "filename": "/img/a,b.ext4", "read-only": true}
+                "file": {"driver": "file", "filename": "/dev/fdset/3", "read-only": true}
             })
         );
     }

@@ -7,9 +7,12 @@
 //! - [`host`]: accelerator (KVM/TCG) and vsock form (kernel/hybrid) choice;
 //! - [`argv`]: the QEMU command line as typed parts;
 //! - [`daemons`]: `vhost-device-vsock` and `virtiofsd`;
+//! - [`confine`]: the unprivileged user, the sandboxes, and the descriptors
+//!   handed to QEMU instead of paths;
 //! - [`cid`]: guest CIDs for kernel vsock, unique among pods;
 //! - [`process`]: detached processes, pid + start time, zombie-aware liveness;
-//! - [`qmp`]: QMP over the monitor socket (`qapi` crate);
+//! - [`qmp`]: QMP over the monitor socket (`qapi` crate), with [`scm`]
+//!   passing descriptors to it;
 //! - [`qemu`]: [`QemuHypervisor`], the launch sequence;
 //! - [`vm`]: [`Vm`] and its persistent [`VmRecord`].
 //!
@@ -20,12 +23,14 @@
 pub mod argv;
 pub mod cid;
 pub mod config;
+pub mod confine;
 pub mod daemons;
 pub mod host;
 pub mod hotplug;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod scm;
 pub mod spec;
 pub mod tools;
 pub mod vm;
@@ -38,9 +43,10 @@ use thiserror::Error;
 
 pub use cid::{CidAllocator, CidError};
 pub use config::{
-    Accel, AccelChoice, Binaries, ConfigError, Machine, VirtiofsCache, VmConfig, VmSettings,
-    VsockChoice, VsockKind,
+    Accel, AccelChoice, Binaries, ConfigError, Machine, VirtiofsCache, VirtiofsSandbox, VmConfig,
+    VmSettings, VsockChoice, VsockKind,
 };
+pub use confine::{ConfineError, VmmUser, DEFAULT_VMM_USER};
 pub use daemons::DaemonKind;
 pub use host::HostFacts;
 pub use process::{ProcessError, ProcessRecord};
@@ -65,6 +71,39 @@ pub enum HypervisorError {
     /// The configuration is unusable.
     #[error("the VM configuration is invalid")]
     Config(#[from] ConfigError),
+    /// QEMU or a daemon cannot be confined as asked, or a file cannot be
+    /// handed to it.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
+    /// A helper daemon's socket could not be connected for QEMU.
+    #[error("cannot connect to {daemon}'s socket {socket}")]
+    DaemonConnect {
+        /// Which daemon.
+        daemon: DaemonKind,
+        /// The socket.
+        socket: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The monitor socket could not be made.
+    #[error("cannot listen on the monitor socket {path}")]
+    Monitor {
+        /// The socket.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tap could not be opened for QEMU.
+    #[error("cannot open tap {ifname} for QEMU")]
+    Tap {
+        /// The tap.
+        ifname: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The run directory could not be created.
     #[error("cannot create run directory {path}")]
     RunDir {

@@ -11,10 +11,18 @@
 //! orphans. Signals go through a pidfd opened after the start time was
 //! checked, so a process that exits and whose pid is reused in between cannot
 //! receive them.
+//!
+//! A process given a [`VmmUser`] drops to that user in the child before
+//! `exec` (supplementary groups, gid, uid, then `no_new_privs`), after
+//! entering its network namespace; its program is opened by the launching
+//! process and executed as `/proc/self/fd/N`, so that the user needs no
+//! search permission on the directories on the way (the tools cache lives in
+//! root's home).
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,6 +33,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use super::confine::VmmUser;
 
 /// How often liveness is polled while waiting for an exit.
 const POLL: Duration = Duration::from_millis(10);
@@ -302,29 +312,76 @@ pub struct Detached<'a> {
     /// Descriptors to leave open across exec (their close-on-exec flag is
     /// cleared in the child), such as a CID lock.
     pub inherit: Vec<RawFd>,
+    /// The unprivileged user to run as; `None` keeps the caller's.
+    pub user: Option<&'a VmmUser>,
+    /// Working directory (default `/`), entered before the user changes.
+    pub cwd: Option<&'a Path>,
 }
 
 impl Detached<'_> {
     /// Starts the program in a new session and returns its record.
     pub fn spawn(&self) -> Result<ProcessRecord, ProcessError> {
-        let log = File::create(self.log).map_err(|source| ProcessError::Log {
+        let log_error = |source| ProcessError::Log {
             path: self.log.to_path_buf(),
             source,
-        })?;
-        let log_err = log.try_clone().map_err(|source| ProcessError::Log {
-            path: self.log.to_path_buf(),
+        };
+        // 0600: what the guest prints is nobody else's business.
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.log)
+            .map_err(log_error)?;
+        log.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(log_error)?;
+        let log_err = log.try_clone().map_err(log_error)?;
+        let spawn_error = |source| ProcessError::Spawn {
+            program: self.program.to_path_buf(),
             source,
-        })?;
-        let mut cmd = Command::new(self.program);
+        };
+        // Run by descriptor when the user changes: the user may not be able
+        // to reach the program's directory.
+        let program_fd = match self.user {
+            Some(_) => Some(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH)
+                    .open(self.program)
+                    .map_err(spawn_error)?,
+            ),
+            None => None,
+        };
+        let mut cmd = match &program_fd {
+            Some(fd) => {
+                let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                cmd.arg0(self.program);
+                cmd
+            }
+            None => Command::new(self.program),
+        };
         cmd.args(&self.args)
+            .current_dir(self.cwd.unwrap_or(Path::new("/")))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
         let netns = self.netns.map(|f| f.as_raw_fd());
         let inherit = self.inherit.clone();
+        let ids = self.user.map(|u| {
+            (
+                u.uid,
+                u.gid,
+                u.groups
+                    .iter()
+                    .map(|&g| g as libc::gid_t)
+                    .collect::<Vec<_>>(),
+            )
+        });
         // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls (setsid, setns, fcntl) on plain
-        // integers; it allocates nothing and takes no locks.
+        // async-signal-safe system calls (setsid, setns, fcntl, setgroups,
+        // setresgid, setresuid, prctl) on plain integers and a slice
+        // allocated before the fork; it allocates nothing and takes no locks.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
@@ -340,13 +397,28 @@ impl Detached<'_> {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+                if let Some((uid, gid, groups)) = &ids {
+                    // Groups and gid first: after setresuid the process may
+                    // no longer change them.
+                    if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                        || libc::setresgid(*gid, *gid, *gid) < 0
+                        || libc::setresuid(*uid, *uid, *uid) < 0
+                        || libc::prctl(
+                            libc::PR_SET_NO_NEW_PRIVS,
+                            1 as libc::c_ulong,
+                            0 as libc::c_ulong,
+                            0 as libc::c_ulong,
+                            0 as libc::c_ulong,
+                        ) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-            program: self.program.to_path_buf(),
-            source,
-        })?;
+        let child = cmd.spawn().map_err(spawn_error)?;
+        drop(program_fd);
         let pid = i32::try_from(child.id()).map_err(|_| ProcessError::Vanished {
             program: self.program.to_path_buf(),
             pid: -1,
@@ -409,6 +481,8 @@ mod tests {
             log: &log,
             netns: None,
             inherit: Vec::new(),
+            user: None,
+            cwd: None,
         }
         .spawn()
         .expect("spawn");
@@ -439,9 +513,57 @@ mod tests {
             log: &dir.path().join("x.log"),
             netns: None,
             inherit: Vec::new(),
+            user: None,
+            cwd: None,
         }
         .spawn()
         .expect_err("no program");
         assert!(matches!(err, ProcessError::Spawn { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_child_with_a_user_drops_to_it_and_runs_from_a_private_dir() {
+        // `nobody` stands in for the VMM user; the program lives in a 0700
+        // directory the user cannot search, as the tools cache does.
+        let user = VmmUser::lookup("nobody").expect("Debian has nobody");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).expect("mkdir");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let sh = private.join("sh");
+        std::fs::copy("/bin/sh", &sh).expect("copy sh");
+        let log = dir.path().join("id.log");
+        let rec = Detached {
+            program: &sh,
+            args: vec![
+                "-c".into(),
+                "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) cwd=$(pwd); grep NoNewPrivs /proc/self/status".into(),
+            ],
+            log: &log,
+            netns: None,
+            inherit: Vec::new(),
+            user: Some(&user),
+            cwd: None,
+        }
+        .spawn()
+        .expect("spawn");
+        assert!(
+            rec.wait_gone(Duration::from_secs(10)).await,
+            "the child ran"
+        );
+        let out = std::fs::read_to_string(&log).expect("log");
+        let groups: Vec<String> = user.groups.iter().map(u32::to_string).collect();
+        assert!(
+            out.starts_with(&format!(
+                "uid={} gid={} groups={} cwd=/\n",
+                user.uid,
+                user.gid,
+                groups.join(" ")
+            )),
+            "{out}"
+        );
+        assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+        let mode = std::fs::metadata(&log).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "logs are private");
     }
 }

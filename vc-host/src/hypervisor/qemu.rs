@@ -1,20 +1,24 @@
 //! The QEMU implementation of [`Hypervisor`]: start the helper daemons, wait
-//! for their sockets, start QEMU (in the pod's network namespace when given),
-//! wait for its monitor to answer, and hand back a [`Vm`]. Any failure on
-//! the way stops everything already started and reports the relevant logs.
+//! for their sockets, open everything QEMU needs and hand it over as
+//! descriptors ([`super::confine`]), start QEMU (as the unprivileged VMM user,
+//! in the pod's network namespace when given), wait for its monitor to
+//! answer, and hand back a [`Vm`]. Any failure on the way stops everything
+//! already started and reports the relevant logs.
 
 use std::fs::File;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, info_span, Instrument};
 
-use super::argv::QemuCommand;
+use super::argv::{QemuCommand, QemuFds};
 use super::cid::CidAllocator;
-use super::config::{ConfigError, VsockKind};
+use super::config::{Accel, ConfigError, VsockKind};
+use super::confine::{daemon_dir, ConfineError, Handoff};
 use super::daemons::{
-    side_files, vhost_device_vsock_args, virtiofsd_args, wait_for_socket, DaemonKind, SocketWait,
+    effective_sandbox, side_files, vhost_device_vsock_args, virtiofsd_args, wait_for_socket,
+    DaemonKind, SocketWait,
 };
 use super::process::{Detached, ProcessRecord};
 use super::qmp::{Qmp, QmpError};
@@ -170,21 +174,30 @@ impl QemuHypervisor {
             })?),
             None => None,
         };
-        // 0700: the monitor and vsock sockets control the VM.
+        let user = spec.vmm_user.as_ref();
+        if let (Some(user), Accel::Kvm) = (user, s.accel) {
+            user.check_kvm()?;
+        }
+        // 0700 and root's: the sockets control the VM and the logs hold what
+        // the guest printed. QEMU reaches nothing in it by path.
+        let run_dir_error = |source| HypervisorError::RunDir {
+            path: layout.dir.clone(),
+            source,
+        };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&layout.dir)
-            .map_err(|source| HypervisorError::RunDir {
-                path: layout.dir.clone(),
-                source,
-            })?;
+            .map_err(run_dir_error)?;
+        std::fs::set_permissions(&layout.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(run_dir_error)?;
 
         let mut started = Started::new();
         started.cleanup.push(layout.qmp_socket.clone());
         if s.vsock == VsockKind::Hybrid {
             started.cleanup.push(layout.vsock_vhost_socket.clone());
             started.cleanup.push(layout.vsock_uds.clone());
+            started.cleanup.push(layout.vsock_dir.clone());
         }
         if fs.is_some() {
             started.cleanup.push(layout.fs_socket.clone());
@@ -208,25 +221,46 @@ impl QemuHypervisor {
         };
 
         if let Some(bin) = &vsock_bin {
-            let args = vhost_device_vsock_args(&layout.vsock_vhost_socket, &layout.vsock_uds);
+            // The unprivileged daemon makes its sockets in a directory of its
+            // own, named relative to it.
+            daemon_dir(&layout.vsock_dir, user)?;
+            let args = vhost_device_vsock_args(
+                Path::new(file_name(&layout.vsock_vhost_socket)),
+                Path::new(file_name(&layout.vsock_uds)),
+            );
             self.start_daemon(
                 &mut started,
                 DaemonKind::VhostDeviceVsock,
-                bin,
-                args,
+                Detached {
+                    program: bin,
+                    args,
+                    log: &layout.vsock_log,
+                    netns: None,
+                    inherit: Vec::new(),
+                    user,
+                    cwd: Some(&layout.vsock_dir),
+                },
                 &layout.vsock_vhost_socket,
-                &layout.vsock_log,
             )?;
         }
         if let Some((bin, dir)) = &fs {
-            let args = virtiofsd_args(&layout.fs_socket, dir, s.virtiofs_cache);
+            // virtiofsd keeps root (it serves files as the guest's uids)
+            // inside its own sandbox.
+            let sandbox = effective_sandbox(s.virtiofs_sandbox, dir);
+            let args = virtiofsd_args(&layout.fs_socket, dir, s.virtiofs_cache, sandbox);
             self.start_daemon(
                 &mut started,
                 DaemonKind::Virtiofsd,
-                bin,
-                args,
+                Detached {
+                    program: bin,
+                    args,
+                    log: &layout.fs_log,
+                    netns: None,
+                    inherit: Vec::new(),
+                    user: None,
+                    cwd: None,
+                },
                 &layout.fs_socket,
-                &layout.fs_log,
             )?;
         }
         for d in &started.daemons {
@@ -237,15 +271,21 @@ impl QemuHypervisor {
         let daemons_ready = t0.elapsed();
 
         let cid = cid_lease.as_ref().map(|l| l.cid());
-        let cmd = QemuCommand::build(spec, &layout, cid);
+        let (mut handoff, fds) = hand_over(spec, &layout, netns.as_ref())?;
+        let cmd = QemuCommand::build(spec, &fds, cid);
         let args = cmd.args();
-        debug!(program = %cmd.program.display(), ?args, "starting QEMU");
+        debug!(program = %cmd.program.display(), ?args, user = user.map(|u| u.name.as_str()), "starting QEMU");
+        if let Some(lease) = &cid_lease {
+            handoff.also(lease.fd());
+        }
         let qemu = Detached {
             program: &cmd.program,
             args,
             log: &layout.qemu_log,
             netns: netns.as_ref(),
-            inherit: cid_lease.as_ref().map(|l| l.fd()).into_iter().collect(),
+            inherit: handoff.raw(),
+            user,
+            cwd: None,
         }
         .spawn()
         .map_err(|source| HypervisorError::Start {
@@ -253,8 +293,10 @@ impl QemuHypervisor {
             source,
         })?;
         started.qemu = Some(qemu);
-        // QEMU holds the CID lock from here on.
+        // QEMU holds the CID lock and every handed-over descriptor from here
+        // on.
         drop(cid_lease);
+        drop(handoff);
 
         wait_for_monitor(&qemu, &layout).await?;
         started.disarm();
@@ -299,21 +341,17 @@ impl QemuHypervisor {
         &self,
         started: &mut Started,
         kind: DaemonKind,
-        program: &Path,
-        args: Vec<std::ffi::OsString>,
+        daemon: Detached<'_>,
         socket: &Path,
-        log: &Path,
     ) -> Result<(), HypervisorError> {
-        debug!(daemon = %kind, program = %program.display(), ?args, "starting helper daemon");
-        let process = Detached {
-            program,
-            args,
-            log,
-            netns: None,
-            inherit: Vec::new(),
-        }
-        .spawn()
-        .map_err(|source| HypervisorError::Start {
+        debug!(
+            daemon = %kind,
+            program = %daemon.program.display(),
+            args = ?daemon.args,
+            user = daemon.user.map(|u| u.name.as_str()),
+            "starting helper daemon"
+        );
+        let process = daemon.spawn().map_err(|source| HypervisorError::Start {
             what: kind.name(),
             source,
         })?;
@@ -321,10 +359,103 @@ impl QemuHypervisor {
             kind,
             process,
             socket: socket.to_path_buf(),
-            log: log.to_path_buf(),
+            log: daemon.log.to_path_buf(),
         });
         Ok(())
     }
+}
+
+/// The last component of a run-directory path (always present: the layout
+/// makes them).
+fn file_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name().unwrap_or(path.as_os_str())
+}
+
+/// Opens everything QEMU uses, in the launching process: kernel and initrd,
+/// console file, monitor socket (listening), connections to the daemons'
+/// sockets, tap queues, disks. QEMU then opens nothing of the VM by path.
+fn hand_over(
+    spec: &VmSpec,
+    layout: &RunLayout,
+    netns: Option<&File>,
+) -> Result<(Handoff, QemuFds), HypervisorError> {
+    let s = &spec.settings;
+    let user = spec.vmm_user.as_ref();
+    let mut h = Handoff::default();
+    let kernel = h.image_file("kernel", &s.kernel, user)?.into();
+    let initrd = match &s.initrd {
+        Some(p) => Some(h.image_file("initrd", p, user)?.into()),
+        None => None,
+    };
+    let console = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&layout.console_log)
+        .map_err(|source| ConfineError::Open {
+            what: "console log",
+            path: layout.console_log.clone(),
+            source,
+        })?;
+    console
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|source| ConfineError::Open {
+            what: "console log",
+            path: layout.console_log.clone(),
+            source,
+        })?;
+    let console = h.keep(console);
+    let qmp = std::os::unix::net::UnixListener::bind(&layout.qmp_socket).map_err(|source| {
+        HypervisorError::Monitor {
+            path: layout.qmp_socket.clone(),
+            source,
+        }
+    })?;
+    let qmp = h.keep(qmp);
+    let mut connect = |daemon: DaemonKind, socket: &Path| {
+        std::os::unix::net::UnixStream::connect(socket)
+            .map(|c| h.keep(c))
+            .map_err(|source| HypervisorError::DaemonConnect {
+                daemon,
+                socket: socket.to_path_buf(),
+                source,
+            })
+    };
+    let vsock = match s.vsock {
+        VsockKind::Hybrid => Some(connect(
+            DaemonKind::VhostDeviceVsock,
+            &layout.vsock_vhost_socket,
+        )?),
+        VsockKind::Kernel => None,
+    };
+    let fs = match &spec.shared_dir {
+        Some(_) => Some(connect(DaemonKind::Virtiofsd, &layout.fs_socket)?),
+        None => None,
+    };
+    let names: Vec<String> = spec.taps.iter().map(|t| t.ifname.clone()).collect();
+    let taps = crate::network::open_tap_queues(netns, &names)
+        .map_err(|(ifname, source)| HypervisorError::Tap { ifname, source })?
+        .into_iter()
+        .map(|fd| h.keep(fd))
+        .collect();
+    let disks = spec
+        .disks
+        .iter()
+        .map(|d| h.disk(&d.path, d.readonly))
+        .collect::<Result<_, _>>()?;
+    let fds = QemuFds {
+        kernel,
+        initrd,
+        console,
+        qmp,
+        vsock,
+        fs,
+        taps,
+        disks,
+    };
+    Ok((h, fds))
 }
 
 /// Waits until QEMU answers `query-status` on its monitor: then the machine
@@ -384,6 +515,7 @@ mod tests {
             agent_log: "info".to_owned(),
             agent_debug: Vec::new(),
             virtiofs_cache: VirtiofsCache::Auto,
+            virtiofs_sandbox: crate::hypervisor::config::VirtiofsSandbox::Namespace,
             // Never started: every case below fails before spawning.
             qemu: "/nonexistent/qemu".into(),
             vhost_device_vsock: Some("/nonexistent/vhost-device-vsock".into()),

@@ -13,8 +13,9 @@ use thiserror::Error;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
-type Stream =
-    QapiStream<QmpStreamTokio<ReadHalf<UnixStream>>, QmpStreamTokio<WriteHalf<UnixStream>>>;
+use super::scm::{FdSender, FdStream};
+
+type Stream = QapiStream<QmpStreamTokio<ReadHalf<FdStream>>, QmpStreamTokio<WriteHalf<FdStream>>>;
 
 /// Why a QMP command failed.
 #[derive(Debug, Error)]
@@ -36,6 +37,15 @@ pub enum QmpError {
         /// QEMU's error or the I/O error.
         #[source]
         source: qapi::ExecuteError,
+    },
+    /// A disk image to hot-plug could not be opened.
+    #[error("cannot open disk image {path} for QEMU")]
+    Image {
+        /// The image.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
     },
     /// Every hotplug port of the VM holds a device.
     #[error("all {ports} hotplug ports of the VM are in use")]
@@ -104,14 +114,21 @@ impl Qmp {
     }
 
     pub(super) async fn open(&self) -> Result<Stream, QmpError> {
+        Ok(self.open_passing().await?.0)
+    }
+
+    /// A negotiated connection, and the handle that attaches descriptors
+    /// to its next command (for `add-fd`).
+    pub(super) async fn open_passing(&self) -> Result<(Stream, FdSender), QmpError> {
         let connect = |source| QmpError::Connect {
             socket: self.socket.clone(),
             source,
         };
-        let negotiation = QmpStreamTokio::open_uds(&self.socket)
-            .await
-            .map_err(connect)?;
-        negotiation.negotiate().await.map_err(connect)
+        let socket = UnixStream::connect(&self.socket).await.map_err(connect)?;
+        let (socket, sender) = FdStream::new(socket);
+        let negotiation = QmpStreamTokio::open(socket).await.map_err(connect)?;
+        let stream = negotiation.negotiate().await.map_err(connect)?;
+        Ok((stream, sender))
     }
 
     async fn run<C>(

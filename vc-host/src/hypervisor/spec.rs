@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::config::VmSettings;
+use super::confine::VmmUser;
 
 /// The virtio-fs tag of the pod's shared directory; the agent mounts it with
 /// `mount -t virtiofs vcfs <dir>`.
@@ -37,6 +38,9 @@ pub struct VmSpec {
     pub taps: Vec<TapSpec>,
     /// Raw disk images attached at boot as virtio-blk.
     pub disks: Vec<DiskSpec>,
+    /// The unprivileged host user QEMU and the vsock daemon run as; `None`
+    /// keeps the caller's user (root), for tools that run a throwaway VM.
+    pub vmm_user: Option<VmmUser>,
 }
 
 /// A raw disk image given to the guest as virtio-blk.
@@ -63,6 +67,7 @@ impl VmSpec {
             netns: None,
             taps: Vec::new(),
             disks: Vec::new(),
+            vmm_user: None,
         }
     }
 }
@@ -144,6 +149,9 @@ pub struct RunLayout {
     pub qemu_log: PathBuf,
     /// QMP monitor socket.
     pub qmp_socket: PathBuf,
+    /// `vhost-device-vsock`'s own directory (owned by the VMM user), where
+    /// it makes its two sockets.
+    pub vsock_dir: PathBuf,
     /// vhost-user socket between QEMU and `vhost-device-vsock`.
     pub vsock_vhost_socket: PathBuf,
     /// Hybrid vsock socket the host connects to (`CONNECT <port>`).
@@ -164,8 +172,9 @@ impl RunLayout {
             console_log: dir.join("console.log"),
             qemu_log: dir.join("qemu.log"),
             qmp_socket: dir.join("qmp.sock"),
-            vsock_vhost_socket: dir.join("vhost-vsock.sock"),
-            vsock_uds: dir.join("vsock.sock"),
+            vsock_dir: dir.join("vsock"),
+            vsock_vhost_socket: dir.join("vsock").join("vhost.sock"),
+            vsock_uds: dir.join("vsock").join("vsock.sock"),
             vsock_log: dir.join("vsock.log"),
             fs_socket: dir.join("fs.sock"),
             fs_log: dir.join("virtiofsd.log"),

@@ -313,10 +313,15 @@ impl Vm {
     }
 }
 
-/// Removes files, ignoring the ones already gone.
+/// Removes files, and directories once empty (list them after their
+/// files), ignoring the ones already gone. Links are removed, never followed.
 pub(crate) fn remove_files(paths: &[PathBuf]) {
     for p in paths {
-        match std::fs::remove_file(p) {
+        let removed = match std::fs::remove_file(p) {
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => std::fs::remove_dir(p),
+            other => other,
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => warn!(path = %p.display(), error = %e, "cannot remove VM file"),

@@ -4,7 +4,8 @@
 //! For each interface of the namespace that carries Ethernet (loopback and the
 //! taps made here are skipped), [`setup`] reads its MAC, MTU and addresses, and
 //! the namespace's routes and permanent neighbours; creates a persistent tap in
-//! the namespace (`vctap<N>`, which QEMU opens by name); and adds an ingress
+//! the namespace (`vctap<N>`, a queue of which the launcher opens and hands to
+//! QEMU); and adds an ingress
 //! qdisc with a u32 `mirred egress redirect` filter on each of the interface
 //! and the tap, so every frame that arrives on one leaves through the other.
 //! The interface keeps its MAC and addresses in the namespace: its ingress is
@@ -35,6 +36,7 @@ use vc_proto::{Interface, Neighbour, Route};
 use crate::hypervisor::{MacAddr, TapSpec};
 
 pub use plan::{tap_name, TAP_PREFIX};
+pub use tap::open_queues as open_tap_queues;
 
 /// Why the pod's network could not be mirrored or cleaned up.
 #[derive(Debug, Error)]

@@ -11,7 +11,9 @@ use super::share::GUEST_SHARED_DIR;
 use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
 use crate::agent::{collect_output, AgentClient, AgentClientError, ConnectOptions, Output};
 use crate::config::PodConfig;
-use crate::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmSettings, VmSpec, SHARED_FS_TAG};
+use crate::hypervisor::{
+    Hypervisor, HypervisorError, QemuHypervisor, Vm, VmSettings, VmSpec, VmmUser, SHARED_FS_TAG,
+};
 use crate::id::PodId;
 use crate::state::{State, Transition};
 use crate::store::{PodDir, PodLock};
@@ -82,6 +84,12 @@ impl Runtime {
             .map_err(crate::hypervisor::HypervisorError::from)?)
     }
 
+    /// The host user QEMU and the vsock daemon run as.
+    fn vmm_user(&self) -> Result<VmmUser, RuntimeError> {
+        VmmUser::lookup(&self.config.vmm_user)
+            .map_err(|e| RuntimeError::Hypervisor(HypervisorError::Confine(e)))
+    }
+
     /// Prepares a pod without starting its VM. Everything that can be checked
     /// (ids, configuration, guest image, paths) is checked before anything is
     /// created; a duplicate id is refused.
@@ -90,6 +98,7 @@ impl Runtime {
         async move {
             config.validate()?;
             self.vm_settings(&config)?;
+            self.vmm_user()?;
             let (dir, lock) = self.store.create_pod(&config.id).await?;
             let mut record = PodRecord::new();
             for c in &config.containers {
@@ -142,6 +151,7 @@ impl Runtime {
             let mut pod = self.lock(id).await?;
             pod.record.state.apply("pod", Transition::Start)?;
             let settings = self.vm_settings(&pod.config)?;
+            let vmm_user = self.vmm_user()?;
             // The export must be a shared mount point before virtiofsd starts.
             if let Err(e) = pod.export_share() {
                 pod.unbind_all_logged();
@@ -159,6 +169,7 @@ impl Runtime {
                 netns: pod.config.netns.clone(),
                 taps: net::taps(&pod),
                 disks: boot_disks(&pod),
+                vmm_user: Some(vmm_user),
             };
             let vm = match QemuHypervisor::new(self.store.root()).launch(&spec).await {
                 Ok(vm) => vm,

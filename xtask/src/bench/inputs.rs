@@ -88,6 +88,7 @@ pub(super) fn vc_runtime(scratch: &Path, image_dir: &Path) -> Result<Runtime> {
     Runtime::new(RuntimeConfig {
         root: scratch.join("r"),
         guest_image_dir: image_dir.to_owned(),
+        ..RuntimeConfig::default()
     })
     .context("cannot open the runtime root")
 }
