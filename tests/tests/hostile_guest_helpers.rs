@@ -1,6 +1,7 @@
 //! The pod's host processes run confined (issue 11, item 3), in a real pod:
 //! QEMU as the unprivileged VMM user under its seccomp sandbox,
-//! vhost-device-vsock unprivileged, virtiofsd in namespaces of its own and
+//! vhost-device-vsock unprivileged, virtiofsd in namespaces of its own (or
+//! chrooted into the share, where the share is not a shared mount point) and
 //! without `CAP_MKNOD`; a device node that guest root makes on the share is
 //! refused (a FIFO still works); the run directory and the logs are root's
 //! alone; and the pod works confined (exec, a read-write volume both ways).
@@ -14,8 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _, Result};
 use support::pod::TestRuntime;
 use vc_host::config::VolumeConfig;
+use vc_host::hypervisor::daemons::is_shared_mount_point;
 use vc_host::hypervisor::{VmmUser, DEFAULT_VMM_USER};
-use vc_host::runtime::share::guest_volume_path;
+use vc_host::runtime::share::{guest_rootfs_path, guest_volume_path};
 use vc_host::runtime::ProcessConfig;
 
 /// `CAP_MKNOD` and `CAP_SETFCAP`, as bits of a capability mask.
@@ -140,25 +142,46 @@ async fn helpers_run_confined_and_a_guest_device_node_is_refused() -> Result<()>
     );
     ensure!(status_field(vsock, "NoNewPrivs")? == "1");
 
-    // virtiofsd: not in the host's mount namespace; the process serving
-    // the share (its child, pid 1 of its own pid namespace) lacks mknod
-    // and setfcap.
-    let host_ns = mount_ns("self")?;
-    ensure!(
-        mount_ns(&virtiofsd.to_string())? != host_ns,
-        "virtiofsd (pid {virtiofsd}) is in the host's mount namespace"
-    );
-    let servers = children(virtiofsd);
-    ensure!(
-        !servers.is_empty(),
-        "virtiofsd {virtiofsd} has no serving child"
-    );
+    // virtiofsd is confined to the share. Where the share is a shared mount
+    // point (binds reach a private namespace), it is not in the host's mount
+    // namespace and serves from a child (pid 1 of its own pid namespace);
+    // elsewhere it chroots into the share. Either way the serving process
+    // lacks mknod and setfcap.
+    let share = std::fs::canonicalize(t.root().join("pods").join(pod.as_str()).join("shared"))?;
+    let mounts = vc_host::mountinfo::read()?;
+    let servers = if is_shared_mount_point(&mounts, &share) {
+        let host_ns = mount_ns("self")?;
+        ensure!(
+            mount_ns(&virtiofsd.to_string())? != host_ns,
+            "virtiofsd (pid {virtiofsd}) is in the host's mount namespace"
+        );
+        let servers = children(virtiofsd);
+        ensure!(
+            !servers.is_empty(),
+            "virtiofsd {virtiofsd} has no serving child"
+        );
+        for s in &servers {
+            ensure!(mount_ns(&s.to_string())? != host_ns);
+        }
+        eprintln!("virtiofsd: namespace sandbox, serving pids {servers:?}");
+        servers
+    } else {
+        let root = std::fs::read_link(format!("/proc/{virtiofsd}/root"))?;
+        ensure!(
+            root == share,
+            "virtiofsd's root is {}, not the share {}",
+            root.display(),
+            share.display()
+        );
+        eprintln!("virtiofsd: chroot sandbox (the share is not a shared mount point)");
+        vec![virtiofsd]
+    };
     for s in &servers {
-        ensure!(mount_ns(&s.to_string())? != host_ns);
         let cap_eff = u64::from_str_radix(&status_field(*s, "CapEff")?, 16)?;
         eprintln!(
-            "virtiofsd serving pid {s}: CapEff {cap_eff:#018x} ({})",
-            cap_names(cap_eff)
+            "virtiofsd serving pid {s}: CapEff {cap_eff:#018x} ({}), Seccomp {}",
+            cap_names(cap_eff),
+            status_field(*s, "Seccomp")?
         );
         ensure!(cap_eff & (1 << CAP_MKNOD) == 0, "virtiofsd keeps mknod");
         ensure!(cap_eff & (1 << CAP_SETFCAP) == 0, "virtiofsd keeps setfcap");
@@ -172,8 +195,10 @@ async fn helpers_run_confined_and_a_guest_device_node_is_refused() -> Result<()>
          mknod -m 666 {dir}/chr c 1 3; echo chr=$?; \
          mknod {dir}/fifo p; echo fifo=$?"
     );
+    // The VM itself has no shell: the container's static busybox serves.
+    let busybox = format!("{}/bin/busybox", guest_rootfs_path(&cid));
     let out =
-        t.rt.enter_pod(&pod, vec!["/bin/sh".into(), "-c".into(), script])
+        t.rt.enter_pod(&pod, vec![busybox, "sh".into(), "-c".into(), script])
             .await?;
     let said = text(&out.stdout);
     eprintln!("guest mknod: {said}{}", text(&out.stderr));

@@ -97,8 +97,8 @@ pub fn effective_sandbox(asked: VirtiofsSandbox, shared_dir: &Path) -> VirtiofsS
         return asked;
     }
     let dir = std::fs::canonicalize(shared_dir).unwrap_or_else(|_| shared_dir.to_owned());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    if is_shared_mount_point(&info, &dir) {
+    let mounts = crate::mountinfo::read().unwrap_or_default();
+    if is_shared_mount_point(&mounts, &dir) {
         VirtiofsSandbox::Namespace
     } else {
         tracing::warn!(
@@ -109,30 +109,14 @@ pub fn effective_sandbox(asked: VirtiofsSandbox, shared_dir: &Path) -> VirtiofsS
     }
 }
 
-/// True when `mountinfo` (the text of `/proc/self/mountinfo`) has a mount
-/// at `path` in a peer group (`shared:N`); the last mount there counts.
-pub fn is_shared_mount_point(mountinfo: &str, path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    // mountinfo writes space, tab, newline and backslash as \ooo.
-    let mut escaped = String::new();
-    for &b in path.as_os_str().as_bytes() {
-        match b {
-            b' ' | b'\t' | b'\n' | b'\\' => escaped.push_str(&format!("\\{b:03o}")),
-            _ => escaped.push(char::from(b)),
-        }
-    }
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            // Field 5 is the mount point; optional fields run from 7 to "-".
-            let optional = fields.get(6..)?;
-            let end = optional.iter().position(|f| *f == "-")?;
-            (fields.get(4)? == &escaped)
-                .then(|| optional[..end].iter().any(|f| f.starts_with("shared:")))
-        })
+/// True when the last of `mounts` made at `path` is in a peer group
+/// (`shared:N`).
+pub fn is_shared_mount_point(mounts: &[crate::mountinfo::Mount], path: &Path) -> bool {
+    mounts
+        .iter()
+        .filter(|m| m.mount_point == path)
         .last()
-        .unwrap_or(false)
+        .is_some_and(|m| m.shared_group().is_some())
 }
 
 /// Files a daemon leaves beside its socket: virtiofsd writes
@@ -245,20 +229,21 @@ mod tests {
 41 22 8:1 /q /run/vc/pods/q/shared rw - ext4 /dev/sda1 rw
 42 22 8:1 /a\\040b /run/a\\040b rw shared:9 - ext4 /dev/sda1 rw
 ";
+        let info = crate::mountinfo::parse(info).expect("parses");
         assert!(is_shared_mount_point(
-            info,
+            &info,
             Path::new("/run/vc/pods/p/shared")
         ));
         assert!(
-            !is_shared_mount_point(info, Path::new("/run/vc/pods/q/shared")),
+            !is_shared_mount_point(&info, Path::new("/run/vc/pods/q/shared")),
             "private"
         );
         assert!(
-            !is_shared_mount_point(info, Path::new("/run/vc/pods")),
+            !is_shared_mount_point(&info, Path::new("/run/vc/pods")),
             "not a mount point"
         );
         assert!(
-            is_shared_mount_point(info, Path::new("/run/a b")),
+            is_shared_mount_point(&info, Path::new("/run/a b")),
             "escaped"
         );
         let dir = tempfile::tempdir().expect("tempdir");
