@@ -102,14 +102,30 @@ fn read_from_image(image: &Path, file: &str) -> Result<String> {
 }
 
 /// How many of `images` process `pid` has open.
+/// How many of `images` process `pid` holds open (QEMU holds a hot-plugged
+/// image twice: the descriptor passed with `add-fd` and the block node's
+/// copy of it).
 fn images_open_by(pid: i32, images: &[&Path]) -> Result<usize> {
-    let mut n = 0;
+    let mut held: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
         if let Ok(target) = std::fs::read_link(fd?.path()) {
-            n += usize::from(images.iter().any(|i| *i == target));
+            held.extend(images.iter().copied().filter(|i| *i == target));
         }
     }
-    Ok(n)
+    Ok(held.len())
+}
+
+/// Waits until `pid` holds none of `images`: QEMU closes a passed image's
+/// fd set once its node is deleted and the monitor connection has closed.
+async fn wait_images_closed(pid: i32, images: &[&Path], timeout: Duration) -> Result<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let held = images_open_by(pid, images)?;
+        if held == 0 || Instant::now() > deadline {
+            return Ok(held);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Collects the output of a container's main process (already started).
@@ -258,7 +274,7 @@ async fn q35_hot_plugs_disks_into_a_running_pod_and_unplugs_them_on_delete() -> 
     t.rt.delete_container(&pod, &"disk".parse()?).await?;
     eprintln!("two disks unplugged in {:?}", unplug.elapsed());
     assert_eq!(
-        images_open_by(qemu, &[&root_img, &data_img])?,
+        wait_images_closed(qemu, &[&root_img, &data_img], Duration::from_secs(10)).await?,
         0,
         "QEMU closed the images (blockdev-del after DEVICE_DELETED)"
     );
@@ -288,7 +304,7 @@ async fn q35_hot_plugs_disks_into_a_running_pod_and_unplugs_them_on_delete() -> 
     let err = format!("{:#}", anyhow::Error::from(err));
     assert!(err.contains("resolves to the root"), "{err}");
     assert_eq!(
-        images_open_by(qemu, &[&data_img])?,
+        wait_images_closed(qemu, &[&data_img], Duration::from_secs(10)).await?,
         0,
         "the failed create unplugged its disk"
     );
