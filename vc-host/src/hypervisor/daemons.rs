@@ -114,8 +114,8 @@ pub fn effective_sandbox(asked: VirtiofsSandbox, shared_dir: &Path) -> VirtiofsS
 pub fn is_shared_mount_point(mounts: &[crate::mountinfo::Mount], path: &Path) -> bool {
     mounts
         .iter()
-        .filter(|m| m.mount_point == path)
-        .last()
+        .rev()
+        .find(|m| m.mount_point == path)
         .is_some_and(|m| m.shared_group().is_some())
 }
 
