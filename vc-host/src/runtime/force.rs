@@ -162,6 +162,7 @@ mod tests {
         let rt = Runtime::new(crate::config::RuntimeConfig {
             root: tmp.path().join("root"),
             guest_image_dir: tmp.path().join("no-image"),
+            ..crate::config::RuntimeConfig::default()
         })
         .expect("runtime");
         let id = PodId::new("broken").expect("id");
@@ -224,6 +225,7 @@ mod tests {
         let rt = Runtime::new(crate::config::RuntimeConfig {
             root: tmp.path().join("root"),
             guest_image_dir: tmp.path().join("no-image"),
+            ..crate::config::RuntimeConfig::default()
         })
         .expect("runtime");
         let id = PodId::new("odd").expect("id");
