@@ -90,7 +90,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "procfs",
-        what: "/proc/<pid>/stat, /proc/meminfo, /proc/cmdline, mountinfo and the cgroup v2 files the agent reads",
+        what: "/proc/<pid>/stat and mountinfo (host), /proc/meminfo, /proc/cmdline, mountinfo and the cgroup v2 files (agent)",
         body: procfs::run,
         max_single_alloc: 1 << 20,
         max_peak: OVERHEAD,

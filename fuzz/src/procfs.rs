@@ -1,12 +1,14 @@
 //! `procfs`: the text files the host and the agent parse from the kernel,
 //! `/proc/<pid>/stat` (the host finds QEMU and its helpers by pid and start
 //! time), `/proc/meminfo`, `/proc/cmdline` and `/proc/self/mountinfo` in the
-//! guest, and the cgroup v2 files behind a container's stats.
+//! guest, the cgroup v2 files behind a container's stats, and the host's
+//! mountinfo parser (`vc_host::mountinfo`).
 //!
 //! The bytes are the file's text. Besides never panicking: a command name
 //! (`/proc/<pid>/stat` field 2, which a process sets itself) cannot shift the
 //! fields after it, and the agent's kernel command line settings print back
-//! to the same settings.
+//! to the same settings; a mountinfo line prints back, escaped as the kernel
+//! does, to the same mount.
 
 use vc_agent::config::Config;
 use vc_agent::fuzzing as agent;
@@ -35,9 +37,58 @@ fn cmdline(config: &Config) -> String {
     words.join(" ")
 }
 
+/// A mountinfo field as the kernel writes it: space, tab, newline and
+/// backslash as `\ooo`.
+fn escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The host's mountinfo parser: what parses prints back, escaped as the
+/// kernel does, to the same mounts.
+fn mountinfo(text: &str) {
+    let Ok(mounts) = vc_host::mountinfo::parse(text) else {
+        return;
+    };
+    let _ = vc_host::mountinfo::under(&mounts, std::path::Path::new("/run")).count();
+    for m in &mounts {
+        let (Some(root), Some(point), Some(source)) =
+            (m.root.to_str(), m.mount_point.to_str(), m.source.to_str())
+        else {
+            continue;
+        };
+        let mut fields = vec![
+            m.id.to_string(),
+            m.parent_id.to_string(),
+            format!("{}:{}", m.major, m.minor),
+            escape(root),
+            escape(point),
+            m.mount_options.clone(),
+        ];
+        fields.extend(m.optional.iter().cloned());
+        fields.extend([
+            "-".to_owned(),
+            m.fs_type.clone(),
+            escape(source),
+            m.super_options.clone(),
+        ]);
+        let line = fields.join(" ");
+        let back = vc_host::mountinfo::parse(&line)
+            .unwrap_or_else(|e| panic!("{line:?} printed from {m:?} is refused: {e}"));
+        assert_eq!(back.as_slice(), std::slice::from_ref(m), "{line:?}");
+    }
+}
+
 pub(crate) fn run(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let text = text.as_ref();
+    mountinfo(text);
 
     let _ = host::proc_stat(text);
     assert_eq!(
