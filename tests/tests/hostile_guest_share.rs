@@ -235,15 +235,17 @@ async fn links_and_renames_planted_in_the_share_reach_nothing_on_the_host() -> R
         vec![
             "/bin/sh".into(),
             "-c".into(),
-            "cat /data/data > /data/seen; echo appended >> /f; echo from-c1 > /data/out; \
-             exec sleep 600"
+            "cat /hostile-data/data > /hostile-data/seen; echo appended >> /hostile-f; \
+             echo from-c1 > /hostile-data/out; exec sleep 600"
                 .into(),
         ],
     );
     c1.volumes = vec![
-        volume(&vol, "/data", false),
-        volume(&file_vol, "/f", false),
-        volume(&ro_file, "/ro", true),
+        // Paths no other test uses: the shared busybox rootfs keeps the
+        // mount points other tests made in it, and the copy inherits them.
+        volume(&vol, "/hostile-data", false),
+        volume(&file_vol, "/hostile-f", false),
+        volume(&ro_file, "/hostile-ro", true),
     ];
     t.rt.create_container(&pod, c1).await?;
 
