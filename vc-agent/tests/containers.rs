@@ -144,6 +144,8 @@ fn spec(id: &str, script: &str) -> ContainerSpec {
         },
         mounts: vec![],
         resources: Resources::default(),
+        masked_paths: vc_proto::DEFAULT_MASKED_PATHS.map(String::from).to_vec(),
+        readonly_paths: vc_proto::DEFAULT_READONLY_PATHS.map(String::from).to_vec(),
     }
 }
 

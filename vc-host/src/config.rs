@@ -339,6 +339,71 @@ pub struct ContainerConfig {
     /// `LinuxSeccomp` form (see `docs/containers.md`).
     #[serde(default)]
     pub seccomp: Seccomp,
+    /// Paths made unreadable in the container (OCI `linux.maskedPaths`): a
+    /// file gets `/dev/null` bound over it, a directory an empty read-only
+    /// tmpfs. Default: runc's and containerd's list
+    /// ([`vc_proto::DEFAULT_MASKED_PATHS`]); an empty list masks nothing.
+    #[serde(default = "default_masked_paths")]
+    pub masked_paths: Vec<String>,
+    /// Paths made read-only, recursively, in the container (OCI
+    /// `linux.readonlyPaths`). Default: runc's and containerd's list
+    /// ([`vc_proto::DEFAULT_READONLY_PATHS`]).
+    #[serde(default = "default_readonly_paths")]
+    pub readonly_paths: Vec<String>,
+}
+
+/// At most this many masked or read-only paths, each at most
+/// [`MAX_GUEST_PATH_LEN`] bytes.
+pub const MAX_GUEST_PATHS: usize = 256;
+
+/// The longest masked or read-only path, in bytes (`PATH_MAX`).
+pub const MAX_GUEST_PATH_LEN: usize = 4096;
+
+fn default_masked_paths() -> Vec<String> {
+    vc_proto::DEFAULT_MASKED_PATHS
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect()
+}
+
+fn default_readonly_paths() -> Vec<String> {
+    vc_proto::DEFAULT_READONLY_PATHS
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect()
+}
+
+/// Checks masked or read-only paths: at most [`MAX_GUEST_PATHS`], each
+/// absolute, normalized (no empty, `.` or `..` component, no trailing `/`), not
+/// `/`, without NUL, at most [`MAX_GUEST_PATH_LEN`] bytes.
+fn validate_guest_paths(field: &'static str, paths: &[String]) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { field, reason };
+    if paths.len() > MAX_GUEST_PATHS {
+        return Err(invalid(format!(
+            "{} paths, at most {MAX_GUEST_PATHS} are allowed",
+            paths.len()
+        )));
+    }
+    for p in paths {
+        let why = match p.strip_prefix('/') {
+            None => Some("it is not an absolute path"),
+            Some("") => Some("it is the root of the container"),
+            Some(_) if p.len() > MAX_GUEST_PATH_LEN => Some("it is longer than 4096 bytes"),
+            Some(_) if p.contains('\0') => Some("it contains a NUL byte"),
+            Some(rest)
+                if rest
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..") =>
+            {
+                Some("it is not normalized (empty, `.` or `..` component, or a trailing `/`)")
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            return Err(invalid(format!("{p:?}: {why}")));
+        }
+    }
+    Ok(())
 }
 
 fn default_cwd() -> String {
@@ -372,6 +437,8 @@ impl ContainerConfig {
             shm_size_bytes: None,
             disks: Vec::new(),
             seccomp: Seccomp::Default,
+            masked_paths: default_masked_paths(),
+            readonly_paths: default_readonly_paths(),
         }
     }
 
@@ -401,6 +468,8 @@ impl ContainerConfig {
         if let Seccomp::Profile(p) = &self.seccomp {
             p.validate()?;
         }
+        validate_guest_paths("masked_paths", &self.masked_paths)?;
+        validate_guest_paths("readonly_paths", &self.readonly_paths)?;
         Ok(())
     }
 
@@ -522,6 +591,46 @@ mod tests {
         assert_eq!(spec.env, vec![DEFAULT_PATH.to_owned()]);
         assert!(spec.no_new_privileges);
         c.validate().expect("valid");
+    }
+
+    #[test]
+    fn masked_and_readonly_paths_default_to_runc_and_can_be_changed() {
+        let c: ContainerConfig =
+            serde_json::from_str(r#"{"id": "c1", "rootfs": "/tmp", "command": ["x"]}"#)
+                .expect("parses");
+        assert!(c.masked_paths.iter().any(|p| p == "/proc/kcore"));
+        assert!(c.masked_paths.iter().any(|p| p == "/sys/firmware"));
+        assert_eq!(c.masked_paths.len(), vc_proto::DEFAULT_MASKED_PATHS.len());
+        assert!(c.readonly_paths.iter().any(|p| p == "/proc/sys"));
+        assert_eq!(
+            c.readonly_paths.len(),
+            vc_proto::DEFAULT_READONLY_PATHS.len()
+        );
+        let c: ContainerConfig = serde_json::from_str(
+            r#"{"id": "c1", "rootfs": "/tmp", "command": ["x"],
+                "masked_paths": [], "readonly_paths": ["/etc/ssl"]}"#,
+        )
+        .expect("parses");
+        assert!(c.masked_paths.is_empty());
+        assert_eq!(c.readonly_paths, vec!["/etc/ssl".to_owned()]);
+        c.validate().expect("valid");
+
+        for (bad, why) in [
+            ("proc/kcore", "absolute"),
+            ("/", "root"),
+            ("/proc/../etc", "normalized"),
+            ("/proc/", "normalized"),
+            ("/a\0b", "NUL"),
+        ] {
+            let mut c = c.clone();
+            c.masked_paths = vec![bad.to_owned()];
+            let err = c.validate().expect_err(bad);
+            assert!(err.to_string().contains(why), "{bad:?}: {err}");
+            assert!(err.to_string().contains("masked_paths"), "{err}");
+        }
+        let mut many = c.clone();
+        many.readonly_paths = vec!["/a".to_owned(); MAX_GUEST_PATHS + 1];
+        assert!(many.validate().is_err());
     }
 
     #[test]

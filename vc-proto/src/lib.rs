@@ -26,10 +26,13 @@ pub use io::{Frame, FrameReader, FrameWriter};
 pub use msg::*;
 
 /// The protocol version this crate speaks at most; see [`msg`] for what a bump means.
-pub const MAX_PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: `ContainerSpec` gained `masked_paths` and `readonly_paths`.
+pub const MAX_PROTOCOL_VERSION: u16 = 2;
 
-/// The oldest protocol version this crate still speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this crate still speaks. Version 1's
+/// `ContainerSpec` is not kept: host and agent are built from one tree.
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// The version a connection between two peers built from this crate uses.
 pub const PROTOCOL_VERSION: u16 = MAX_PROTOCOL_VERSION;

@@ -171,7 +171,7 @@ fn framed_input() -> impl Strategy<Value = Vec<u8>> {
     let noise = vec(any::<u8>(), 0..2048);
     let plausible = (
         0u8..6,
-        prop_oneof![Just(1u16), any::<u16>()],
+        prop_oneof![Just(vc_proto::PROTOCOL_VERSION), any::<u16>()],
         prop_oneof![any::<u32>(), 0u32..4096, Just(DEFAULT_MAX_PAYLOAD)],
         vec(any::<u8>(), 0..2048),
     )
@@ -181,7 +181,7 @@ fn framed_input() -> impl Strategy<Value = Vec<u8>> {
             bytes
         });
     let well_formed = (1u8..=4, vec(any::<u8>(), 0..2048)).prop_map(|(kind, payload)| {
-        let mut bytes = header(kind, 1, payload.len() as u32);
+        let mut bytes = header(kind, vc_proto::PROTOCOL_VERSION, payload.len() as u32);
         bytes.extend(payload);
         bytes
     });
@@ -199,7 +199,11 @@ fn framed_input() -> impl Strategy<Value = Vec<u8>> {
             let mut bytes = Vec::new();
             for (kind, payload) in messages {
                 let payload = payload.expect("encodes");
-                bytes.extend(header(kind as u8, 1, payload.len() as u32));
+                bytes.extend(header(
+                    kind as u8,
+                    vc_proto::PROTOCOL_VERSION,
+                    payload.len() as u32,
+                ));
                 bytes.extend(payload);
             }
             for (at, value) in edits {
@@ -254,7 +258,7 @@ fn the_allocator_counts() {
 #[test]
 fn oversized_frames_are_refused_before_any_allocation() {
     for length in [DEFAULT_MAX_PAYLOAD + 1, u32::MAX] {
-        let bytes = header(FrameKind::Request as u8, 1, length);
+        let bytes = header(FrameKind::Request as u8, vc_proto::PROTOCOL_VERSION, length);
         let (frames, err, peak) = read_all(&bytes);
         assert_eq!(frames, 0);
         assert!(matches!(err, FrameError::Oversized { .. }), "{err:?}");
@@ -264,7 +268,11 @@ fn oversized_frames_are_refused_before_any_allocation() {
 
 #[test]
 fn a_frame_at_the_cap_allocates_the_cap_once() {
-    let bytes = header(FrameKind::Request as u8, 1, DEFAULT_MAX_PAYLOAD);
+    let bytes = header(
+        FrameKind::Request as u8,
+        vc_proto::PROTOCOL_VERSION,
+        DEFAULT_MAX_PAYLOAD,
+    );
     let (_, err, peak) = read_all(&bytes);
     assert!(matches!(err, FrameError::Truncated { .. }), "{err:?}");
     assert!(peak >= DEFAULT_MAX_PAYLOAD as usize, "peak {peak}");
@@ -308,7 +316,7 @@ fn bombs() -> Vec<(&'static str, FrameKind, Vec<u8>)> {
         (
             "gids",
             FrameKind::Request,
-            bomb(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0], &[0; 10]),
+            bomb(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0], &[0; 12]),
         ),
         // Response::Interfaces: 10 bytes -> a 64-byte GuestInterface.
         ("interfaces", FrameKind::Response, bomb(&[9], &[0; 10], &[])),
@@ -338,7 +346,7 @@ fn amplifying_payloads_stay_within_the_cap() {
         );
 
         // Through a reader: the payload buffer plus the bounded decode.
-        let mut frame = header(kind as u8, 1, payload.len() as u32);
+        let mut frame = header(kind as u8, vc_proto::PROTOCOL_VERSION, payload.len() as u32);
         frame.extend_from_slice(&payload);
         let (frames, err, peak) = read_all(&frame);
         assert_eq!(frames, 1, "{name}");
@@ -376,7 +384,7 @@ fn bombs_are_well_formed_apart_from_their_size() {
     assert!(codec::decode::<Response>(&small(&[2, 0, 1, 0], &[0], &[0, 0, 0])).is_ok());
     assert!(codec::decode::<Request>(&small(&[3, 0, 0, 0], &[0], &[0, 0, 0, 0, 0, 0])).is_ok());
     assert!(
-        codec::decode::<Request>(&small(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0], &[0; 10]))
+        codec::decode::<Request>(&small(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0], &[0; 12]))
             .is_ok()
     );
     assert!(codec::decode::<Response>(&small(&[9], &[0; 10], &[])).is_ok());

@@ -74,7 +74,7 @@ async fn unsupported_version() {
 
 #[tokio::test]
 async fn reader_narrowed_to_a_version_refuses_others_but_reads_hello() {
-    // A version-1 Request is refused once the reader is narrowed to 7 ...
+    // A Request of this version is refused once the reader is narrowed to 7 ...
     let request = frame(FrameKind::Request, &[0]);
     let mut reader = FrameReader::new(&request[..]);
     reader.set_version(7);
@@ -83,7 +83,7 @@ async fn reader_narrowed_to_a_version_refuses_others_but_reads_hello() {
         matches!(
             err,
             FrameError::UnsupportedVersion {
-                version: 1,
+                version: vc_proto::PROTOCOL_VERSION,
                 min: 7,
                 max: 7
             }

@@ -47,7 +47,12 @@ where
     for (i, value) in values.iter().enumerate() {
         let frame = reader.read_frame().await.expect("reads a frame");
         assert_eq!(frame.header.kind, kind);
-        assert_eq!(frame.header.version, vc_proto::PROTOCOL_VERSION);
+        let version = if kind == FrameKind::Hello {
+            vc_proto::frame::HANDSHAKE_VERSION
+        } else {
+            vc_proto::PROTOCOL_VERSION
+        };
+        assert_eq!(frame.header.version, version);
         assert_eq!(frame.header.length as usize, frame.payload.len());
         if kind != FrameKind::Hello && kind != FrameKind::StreamAttach {
             assert_eq!(frame.header.id, i as u64 * 1_000_003 + 1);
@@ -261,7 +266,7 @@ async fn frame_bytes_are_header_then_payload() {
         bytes,
         [
             b'v', b'c', b'p', b'!', // magic
-            1, 0, // version
+            2, 0, // version
             2, // kind: Request
             0, // flags
             2, 1, 0, 0, 0, 0, 0, 0, // request id
@@ -274,7 +279,7 @@ async fn frame_bytes_are_header_then_payload() {
 
 #[test]
 fn payload_encodings_are_pinned() {
-    // These bytes are the wire format of protocol version 1: if one changes, a
+    // These bytes are the wire format of protocol version 2: if one changes, a
     // peer built from an older commit can no longer talk to this one.
     let pinned: Vec<(Vec<u8>, Vec<u8>)> = vec![
         (codec::encode(&Request::Ping).expect("encodes"), vec![0]),

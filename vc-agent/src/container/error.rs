@@ -41,6 +41,29 @@ pub enum ContainerError {
         reason: &'static str,
     },
 
+    /// A masked or read-only path of the spec cannot be used.
+    #[error("the {field} entry {path:?} is not valid: {reason}")]
+    InvalidPath {
+        /// `masked_paths` or `readonly_paths`.
+        field: &'static str,
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The device allow-list (a cgroup BPF program) could not be set up.
+    #[error("could not {action} the device allow-list of the cgroup {}", path.display())]
+    DeviceFilter {
+        /// What was being done.
+        action: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The error of the `bpf` system call.
+        #[source]
+        source: Errno,
+    },
+
     /// A string of the spec holds a NUL byte.
     #[error("the {what} holds a NUL byte")]
     NulByte {
@@ -243,7 +266,7 @@ pub enum SetupStep {
     EtcFile,
     /// `pivot_root` and detaching the old root.
     PivotRoot,
-    /// Remounting the root read-only.
+    /// Making the root read-only, recursively.
     ReadonlyRoot,
     /// `sethostname`.
     Hostname,
@@ -271,10 +294,14 @@ pub enum SetupStep {
     Exec,
     /// Installing the seccomp filters.
     Seccomp,
+    /// Masking a path (see the index in `masked_paths`).
+    MaskPath,
+    /// Making a path read-only (see the index in `readonly_paths`).
+    ReadonlyPath,
 }
 
 impl SetupStep {
-    const ALL: [SetupStep; 31] = [
+    const ALL: [SetupStep; 33] = [
         SetupStep::Signals,
         SetupStep::JoinCgroup,
         SetupStep::JoinNamespaces,
@@ -306,6 +333,8 @@ impl SetupStep {
         SetupStep::ParentDeathSignal,
         SetupStep::Exec,
         SetupStep::Seccomp,
+        SetupStep::MaskPath,
+        SetupStep::ReadonlyPath,
     ];
 
     fn from_u8(v: u8) -> Option<Self> {
@@ -332,7 +361,7 @@ impl SetupStep {
             SetupStep::SpecMount => "mount a volume",
             SetupStep::EtcFile => "bind-mount a file of /etc",
             SetupStep::PivotRoot => "pivot_root into the rootfs",
-            SetupStep::ReadonlyRoot => "remount the rootfs read-only",
+            SetupStep::ReadonlyRoot => "make the rootfs read-only",
             SetupStep::Hostname => "set the hostname",
             SetupStep::Rlimit => "set an rlimit",
             SetupStep::CapBounding => "drop capabilities from the bounding set",
@@ -346,6 +375,8 @@ impl SetupStep {
             SetupStep::ParentDeathSignal => "set the parent death signal",
             SetupStep::Exec => "execute the program",
             SetupStep::Seccomp => "install the seccomp filter",
+            SetupStep::MaskPath => "mask a path",
+            SetupStep::ReadonlyPath => "make a path read-only",
         }
     }
 }
@@ -429,7 +460,11 @@ impl ChildSetupError {
 impl fmt::Display for ChildSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.step {
-            SetupStep::SpecMount | SetupStep::EtcFile | SetupStep::MountPoint => {
+            SetupStep::SpecMount
+            | SetupStep::EtcFile
+            | SetupStep::MountPoint
+            | SetupStep::MaskPath
+            | SetupStep::ReadonlyPath => {
                 write!(f, "could not {} (#{})", self.step, self.index)
             }
             _ => write!(f, "could not {}", self.step),

@@ -30,6 +30,7 @@ mod child;
 mod device;
 mod error;
 pub(crate) mod initramfs;
+mod masks;
 mod mounts;
 mod plan;
 mod resolve;
@@ -126,6 +127,7 @@ pub struct Container {
     readonly_rootfs: bool,
     hostname: Option<CString>,
     ops: Vec<MountOp>,
+    late_ops: Vec<MountOp>,
     cgroup: ContainerCgroup,
     seccomp: Seccomp,
 }
@@ -188,6 +190,7 @@ impl Container {
         )?;
         initramfs::check_pivot_possible()?;
         mounts::validate(&spec.mounts)?;
+        masks::validate(&spec.masked_paths, &spec.readonly_paths)?;
         Limits::from_resources(&spec.resources)?;
         let hostname = match spec.hostname.as_str() {
             "" => None,
@@ -237,6 +240,7 @@ impl Container {
         ops.extend(mounts::spec_ops(&root, &defaults.dev, &spec_mounts)?);
         let copies = rootfs::write_etc_copies(&paths.etc_dir, &dir.join("etc"), &spec.hostname)?;
         ops.extend(mounts::etc_ops(&root, spec.readonly_rootfs, &copies)?);
+        let late_ops = masks::ops(&spec.masked_paths, &spec.readonly_paths)?;
 
         let cgroup = ContainerCgroup::create(
             &paths.cgroup_root,
@@ -254,6 +258,7 @@ impl Container {
             readonly_rootfs: spec.readonly_rootfs,
             hostname,
             ops,
+            late_ops,
             cgroup,
             seccomp: seccomp.clone(),
         })
@@ -298,6 +303,7 @@ impl Container {
                 root: CString::new(self.root.as_os_str().as_bytes())
                     .map_err(|_| ContainerError::NulByte { what: "path" })?,
                 ops: self.ops.clone(),
+                late_ops: self.late_ops.clone(),
                 readonly_root: self.readonly_rootfs,
                 hostname: self.hostname.clone(),
             },

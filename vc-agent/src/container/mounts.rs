@@ -39,6 +39,21 @@ pub(crate) enum MountOp {
         target: CString,
         flags: MsFlags,
     },
+    /// `mount_setattr(target, set)`, with `AT_RECURSIVE` when `recursive`: the
+    /// flags of a recursive bind (`MOUNT_ATTR_*`) on every mount below it too.
+    SetAttr {
+        step: SetupStep,
+        index: u16,
+        target: CString,
+        set: u64,
+        recursive: bool,
+    },
+    /// A masked path (after `pivot_root`): `/dev/null` bound over a file, an
+    /// empty read-only tmpfs over a directory; a missing path is skipped.
+    Mask { index: u16, path: CString },
+    /// A read-only path (after `pivot_root`): bound over itself and made
+    /// read-only recursively; a missing path is skipped.
+    ReadonlyPath { index: u16, path: CString },
     /// `mount(NULL, target, NULL, propagation, NULL)`.
     Propagation {
         step: SetupStep,
@@ -145,6 +160,20 @@ pub(crate) fn parse_options(options: &[String]) -> MountOptions {
         }
     }
     out
+}
+
+/// The `MOUNT_ATTR_*` flags of `flags` that a recursive bind applies to every
+/// mount below it: read-only, `nosuid`, `nodev`, `noexec`.
+pub(crate) fn recursive_attrs(flags: MsFlags) -> u64 {
+    [
+        (MsFlags::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, libc::MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
+    ]
+    .into_iter()
+    .filter(|(ms, _)| flags.contains(*ms))
+    .fold(0, |acc, (_, attr)| acc | attr)
 }
 
 /// Whether a spec mount is a bind mount.
@@ -327,12 +356,14 @@ pub(crate) fn default_ops(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
         None,
     )?);
+    // Device nodes work on it (no nodev); nothing on it is executable or
+    // setuid.
     ops.push(step_mount(
         SetupStep::MountDev,
         "tmpfs",
         &t.dev,
         "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?);
     for (name, major, minor) in [
@@ -486,6 +517,18 @@ pub(crate) fn spec_ops(
                     index,
                     target: target.clone(),
                     flags: o.flags,
+                });
+            }
+            // The remount sets the flags of the top mount only; an rbind's
+            // submounts get the same protection through mount_setattr.
+            let set = recursive_attrs(o.flags);
+            if o.recursive && set != 0 {
+                ops.push(MountOp::SetAttr {
+                    step,
+                    index,
+                    target: target.clone(),
+                    set,
+                    recursive: true,
                 });
             }
         } else {
@@ -682,6 +725,18 @@ mod tests {
                 flags: MsFlags::MS_RDONLY,
             }
         );
+        assert_eq!(
+            ops[2],
+            MountOp::SetAttr {
+                step: SetupStep::SpecMount,
+                index: 0,
+                target: target(&r.join("etc/data")),
+                set: libc::MOUNT_ATTR_RDONLY,
+                recursive: true,
+            },
+            "a read-only rbind is read-only below too"
+        );
+        let ops = &ops[1..];
         assert!(matches!(
             ops[2],
             MountOp::Mount {
@@ -712,6 +767,56 @@ mod tests {
             }
         );
         assert!(spec_has_shm(&mounts));
+    }
+
+    #[test]
+    fn recursive_binds_carry_their_protection_below() {
+        assert_eq!(
+            recursive_attrs(
+                MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC
+                    | MsFlags::MS_NOATIME
+            ),
+            libc::MOUNT_ATTR_RDONLY
+                | libc::MOUNT_ATTR_NOSUID
+                | libc::MOUNT_ATTR_NODEV
+                | libc::MOUNT_ATTR_NOEXEC
+        );
+        assert_eq!(recursive_attrs(MsFlags::MS_NOATIME), 0);
+        let src = tempfile::tempdir().expect("tempdir");
+        let root = tempfile::tempdir().expect("tempdir");
+        let s = src.path().to_str().expect("utf-8");
+        let dev = root.path().join("dev");
+        // A plain bind has no submounts: the remount is enough.
+        let ops = spec_ops(root.path(), &dev, &[mount(s, "/a", "bind", &["ro"])]).expect("ops");
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::SetAttr { .. })));
+        // A writable rbind changes nothing below.
+        let ops = spec_ops(root.path(), &dev, &[mount(s, "/b", "bind", &["rbind"])]).expect("ops");
+        assert_eq!(ops.len(), 1, "{ops:?}");
+    }
+
+    #[test]
+    fn dev_is_nosuid_and_noexec_but_keeps_its_devices() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let t = prepare_defaults(root.path()).expect("defaults");
+        let ops = default_ops(&t, false).expect("ops");
+        let dev = CString::new(t.dev.as_os_str().as_bytes()).expect("cstring");
+        let flags = ops
+            .iter()
+            .find_map(|op| match op {
+                MountOp::Mount {
+                    step: SetupStep::MountDev,
+                    target,
+                    flags,
+                    ..
+                } if *target == dev => Some(*flags),
+                _ => None,
+            })
+            .expect("the /dev mount");
+        assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
+        assert!(!flags.contains(MsFlags::MS_NODEV), "its nodes must open");
     }
 
     #[test]

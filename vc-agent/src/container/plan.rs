@@ -184,6 +184,8 @@ pub(crate) enum PlanKind {
         cgroup_procs: OwnedFd,
         root: CString,
         ops: Vec<MountOp>,
+        /// Run after `pivot_root`: read-only paths and masks.
+        late_ops: Vec<MountOp>,
         readonly_root: bool,
         hostname: Option<CString>,
     },

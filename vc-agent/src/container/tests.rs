@@ -65,7 +65,9 @@ fn busybox_rootfs(dir: &Path) {
         std::fs::create_dir_all(dir.join(d)).expect("mkdir");
     }
     std::fs::copy(BUSYBOX, dir.join("bin/busybox")).expect("copy busybox");
-    for applet in ["sh", "sleep", "cat", "id", "hostname", "ls", "grep"] {
+    for applet in [
+        "sh", "sleep", "cat", "id", "hostname", "ls", "grep", "wc", "mknod", "head", "touch",
+    ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).expect("symlink");
     }
     std::fs::write(dir.join("etc/hosts"), "").expect("write");
@@ -121,6 +123,8 @@ impl TestEnv {
             process: process(args),
             mounts: vec![],
             resources: Resources::default(),
+            masked_paths: vc_proto::DEFAULT_MASKED_PATHS.map(String::from).to_vec(),
+            readonly_paths: vc_proto::DEFAULT_READONLY_PATHS.map(String::from).to_vec(),
         }
     }
 
@@ -489,6 +493,174 @@ fn volumes_tmpfs_and_a_readonly_root() {
         "data\n"
     );
     assert!(!Path::new(&env.rootfs()).join("newfile").exists());
+    c.destroy();
+}
+
+/// Prints what the masks, read-only paths, device allow-list and `/dev` flags
+/// look like from inside. It writes core_pattern's own value back, so that a
+/// failure of the read-only paths cannot change the host's.
+const HARDENING_SCRIPT: &str = "\
+    echo kcore=$(cat /proc/kcore 2>/dev/null | wc -c); \
+    echo masks=$(grep -cE ' /proc/(kcore|keys|timer_list) | /sys/firmware ' /proc/self/mountinfo); \
+    echo firmware=$(ls -A /sys/firmware | wc -l); \
+    cat /proc/sys/kernel/core_pattern > /tmp/core_pattern; \
+    (cat /tmp/core_pattern > /proc/sys/kernel/core_pattern) 2>/dev/null && echo core=written || echo core=refused; \
+    mknod /dev/shm/blk b 8 0 2>/dev/null && echo blk=made || echo blk=refused; \
+    mknod /dev/shm/mem c 1 1 2>/dev/null && echo mem=made || echo mem=refused; \
+    mknod /dev/shm/null c 1 3 2>/dev/null && echo null-node=made || echo null-node=refused; \
+    echo zero=$(head -c 4 /dev/zero | wc -c); \
+    echo urandom=$(head -c 8 /dev/urandom | wc -c); \
+    echo x > /dev/null && echo null=ok; \
+    grep ' /dev ' /proc/self/mountinfo | sed 's/^/dev-mount=/'; \
+    grep -E ' /proc/(sys|sysrq-trigger) ' /proc/self/mountinfo | sed 's/^/ro-mount=/'";
+
+/// The options of the mountinfo line that follows `prefix` in `out`.
+fn mount_options(out: &str, prefix: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|l| l.split_whitespace().nth(5).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn masks_readonly_paths_device_allow_list_and_dev_flags() {
+    let env = TestEnv::new("harden");
+    let spec = env.spec("c-harden", &["sh", "-c", HARDENING_SCRIPT]);
+    let c = env.create(&spec);
+    let (out, status) = run_to_end(
+        &c.get()
+            .launch_plan(&spec.process, LaunchKind::Main)
+            .expect("plan"),
+    );
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{out}");
+    // The host's kernel decides which of them exist (a missing one is skipped).
+    let present = |paths: &[&str]| paths.iter().filter(|p| Path::new(p).exists()).count();
+    let masks = format!(
+        "masks={}",
+        present(&[
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/sys/firmware"
+        ])
+    );
+    for want in [
+        "kcore=0",
+        masks.as_str(),
+        "firmware=0",
+        "core=refused",
+        "blk=refused",
+        "mem=refused",
+        "null-node=made",
+        "zero=4",
+        "urandom=8",
+        "null=ok",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let dev = mount_options(&out, "dev-mount=");
+    assert_eq!(dev.len(), 1, "{out}");
+    for opt in ["nosuid", "noexec"] {
+        assert!(dev[0].split(',').any(|o| o == opt), "{opt} in {dev:?}");
+    }
+    let ro = mount_options(&out, "ro-mount=");
+    assert_eq!(
+        ro.len(),
+        present(&["/proc/sys", "/proc/sysrq-trigger"]),
+        "/proc/sys and /proc/sysrq-trigger: {out}"
+    );
+    for opts in &ro {
+        assert!(opts.split(',').any(|o| o == "ro"), "read-only: {opts}");
+    }
+    c.destroy();
+
+    // With empty lists nothing is masked or read-only.
+    let mut open = env.spec("c-open", &["sh", "-c", HARDENING_SCRIPT]);
+    open.masked_paths.clear();
+    open.readonly_paths.clear();
+    let c = env.create(&open);
+    let (out, _) = run_to_end(
+        &c.get()
+            .launch_plan(&open.process, LaunchKind::Main)
+            .expect("plan"),
+    );
+    assert!(out.lines().any(|l| l == "masks=0"), "{out}");
+    assert!(mount_options(&out, "ro-mount=").is_empty(), "{out}");
+    assert!(
+        out.lines().any(|l| l == "blk=refused"),
+        "the device list does not depend on them: {out}"
+    );
+    c.destroy();
+}
+
+/// Detaches a mount made by a test when dropped.
+struct MountGuard(PathBuf);
+
+impl MountGuard {
+    fn tmpfs(at: &Path) -> Self {
+        std::fs::create_dir_all(at).expect("mkdir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount a tmpfs");
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn read_only_is_recursive_for_the_root_and_volumes() {
+    let env = TestEnv::new("rro");
+    let vol = env.dir.path().join("vol");
+    let _root_sub = MountGuard::tmpfs(&Path::new(&env.rootfs()).join("sub"));
+    let _vol_sub = MountGuard::tmpfs(&vol.join("sub"));
+    let script = "touch /sub/x 2>/dev/null && echo root-sub=rw || echo root-sub=ro; \
+         touch /vol/sub/x 2>/dev/null && echo vol-sub=rw || echo vol-sub=ro; \
+         touch /vol/x 2>/dev/null && echo vol=rw || echo vol=ro; \
+         touch /rw/x 2>/dev/null && echo rw=rw || echo rw=ro; \
+         touch /dev/shm/x 2>/dev/null && echo shm=rw || echo shm=ro";
+    let rw = env.dir.path().join("rw");
+    std::fs::create_dir_all(&rw).expect("mkdir");
+    let mut spec = env.spec("c-rro", &["sh", "-c", script]);
+    spec.readonly_rootfs = true;
+    spec.mounts = vec![
+        Mount {
+            source: vol.to_str().expect("utf-8").into(),
+            destination: "/vol".into(),
+            fstype: "bind".into(),
+            options: vec!["rbind".into(), "ro".into()],
+        },
+        Mount {
+            source: rw.to_str().expect("utf-8").into(),
+            destination: "/rw".into(),
+            fstype: "bind".into(),
+            options: vec!["rbind".into()],
+        },
+    ];
+    let c = env.create(&spec);
+    let (out, _) = run_to_end(
+        &c.get()
+            .launch_plan(&spec.process, LaunchKind::Main)
+            .expect("plan"),
+    );
+    for want in ["root-sub=ro", "vol-sub=ro", "vol=ro", "rw=rw", "shm=rw"] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
     c.destroy();
 }
 

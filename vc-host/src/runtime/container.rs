@@ -103,6 +103,8 @@ impl Runtime {
                 process: config.process_spec(),
                 mounts: storage::container_mounts(&config),
                 resources: (&config.resources).into(),
+                masked_paths: config.masked_paths.clone(),
+                readonly_paths: config.readonly_paths.clone(),
             };
             agent.create_container(spec, config.seccomp.clone()).await?;
             Ok::<(), RuntimeError>(())

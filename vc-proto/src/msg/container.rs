@@ -109,7 +109,40 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     /// cgroup limits.
     pub resources: Resources,
+    /// Absolute paths made unreadable in the container: a file gets
+    /// `/dev/null` bound over it, a directory an empty read-only tmpfs; a path
+    /// that does not exist is skipped. See [`DEFAULT_MASKED_PATHS`].
+    pub masked_paths: Vec<String>,
+    /// Absolute paths bound read-only (recursively) over themselves in the
+    /// container; a path that does not exist is skipped. See
+    /// [`DEFAULT_READONLY_PATHS`].
+    pub readonly_paths: Vec<String>,
 }
+
+/// The paths runc and containerd mask by default (OCI `linux.maskedPaths`).
+pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The paths runc and containerd make read-only by default (OCI
+/// `linux.readonlyPaths`).
+pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// State of a container or process in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

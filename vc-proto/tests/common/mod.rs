@@ -141,6 +141,8 @@ pub fn container_spec() -> ContainerSpec {
             options: vec!["nosuid".into(), "size=65536k".into()],
         }],
         resources: resources(),
+        masked_paths: vec!["/proc/kcore".into()],
+        readonly_paths: vec!["/proc/sys".into()],
     }
 }
 

@@ -184,9 +184,14 @@ pub fn container_spec() -> impl Strategy<Value = ContainerSpec> {
     (
         (text(), rootfs, any::<bool>(), text()),
         (process_spec(), vec(mount, 0..3), resources()),
+        (texts(), texts()),
     )
         .prop_map(
-            |((id, rootfs, readonly_rootfs, hostname), (process, mounts, resources))| {
+            |(
+                (id, rootfs, readonly_rootfs, hostname),
+                (process, mounts, resources),
+                (masked_paths, readonly_paths),
+            )| {
                 ContainerSpec {
                     id,
                     rootfs,
@@ -195,6 +200,8 @@ pub fn container_spec() -> impl Strategy<Value = ContainerSpec> {
                     process,
                     mounts,
                     resources,
+                    masked_paths,
+                    readonly_paths,
                 }
             },
         )

@@ -2,8 +2,9 @@
 //! `/sys/fs/cgroup/vc/<id>`), with cgroups-rs.
 //!
 //! Through cgroups-rs: the limits (`memory.max`, `cpu.max`, `cpu.weight`,
-//! `pids.max`), `cgroup.freeze`, `cgroup.kill` and the removal. Straight to the
-//! files, each for a reason:
+//! `pids.max`), `cgroup.freeze`, `cgroup.kill` and the removal. The device
+//! allow-list is a BPF program attached to the group (`devices.rs`, `bpf.rs`).
+//! Straight to the files, each for a reason:
 //! - enabling controllers in `cgroup.subtree_control`: cgroups-rs' `create()`
 //!   enables whatever `/sys/fs/cgroup/cgroup.controllers` lists and ignores
 //!   write errors, so a missing controller would only show later as a missing
@@ -15,6 +16,8 @@
 //!   Here a file that does not exist (its controller is not enabled) reads as
 //!   zero / no limit, and any other error is an error.
 
+mod bpf;
+mod devices;
 pub(crate) mod files;
 mod hierarchy;
 mod limits;
@@ -99,7 +102,8 @@ fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), ContainerE
 }
 
 impl ContainerCgroup {
-    /// Creates `<root>/<parent>/<id>` with `resources` applied. The parent is
+    /// Creates `<root>/<parent>/<id>` with `resources` applied and the device
+    /// allow-list attached. The parent is
     /// created when missing; the controllers of [`WANTED`] that the kernel has
     /// are enabled on the way down. A limit whose controller is missing is an
     /// error; nothing is left behind on failure.
@@ -144,7 +148,10 @@ impl ContainerCgroup {
             cgroup: Cgroup::load(Box::new(Unified::new(root)), rel),
             dir,
         };
-        if let Err(e) = limits.apply(&cg.cgroup, &cg.dir) {
+        let set_up = limits
+            .apply(&cg.cgroup, &cg.dir)
+            .and_then(|()| bpf::attach_device_filter(&cg.dir, &devices::DEFAULT_RULES));
+        if let Err(e) = set_up {
             let _ = std::fs::remove_dir(&cg.dir);
             return Err(e);
         }

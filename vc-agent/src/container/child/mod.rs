@@ -5,12 +5,13 @@
 //! 1. signals back to their defaults, mask cleared;
 //! 2. join the cgroup (write `0` to the open `cgroup.procs`), then a new cgroup
 //!    namespace rooted there;
-//! 3. every mount private, then the planned mounts: `/proc`, `/sys` (ro) and
-//!    the container's cgroup at `/sys/fs/cgroup` (ro), the
-//!    `/dev` tmpfs with its nodes, `pts`, `shm` and links, the spec's mounts, the
-//!    `/etc` files;
+//! 3. every mount private; a read-only root made read-only with every mount
+//!    below it; then the planned mounts: `/proc`, `/sys` (ro) and the
+//!    container's cgroup at `/sys/fs/cgroup` (ro), the `/dev` tmpfs
+//!    (`nosuid,noexec`) with its nodes, `pts`, `shm` and links, the spec's
+//!    mounts, the `/etc` files;
 //! 4. `pivot_root(".", ".")` in the rootfs and a lazy unmount of the old root;
-//!    the root remounted read-only when asked; the hostname;
+//!    the read-only paths and the masks (see `masks.rs`); the hostname;
 //! 5. the process part below.
 //!
 //! Exec (no new namespaces): signals; join the cgroup; `setns` into the main
@@ -49,6 +50,8 @@ fn at_index(step: SetupStep, index: u16) -> impl Fn(Errno) -> ChildSetupError {
 
 const DOT: &std::ffi::CStr = c".";
 const SLASH: &std::ffi::CStr = c"/";
+const DEV_NULL: &std::ffi::CStr = c"/dev/null";
+const TMPFS: &std::ffi::CStr = c"tmpfs";
 
 impl LaunchPlan {
     /// Runs in the forked child (the agent forks with [`LaunchPlan::clone_flags`]
@@ -73,6 +76,7 @@ impl LaunchPlan {
                 cgroup_procs,
                 root,
                 ops,
+                late_ops,
                 readonly_root,
                 hostname,
             } => {
@@ -91,6 +95,13 @@ impl LaunchPlan {
                     None,
                 )
                 .map_err(at(SetupStep::MountPropagation))?;
+                // Read-only before the container's own mounts go on top: the
+                // rootfs and every mount it came with, not /proc, /dev or the
+                // volumes, which keep their own flags.
+                if *readonly_root {
+                    sys::mount_setattr(root, libc::MOUNT_ATTR_RDONLY, true)
+                        .map_err(at(SetupStep::ReadonlyRoot))?;
+                }
                 for op in ops {
                     run_op(op)?;
                 }
@@ -98,16 +109,8 @@ impl LaunchPlan {
                 sys::pivot_root(DOT, DOT).map_err(at(SetupStep::PivotRoot))?;
                 sys::umount2(DOT, libc::MNT_DETACH).map_err(at(SetupStep::PivotRoot))?;
                 sys::chdir(SLASH).map_err(at(SetupStep::PivotRoot))?;
-                if *readonly_root {
-                    let flags = sys::mount_flags(SLASH).map_err(at(SetupStep::ReadonlyRoot))?;
-                    sys::mount(
-                        None,
-                        SLASH,
-                        None,
-                        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags,
-                        None,
-                    )
-                    .map_err(at(SetupStep::ReadonlyRoot))?;
+                for op in late_ops {
+                    run_op(op)?;
                 }
                 if let Some(name) = hostname {
                     sys::sethostname(name).map_err(at(SetupStep::Hostname))?;
@@ -171,6 +174,46 @@ fn run_op(op: &MountOp) -> Result<(), ChildSetupError> {
             target,
             flags,
         } => sys::mount(None, target, None, *flags, None).map_err(at_index(*step, *index)),
+        MountOp::SetAttr {
+            step,
+            index,
+            target,
+            set,
+            recursive,
+        } => sys::mount_setattr(target, *set, *recursive).map_err(at_index(*step, *index)),
+        MountOp::Mask { index, path } => {
+            let err = at_index(SetupStep::MaskPath, *index);
+            match sys::mount(Some(DEV_NULL), path, None, MsFlags::MS_BIND, None) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                // A directory: an empty read-only tmpfs over it.
+                Err(Errno::ENOTDIR) => sys::mount(
+                    Some(TMPFS),
+                    path,
+                    Some(TMPFS),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    None,
+                )
+                .map_err(err),
+                Err(e) => Err(err(e)),
+            }
+        }
+        MountOp::ReadonlyPath { index, path } => {
+            let err = at_index(SetupStep::ReadonlyPath, *index);
+            match sys::mount(
+                Some(path.as_c_str()),
+                path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            ) {
+                Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(err(e)),
+                Ok(()) => sys::mount_setattr(path, libc::MOUNT_ATTR_RDONLY, true).map_err(err),
+            }
+        }
         MountOp::Mkdir {
             step,
             index,

@@ -48,6 +48,32 @@ pub(crate) fn mount(
     })
 }
 
+/// `mount_setattr(2)` of the mount at `path` (and, with `recursive`, of every
+/// mount below it): sets the `MOUNT_ATTR_*` flags of `set`, clears none.
+/// Linux 5.12 and later; `ENOSYS` before.
+pub(crate) fn mount_setattr(path: &CStr, set: u64, recursive: bool) -> Result<(), Errno> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a valid mount_attr
+    // whose size is passed with it.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })
+    .map(drop)
+}
+
 /// `umount2(2)`.
 pub(crate) fn umount2(target: &CStr, flags: libc::c_int) -> Result<(), Errno> {
     // SAFETY: `target` is a NUL-terminated string.
@@ -105,31 +131,6 @@ pub(crate) fn pivot_root(new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
     // SAFETY: both are NUL-terminated strings; pivot_root takes two paths.
     check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
         .map(drop)
-}
-
-/// The `MS_*` flags of the mount at `path` that a bind remount must keep.
-pub(crate) fn mount_flags(path: &CStr) -> Result<MsFlags, Errno> {
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `path` is a NUL-terminated string and `st` is writable space for a statvfs.
-    check_int(unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) })?;
-    // SAFETY: statvfs succeeded, so it filled `st`.
-    let flags = unsafe { st.assume_init() }.f_flag;
-    let mut out = MsFlags::empty();
-    for (st_flag, ms) in [
-        (libc::ST_RDONLY, MsFlags::MS_RDONLY),
-        (libc::ST_NOSUID, MsFlags::MS_NOSUID),
-        (libc::ST_NODEV, MsFlags::MS_NODEV),
-        (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (libc::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
-        (libc::ST_NOATIME, MsFlags::MS_NOATIME),
-        (libc::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (libc::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if flags & st_flag != 0 {
-            out |= ms;
-        }
-    }
-    Ok(out)
 }
 
 /// `sethostname(2)`.
