@@ -45,7 +45,7 @@ grep ' /proc/sys ' /proc/self/mountinfo | awk '{print "proc-sys-options=" $6}'
 
 /// Writes below the read-only root and volume, and to mounts of its own.
 const READ_ONLY_PROBE: &str = r#"
-for p in /etc /tmp /vol /vol/sub /dev/shm; do
+for p in /etc /tmp /root /root/sub /dev/shm; do
   touch $p/probe 2>/dev/null && echo "$p=rw" || echo "$p=ro"
 done
 "#;
@@ -180,7 +180,9 @@ async fn containers_get_masks_read_only_paths_a_device_list_and_recursive_read_o
     config.readonly_rootfs = true;
     config.volumes = vec![VolumeConfig {
         host_path: vol.clone(),
-        container_path: "/vol".to_owned(),
+        // A directory the rootfs has: a read-only rootfs cannot get a new
+        // mount point.
+        container_path: "/root".to_owned(),
         readonly: true,
     }];
     t.rt.create_container(&pod, config).await?;
@@ -210,8 +212,8 @@ async fn containers_get_masks_read_only_paths_a_device_list_and_recursive_read_o
     for want in [
         "/etc=ro",
         "/tmp=ro",
-        "/vol=ro",
-        "/vol/sub=ro",
+        "/root=ro",
+        "/root/sub=ro",
         "/dev/shm=rw",
     ] {
         assert!(has_line(&probe, want), "missing {want:?} in:\n{probe}");
