@@ -220,6 +220,8 @@ fn agent_server_seeds() -> Vec<Seed> {
             process: vc_proto::ProcessSpec::default(),
             mounts: Vec::new(),
             resources: vc_proto::Resources::default(),
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
         }),
         Request::Shutdown,
     ];
