@@ -19,6 +19,7 @@ pub mod frame;
 pub mod handshake;
 pub mod io;
 pub mod msg;
+pub mod text;
 
 pub use frame::{FrameError, FrameKind, Header, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 pub use handshake::{handshake_client, handshake_server, HandshakeError, Hello, Negotiated};

@@ -224,6 +224,6 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
         path.display(),
         all.len() - start,
         all.len(),
-        all[start..].join("\n")
+        vc_proto::text::escape_text(&all[start..].join("\n"))
     )
 }

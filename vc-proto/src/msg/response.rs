@@ -35,9 +35,10 @@ pub enum Response {
     Routes(Vec<Route>),
 }
 
-/// A failure reported by the agent.
+/// A failure reported by the agent, displayed with the message's control
+/// characters escaped: it comes from the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code:?}: {message}")]
+#[error("{code:?}: {}", crate::text::Escaped::line(message))]
 pub struct AgentError {
     /// What kind of failure.
     pub code: ErrorCode,

@@ -130,7 +130,7 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: ContainerCommand) -> anyhow::
                 Err(e) => match e.exit_code() {
                     // The VM went away: say so, and exit with its defined code.
                     Some(code) => {
-                        eprintln!("virtc: {e}");
+                        eprintln!("virtc: {}", crate::shown(&e));
                         code
                     }
                     None => return Err(e.into()),

@@ -34,13 +34,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the error chain once, on stderr.
+/// Prints the error chain once, on stderr, with control characters escaped:
+/// errors carry console tails and agent messages, which the guest wrote.
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("virtc: error: {error}");
+    eprintln!("virtc: error: {}", shown(error));
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        eprintln!("  caused by: {}", shown(cause));
     }
     ExitCode::from(125)
+}
+
+/// An error's message made safe for a terminal (see [`vc_proto::text`]).
+pub(crate) fn shown(error: &dyn std::fmt::Display) -> String {
+    vc_proto::text::escape_text(&error.to_string())
 }
 
 fn init_logging(level: Option<&str>) {

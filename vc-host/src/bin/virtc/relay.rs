@@ -129,7 +129,7 @@ pub async fn relay(mut process: Process, interactive: bool) -> anyhow::Result<i3
 fn gone(e: ProcessError) -> anyhow::Result<i32> {
     match e.exit_code() {
         Some(code) => {
-            eprintln!("virtc: {e}");
+            eprintln!("virtc: {}", crate::shown(&e));
             Ok(code)
         }
         None => Err(e.into()),
