@@ -41,6 +41,7 @@ async fn an_agent_that_cannot_start_is_a_boot_failure_with_the_console_tail() ->
     let rt = Runtime::new(RuntimeConfig {
         root: t.root().to_owned(),
         guest_image_dir: image.path().to_owned(),
+        host_cgroup: t.rt.config().host_cgroup.clone(),
         ..RuntimeConfig::default()
     })?;
     let id = t.pod("broken").id;
@@ -72,5 +73,10 @@ async fn an_agent_that_cannot_start_is_a_boot_failure_with_the_console_tail() ->
     rt.delete_pod(&id).await?;
     assert!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
     assert!(t.leftover_mounts().is_empty());
+    assert!(
+        t.leftover_cgroups().is_empty(),
+        "{:?}",
+        t.leftover_cgroups()
+    );
     Ok(())
 }

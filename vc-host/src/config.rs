@@ -40,6 +40,33 @@ pub struct RuntimeConfig {
     /// The unprivileged host user that QEMU and the vsock daemon run as
     /// (`cargo xtask deps` creates the default, `vc-vmm`).
     pub vmm_user: String,
+    /// The host cgroup each pod's QEMU and helpers run in.
+    pub host_cgroup: HostCgroupConfig,
+}
+
+/// Where pods' host cgroups go (their limits are in
+/// [`VmConfig`](crate::hypervisor::VmConfig): `host_memory_overhead_mib`,
+/// `host_pids_max`). See `docs/hypervisor.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostCgroupConfig {
+    /// Put each pod's host processes in a cgroup of their own with memory
+    /// and pids limits. Default true; false leaves them in the caller's
+    /// cgroups without limits.
+    pub enabled: bool,
+    /// Parent of the pods' cgroups. Absolute: from the hierarchy's root.
+    /// Relative (the default, `vc`): on cgroup v1 under the cgroup of the
+    /// process that starts the pod, on v2 from the root.
+    pub parent: PathBuf,
+}
+
+impl Default for HostCgroupConfig {
+    fn default() -> Self {
+        HostCgroupConfig {
+            enabled: true,
+            parent: PathBuf::from("vc"),
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -54,6 +81,7 @@ impl Default for RuntimeConfig {
             guest_image_dir: env_path("VC_GUEST_IMAGE_DIR")
                 .unwrap_or_else(|| PathBuf::from("/usr/share/vc/guest-image")),
             vmm_user: crate::hypervisor::DEFAULT_VMM_USER.to_owned(),
+            host_cgroup: HostCgroupConfig::default(),
         }
     }
 }

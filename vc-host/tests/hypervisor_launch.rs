@@ -164,7 +164,11 @@ async fn boots_pauses_resumes_and_stops_leaving_nothing() {
     let launched = t0.elapsed();
     let _diag = Diagnose(&vm);
     let rec = vm.record().clone();
-    assert_eq!(rec.daemons.len(), 2, "vsock and virtiofs daemons");
+    assert_eq!(
+        rec.daemons.len(),
+        3,
+        "console logger, vsock and virtiofs daemons"
+    );
     for d in &rec.daemons {
         assert!(d.process.is_alive(), "{} is running", d.kind);
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use vc_host::agent::{collect_output, Output};
-use vc_host::config::{ContainerConfig, PodConfig, RuntimeConfig};
+use vc_host::config::{ContainerConfig, HostCgroupConfig, PodConfig, RuntimeConfig};
 use vc_host::id::{ContainerId, PodId};
 use vc_host::Runtime;
 use vc_proto::ProcessRef;
@@ -35,15 +35,29 @@ impl TestRuntime {
         for tool in ["qemu-system-x86_64", "vhost-device-vsock", "virtiofsd"] {
             find_tool(tool)?;
         }
+        // Builds vc-console-log too, which the library finds beside the
+        // test binary's profile directory.
+        super::virtc::virtc_path()?;
         let image = GuestImage::locate()?;
         let rootfs = rootfs_dir()?;
         let root = tempfile::Builder::new()
             .prefix("vc")
             .tempdir_in("/tmp")
             .context("cannot create a runtime root")?;
+        // Pods' host cgroups go under a parent of this runtime's own, so
+        // leak checks see only its pods.
+        let cgroup_name = root
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let rt = Runtime::new(RuntimeConfig {
             root: root.path().to_owned(),
             guest_image_dir: image.dir.clone(),
+            host_cgroup: HostCgroupConfig {
+                enabled: true,
+                parent: format!("vc-test-{cgroup_name}").into(),
+            },
             ..RuntimeConfig::default()
         })?;
         Ok(Self {
@@ -117,6 +131,37 @@ impl TestRuntime {
             .collect()
     }
 
+    /// This runtime's parent cgroup directories (one per hierarchy on v1).
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        let spec = vc_host::hypervisor::CgroupSpec {
+            parent: self.rt.config().host_cgroup.parent.clone(),
+            name: "probe".to_owned(),
+            limits: vc_host::hypervisor::CgroupLimits {
+                memory_bytes: 0,
+                pids_max: 0,
+            },
+        };
+        vc_host::hypervisor::cgroup::CgroupFacts::probe()
+            .and_then(|facts| vc_host::hypervisor::cgroup::plan(&facts, &spec))
+            .map(|plan| {
+                plan.dirs
+                    .iter()
+                    .filter_map(|d| d.parent().map(Path::to_path_buf))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Pod cgroups left under this runtime's parent cgroups.
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        self.cgroup_parents()
+            .iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flat_map(|d| d.flatten().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+
     /// Prints the console and daemon logs of every pod.
     pub fn print_logs(&self) {
         for pod in self.leftover_pods() {
@@ -187,5 +232,10 @@ impl Drop for TestRuntime {
             });
         });
         let _ = cleanup.join();
+        // The parent cgroups are this runtime's own; empty now unless a pod
+        // leaked, which the test's own checks report.
+        for dir in self.cgroup_parents() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }

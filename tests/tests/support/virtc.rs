@@ -9,14 +9,16 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context as _, Result};
 
-/// The command that builds virtc, for messages.
-pub const BUILD_VIRTC: &str = "cargo build -p vc-host --bin virtc";
+/// The command that builds virtc and the console logger, for messages.
+pub const BUILD_VIRTC: &str = "cargo build -p vc-host --bins";
 
-/// Builds `virtc` (once per test binary) and returns its path.
+/// Builds vc-host's binaries (`virtc`, and `vc-console-log`, which every
+/// pod runs and the library finds next to the test binary's profile
+/// directory) once per test binary, and returns virtc's path.
 pub fn virtc_path() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| build_virtc().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build_bins().map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
@@ -30,22 +32,24 @@ fn profile_dir() -> Result<PathBuf> {
         .with_context(|| format!("{} is not in target/<profile>/deps", exe.display()))
 }
 
-fn build_virtc() -> Result<PathBuf> {
+fn build_bins() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let status = Command::new(&cargo)
-        .args(["build", "-q", "-p", "vc-host", "--bin", "virtc"])
+        .args(["build", "-q", "-p", "vc-host", "--bins"])
         .current_dir(super::workspace_root())
         .stdin(Stdio::null())
         .status()
-        .with_context(|| format!("cannot run {cargo:?} to build virtc"))?;
+        .with_context(|| format!("cannot run {cargo:?} to build vc-host's binaries"))?;
     if !status.success() {
-        bail!("building virtc failed ({status}); try `{BUILD_VIRTC}`");
+        bail!("building vc-host's binaries failed ({status}); try `{BUILD_VIRTC}`");
     }
-    let path = profile_dir()?.join("virtc");
-    if !path.is_file() {
-        bail!("virtc is not at {} after `{BUILD_VIRTC}`", path.display());
+    let dir = profile_dir()?;
+    for bin in ["virtc", "vc-console-log"] {
+        if !dir.join(bin).is_file() {
+            bail!("{bin} is not in {} after `{BUILD_VIRTC}`", dir.display());
+        }
     }
-    Ok(path)
+    Ok(dir.join("virtc"))
 }
 
 /// A virtc invocation bound to one runtime root and guest image.

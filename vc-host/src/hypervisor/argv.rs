@@ -19,6 +19,12 @@ use super::confine::QEMU_SANDBOX;
 use super::hotplug::{HOTPLUG_PORTS, HOTPLUG_PORT_PREFIX};
 use super::spec::{DiskSpec, MacAddr, VmSpec, SHARED_FS_TAG};
 
+/// Size of TCG's translation cache, in MiB. QEMU 7.2's default is an
+/// eighth of the host's memory up to 1 GiB, which a guest running varied
+/// code fills over time; bounded, it is a known part of the pod's host
+/// memory overhead (see [`super::config::DEFAULT_HOST_MEMORY_OVERHEAD_MIB`]).
+pub const TCG_TB_SIZE_MIB: u32 = 128;
+
 /// Id of the shared memory backend (vhost-user daemons map guest memory).
 const MEM_ID: &str = "mem";
 const CONSOLE_ID: &str = "console";
@@ -26,8 +32,6 @@ const QMP_ID: &str = "qmp";
 const VSOCK_ID: &str = "vsock";
 const FS_ID: &str = "fs";
 
-/// The `-add-fd` set of the console file.
-pub const CONSOLE_FDSET: u32 = 1;
 /// The `-add-fd` set of boot disk `i` is `DISK_FDSET_BASE + i`.
 pub const DISK_FDSET_BASE: u32 = 2;
 
@@ -39,7 +43,7 @@ pub struct QemuFds {
     pub kernel: PathBuf,
     /// The initrd, as `/proc/self/fd/N`.
     pub initrd: Option<PathBuf>,
-    /// The console file, open for writing.
+    /// A connection to the console logger's socket.
     pub console: RawFd,
     /// The monitor's listening socket.
     pub qmp: RawFd,
@@ -88,13 +92,6 @@ impl Transport {
 /// A character device backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chardev {
-    /// Output appended to a file.
-    File {
-        /// Chardev id.
-        id: &'static str,
-        /// File path.
-        path: PathBuf,
-    },
     /// A Unix socket handed over open: listening (QEMU accepts, and does
     /// not wait for a client) when `server`, else connected.
     Socket {
@@ -295,13 +292,12 @@ impl QemuCommand {
             opts.push(QemuOpt::Initrd(initrd.clone()));
         }
         opts.push(QemuOpt::Append(kernel_cmdline(s)));
-        opts.push(QemuOpt::AddFd {
-            fd: fds.console,
-            set: CONSOLE_FDSET,
-        });
-        opts.push(QemuOpt::Chardev(Chardev::File {
+        // The console goes to the logger, which bounds it (see
+        // [`super::console`]), over a connection the launcher made.
+        opts.push(QemuOpt::Chardev(Chardev::Socket {
             id: CONSOLE_ID,
-            path: fdset_path(CONSOLE_FDSET),
+            fd: fds.console,
+            server: false,
         }));
         opts.push(QemuOpt::Serial(CONSOLE_ID));
         opts.push(QemuOpt::Chardev(Chardev::Socket {
@@ -435,6 +431,9 @@ impl QemuOpt {
                 m.push_str(&format!(",memory-backend={memory_backend}"));
                 pair("-machine", m.into());
             }
+            QemuOpt::Accel(Accel::Tcg) => {
+                pair("-accel", format!("tcg,tb-size={TCG_TB_SIZE_MIB}").into())
+            }
             QemuOpt::Accel(a) => pair("-accel", a.qemu_name().into()),
             QemuOpt::Cpu(c) => pair("-cpu", (*c).into()),
             QemuOpt::Smp(n) => pair("-smp", n.to_string().into()),
@@ -446,12 +445,6 @@ impl QemuOpt {
             QemuOpt::Kernel(p) => pair("-kernel", p.clone().into()),
             QemuOpt::Initrd(p) => pair("-initrd", p.clone().into()),
             QemuOpt::Append(s) => pair("-append", s.into()),
-            QemuOpt::Chardev(Chardev::File { id, path }) => {
-                pair(
-                    "-chardev",
-                    kv(&format!("file,id={id},path="), path.as_os_str()),
-                );
-            }
             QemuOpt::Chardev(Chardev::Socket { id, fd, server }) => {
                 let mut v = format!("socket,id={id},fd={fd}");
                 if *server {
@@ -556,6 +549,8 @@ mod tests {
             vhost_device_vsock: Some("/tools/vhost-device-vsock".into()),
             virtiofsd: Some("/tools/virtiofsd".into()),
             tsc_khz: Some(2_600_000),
+            console_log: "/bin/vc-console-log".into(),
+            console_max_bytes: 4 << 20,
         }
     }
 
@@ -607,6 +602,11 @@ mod tests {
         "console=ttyS0 panic=-1 tsc_early_khz=2600000 vc.log=debug vc.port=1024 quiet";
 
     fn expected(machine: &str, accel: &str, cpu: &str, vsock: &[&str], bus: &str) -> Vec<String> {
+        let accel_arg = if accel == "tcg" {
+            format!("tcg,tb-size={TCG_TB_SIZE_MIB}")
+        } else {
+            accel.to_owned()
+        };
         let mut v: Vec<String> = [
             "-name",
             "pod1",
@@ -615,7 +615,7 @@ mod tests {
             "-machine",
             machine,
             "-accel",
-            accel,
+            accel_arg.as_str(),
             "-cpu",
             cpu,
             "-smp",
@@ -634,10 +634,8 @@ mod tests {
             } else {
                 CMDLINE
             },
-            "-add-fd",
-            "fd=12,set=1",
             "-chardev",
-            "file,id=console,path=/dev/fdset/1",
+            "socket,id=console,fd=12",
             "-serial",
             "chardev:console",
             "-chardev",

@@ -184,6 +184,7 @@ mod tests {
             inherit: vec![lease.fd()],
             user: None,
             cwd: None,
+            cgroups: Vec::new(),
         }
         .spawn()
         .expect("spawn");

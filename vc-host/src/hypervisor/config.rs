@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::host::{choose_accel, choose_vsock, HostFacts};
-use super::tools::{ToolSearch, QEMU, VHOST_DEVICE_VSOCK, VIRTIOFSD};
+use super::tools::{ToolSearch, CONSOLE_LOG, QEMU, VHOST_DEVICE_VSOCK, VIRTIOFSD};
 
 /// Smallest guest memory accepted: the Debian cloud kernel with the vc initrd
 /// needs about 100 MiB to reach init; below this the guest dies in ways that
@@ -164,6 +164,9 @@ pub struct Binaries {
     pub vhost_device_vsock: Option<PathBuf>,
     /// `virtiofsd` (only when the VM has a shared directory).
     pub virtiofsd: Option<PathBuf>,
+    /// `vc-console-log`, the console logger (a binary of this crate; also
+    /// looked for next to the running program).
+    pub console_log: Option<PathBuf>,
 }
 
 /// A VM as a caller describes it. Every field has a default that boots, except
@@ -201,6 +204,47 @@ pub struct VmConfig {
     pub virtiofs_sandbox: VirtiofsSandbox,
     /// Program paths.
     pub binaries: Binaries,
+    /// Most bytes of guest console kept on the host: the current file and
+    /// one rotated file, each at most half of this.
+    pub console_max_bytes: u64,
+    /// Memory the pod's host processes may use beyond the guest's memory
+    /// (QEMU itself, its TCG translation cache, the helper daemons), in MiB:
+    /// the host cgroup's memory limit is `memory_mib` plus this.
+    pub host_memory_overhead_mib: u32,
+    /// Most tasks (processes and threads) of the pod's host processes
+    /// together: the host cgroup's `pids.max`.
+    pub host_pids_max: u32,
+}
+
+/// Default of [`VmConfig::console_max_bytes`]: 4 MiB.
+pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 4 << 20;
+
+/// Smallest [`VmConfig::console_max_bytes`]: room for a boot log.
+pub const MIN_CONSOLE_MAX_BYTES: u64 = 128 << 10;
+
+/// Default of [`VmConfig::host_memory_overhead_mib`] (see docs/hypervisor.md
+/// for what was measured).
+pub const DEFAULT_HOST_MEMORY_OVERHEAD_MIB: u32 = 256;
+
+/// Smallest [`VmConfig::host_memory_overhead_mib`].
+pub const MIN_HOST_MEMORY_OVERHEAD_MIB: u32 = 64;
+
+/// Default of [`VmConfig::host_pids_max`].
+pub const DEFAULT_HOST_PIDS_MAX: u32 = 512;
+
+/// Smallest [`VmConfig::host_pids_max`]: QEMU and the helpers start about
+/// a dozen threads.
+pub const MIN_HOST_PIDS_MAX: u32 = 32;
+
+impl VmConfig {
+    /// The limits of the pod's host cgroup.
+    pub fn host_limits(&self) -> super::cgroup::CgroupLimits {
+        super::cgroup::CgroupLimits {
+            memory_bytes: (u64::from(self.memory_mib) + u64::from(self.host_memory_overhead_mib))
+                << 20,
+            pids_max: u64::from(self.host_pids_max),
+        }
+    }
 }
 
 impl Default for VmConfig {
@@ -220,6 +264,9 @@ impl Default for VmConfig {
             virtiofs_cache: VirtiofsCache::default(),
             virtiofs_sandbox: VirtiofsSandbox::default(),
             binaries: Binaries::default(),
+            console_max_bytes: DEFAULT_CONSOLE_MAX_BYTES,
+            host_memory_overhead_mib: DEFAULT_HOST_MEMORY_OVERHEAD_MIB,
+            host_pids_max: DEFAULT_HOST_PIDS_MAX,
         }
     }
 }
@@ -262,6 +309,10 @@ pub struct VmSettings {
     pub virtiofsd: Option<PathBuf>,
     /// Host TSC frequency (kHz), told to a microvm guest under TCG.
     pub tsc_khz: Option<u64>,
+    /// `vc-console-log`.
+    pub console_log: PathBuf,
+    /// Most bytes of guest console kept on the host.
+    pub console_max_bytes: u64,
 }
 
 /// Why a [`VmConfig`] cannot be used.
@@ -297,6 +348,16 @@ pub enum ConfigError {
         "kernel argument {0:?} sets an agent key (vc.*); use agent_port, agent_log or agent_debug"
     )]
     AgentKernelArg(String),
+    /// A size or count below what a VM needs.
+    #[error("{field} must be at least {min}, not {value}")]
+    TooSmall {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The smallest accepted.
+        min: u64,
+    },
     /// Agent port 0 or above the vsock port range we use.
     #[error("agent_port {0} is not a usable vsock port")]
     AgentPort(u32),
@@ -316,7 +377,8 @@ pub enum ConfigError {
     },
     /// A program is not installed.
     #[error(
-        "{name} was found neither on PATH nor in {searched}; install it with `cargo xtask deps`"
+        "{name} was found neither on PATH, beside this program, nor in {searched}; {}",
+        install_hint(name)
     )]
     BinaryNotFound {
         /// Program name.
@@ -345,6 +407,27 @@ impl VmConfig {
         }
         if self.memory_mib < MIN_MEMORY_MIB {
             return Err(ConfigError::MemoryTooSmall(self.memory_mib));
+        }
+        if self.console_max_bytes < MIN_CONSOLE_MAX_BYTES {
+            return Err(ConfigError::TooSmall {
+                field: "console_max_bytes",
+                value: self.console_max_bytes,
+                min: MIN_CONSOLE_MAX_BYTES,
+            });
+        }
+        if self.host_memory_overhead_mib < MIN_HOST_MEMORY_OVERHEAD_MIB {
+            return Err(ConfigError::TooSmall {
+                field: "host_memory_overhead_mib",
+                value: self.host_memory_overhead_mib.into(),
+                min: MIN_HOST_MEMORY_OVERHEAD_MIB.into(),
+            });
+        }
+        if self.host_pids_max < MIN_HOST_PIDS_MAX {
+            return Err(ConfigError::TooSmall {
+                field: "host_pids_max",
+                value: self.host_pids_max.into(),
+                min: MIN_HOST_PIDS_MAX.into(),
+            });
         }
         // Ports below 1024 are privileged in AF_VSOCK; u32::MAX is VMADDR_PORT_ANY.
         if self.agent_port == 0 || self.agent_port == u32::MAX {
@@ -407,7 +490,18 @@ impl VmConfig {
             vhost_device_vsock,
             virtiofsd,
             tsc_khz: host.tsc_khz,
+            console_log: tools.resolve(CONSOLE_LOG, self.binaries.console_log.as_deref())?,
+            console_max_bytes: self.console_max_bytes,
         })
+    }
+}
+
+/// How to get a missing program.
+fn install_hint(name: &str) -> &'static str {
+    if name == CONSOLE_LOG {
+        "build it with `cargo build -p vc-host --bins` (it is installed next to virtc)"
+    } else {
+        "install it with `cargo xtask deps`"
     }
 }
 
@@ -446,7 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).expect("bin dir");
-        for name in [QEMU, VHOST_DEVICE_VSOCK, VIRTIOFSD] {
+        for name in [QEMU, VHOST_DEVICE_VSOCK, VIRTIOFSD, CONSOLE_LOG] {
             let p = bin.join(name);
             std::fs::write(&p, "#!/bin/sh\n").expect("fake tool");
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -554,6 +648,43 @@ mod tests {
             c.validate_with(&tcg_host(), &f.tools),
             Err(ConfigError::MemoryTooSmall(64))
         ));
+        for c in [
+            VmConfig {
+                console_max_bytes: 1000,
+                ..config(&f)
+            },
+            VmConfig {
+                host_memory_overhead_mib: 8,
+                ..config(&f)
+            },
+            VmConfig {
+                host_pids_max: 4,
+                ..config(&f)
+            },
+        ] {
+            assert!(matches!(
+                c.validate_with(&tcg_host(), &f.tools),
+                Err(ConfigError::TooSmall { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn host_limits_are_guest_memory_plus_the_overhead() {
+        let c = VmConfig {
+            memory_mib: 512,
+            host_memory_overhead_mib: 100,
+            host_pids_max: 64,
+            ..VmConfig::default()
+        };
+        let l = c.host_limits();
+        assert_eq!(l.memory_bytes, 612 << 20);
+        assert_eq!(l.pids_max, 64);
+        let d = VmConfig::default().host_limits();
+        assert_eq!(
+            d.memory_bytes,
+            u64::from(256 + DEFAULT_HOST_MEMORY_OVERHEAD_MIB) << 20
+        );
     }
 
     #[test]

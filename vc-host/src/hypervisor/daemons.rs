@@ -29,6 +29,8 @@ pub enum DaemonKind {
     VhostDeviceVsock,
     /// `virtiofsd`.
     Virtiofsd,
+    /// `vc-console-log`, the bounded console (see [`super::console`]).
+    ConsoleLog,
 }
 
 impl DaemonKind {
@@ -37,6 +39,7 @@ impl DaemonKind {
         match self {
             DaemonKind::VhostDeviceVsock => super::tools::VHOST_DEVICE_VSOCK,
             DaemonKind::Virtiofsd => super::tools::VIRTIOFSD,
+            DaemonKind::ConsoleLog => super::tools::CONSOLE_LOG,
         }
     }
 }
@@ -119,6 +122,19 @@ pub fn is_shared_mount_point(mounts: &[crate::mountinfo::Mount], path: &Path) ->
         .is_some_and(|m| m.shared_group().is_some())
 }
 
+/// `vc-console-log` arguments: the socket QEMU connects to, the console
+/// file, and the most bytes kept.
+pub fn console_log_args(socket: &Path, log: &Path, max_bytes: u64) -> Vec<OsString> {
+    vec![
+        "--socket".into(),
+        socket.into(),
+        "--log".into(),
+        log.into(),
+        "--max-bytes".into(),
+        max_bytes.to_string().into(),
+    ]
+}
+
 /// Files a daemon leaves beside its socket: virtiofsd writes
 /// `<socket>.pid`.
 pub fn side_files(kind: DaemonKind, socket: &Path) -> Vec<PathBuf> {
@@ -128,7 +144,7 @@ pub fn side_files(kind: DaemonKind, socket: &Path) -> Vec<PathBuf> {
             pid.push(".pid");
             vec![PathBuf::from(pid)]
         }
-        DaemonKind::VhostDeviceVsock => Vec::new(),
+        DaemonKind::VhostDeviceVsock | DaemonKind::ConsoleLog => Vec::new(),
     }
 }
 
@@ -216,6 +232,21 @@ mod tests {
         assert_eq!(chroot[4..6], ["--sandbox", "chroot"]);
         assert_eq!(chroot[7..], ["--cache", "never"]);
         assert_eq!(
+            strs(console_log_args(
+                Path::new("/r/console.sock"),
+                Path::new("/r/console.log"),
+                4096
+            )),
+            [
+                "--socket",
+                "/r/console.sock",
+                "--log",
+                "/r/console.log",
+                "--max-bytes",
+                "4096"
+            ]
+        );
+        assert_eq!(
             side_files(DaemonKind::Virtiofsd, Path::new("/r/fs.sock")),
             [PathBuf::from("/r/fs.sock.pid")]
         );
@@ -269,6 +300,7 @@ mod tests {
             inherit: Vec::new(),
             user: None,
             cwd: None,
+            cgroups: Vec::new(),
         }
         .spawn()
         .expect("spawn");

@@ -9,6 +9,9 @@
 //! - [`daemons`]: `vhost-device-vsock` and `virtiofsd`;
 //! - [`confine`]: the unprivileged user, the sandboxes, and the descriptors
 //!   handed to QEMU instead of paths;
+//! - [`daemons`]: `vhost-device-vsock`, `virtiofsd` and the console logger;
+//! - [`console`]: the bounded guest console and its readers;
+//! - [`cgroup`]: the per-pod host cgroup (memory and pids limits);
 //! - [`cid`]: guest CIDs for kernel vsock, unique among pods;
 //! - [`process`]: detached processes, pid + start time, zombie-aware liveness;
 //! - [`qmp`]: QMP over the monitor socket (`qapi` crate), with [`scm`]
@@ -21,9 +24,11 @@
 //! asks the agent to shut down, then calls [`Vm::stop`].
 
 pub mod argv;
+pub mod cgroup;
 pub mod cid;
 pub mod config;
 pub mod confine;
+pub mod console;
 pub mod daemons;
 pub mod host;
 pub mod hotplug;
@@ -41,6 +46,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use cgroup::{CgroupError, CgroupLimits, CgroupRecord, CgroupSpec, CgroupVersion};
 pub use cid::{CidAllocator, CidError};
 pub use config::{
     Accel, AccelChoice, Binaries, ConfigError, Machine, VirtiofsCache, VirtiofsSandbox, VmConfig,
@@ -146,6 +152,9 @@ pub enum HypervisorError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod's host cgroup could not be set up or removed.
+    #[error("the VM's host cgroup failed")]
+    Cgroup(#[from] CgroupError),
     /// No guest CID could be allocated.
     #[error("cannot allocate a guest CID")]
     Cid(#[from] CidError),

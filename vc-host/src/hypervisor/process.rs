@@ -316,6 +316,9 @@ pub struct Detached<'a> {
     pub user: Option<&'a VmmUser>,
     /// Working directory (default `/`), entered before the user changes.
     pub cwd: Option<&'a Path>,
+    /// Open `cgroup.procs` files the child writes itself into before exec
+    /// (see [`super::cgroup::CgroupJoin`]), so it never runs outside them.
+    pub cgroups: Vec<RawFd>,
 }
 
 impl Detached<'_> {
@@ -378,14 +381,23 @@ impl Detached<'_> {
                     .collect::<Vec<_>>(),
             )
         });
+        let cgroups = self.cgroups.clone();
         // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls (setsid, setns, fcntl, setgroups,
-        // setresgid, setresuid, prctl) on plain integers and a slice
-        // allocated before the fork; it allocates nothing and takes no locks.
+        // async-signal-safe system calls (setsid, write, setns, fcntl,
+        // setgroups, setresgid, setresuid, prctl) on plain integers, a static
+        // buffer and slices allocated before the fork; it allocates nothing
+        // and takes no locks. The cgroups are joined while still root: their
+        // `cgroup.procs` descriptors were opened by root.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // "0" moves the writer itself (v1 and v2 alike).
+                for &fd in &cgroups {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if let Some(fd) = netns {
                     if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
@@ -483,6 +495,7 @@ mod tests {
             inherit: Vec::new(),
             user: None,
             cwd: None,
+            cgroups: Vec::new(),
         }
         .spawn()
         .expect("spawn");
@@ -515,6 +528,7 @@ mod tests {
             inherit: Vec::new(),
             user: None,
             cwd: None,
+            cgroups: Vec::new(),
         }
         .spawn()
         .expect_err("no program");

@@ -6,25 +6,29 @@
 //! already started and reports the relevant logs.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::RawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::argv::{QemuCommand, QemuFds};
+use super::cgroup::{self, CgroupFacts, CgroupJoin, CgroupRecord};
 use super::cid::CidAllocator;
 use super::config::{Accel, ConfigError, VsockKind};
-use super::confine::{daemon_dir, ConfineError, Handoff};
+use super::confine::{daemon_dir, Handoff};
 use super::daemons::{
-    effective_sandbox, side_files, vhost_device_vsock_args, virtiofsd_args, wait_for_socket,
-    DaemonKind, SocketWait,
+    console_log_args, effective_sandbox, side_files, vhost_device_vsock_args, virtiofsd_args,
+    wait_for_socket, DaemonKind, SocketWait,
 };
 use super::process::{Detached, ProcessRecord};
 use super::qmp::{Qmp, QmpError};
 use super::spec::{RunLayout, VmSpec};
 use super::tools::{ToolSearch, VIRTIOFSD};
-use super::vm::{remove_files, tail_file, DaemonRecord, Vm, VmRecord, VM_RECORD_FORMAT};
+use super::vm::{
+    console_tail, remove_files, tail_file, DaemonRecord, Vm, VmRecord, VM_RECORD_FORMAT,
+};
 use super::{Hypervisor, HypervisorError};
 use crate::vsock::VsockAddr;
 
@@ -77,6 +81,9 @@ struct Started {
     daemons: Vec<DaemonRecord>,
     qemu: Option<ProcessRecord>,
     cleanup: Vec<PathBuf>,
+    cgroup: Option<CgroupRecord>,
+    /// The cgroup's open `cgroup.procs` files every child joins.
+    join: Vec<RawFd>,
     armed: bool,
 }
 
@@ -86,6 +93,8 @@ impl Started {
             daemons: Vec::new(),
             qemu: None,
             cleanup: Vec::new(),
+            cgroup: None,
+            join: Vec::new(),
             armed: true,
         }
     }
@@ -107,6 +116,11 @@ impl Drop for Started {
             d.process.kill_now();
         }
         remove_files(&self.cleanup);
+        if let Some(cgroup) = &self.cgroup {
+            if let Err(e) = cgroup::remove(cgroup) {
+                warn!(error = %e, "cannot remove the VM's host cgroup");
+            }
+        }
     }
 }
 
@@ -194,6 +208,7 @@ impl QemuHypervisor {
 
         let mut started = Started::new();
         started.cleanup.push(layout.qmp_socket.clone());
+        started.cleanup.push(layout.console_socket.clone());
         if s.vsock == VsockKind::Hybrid {
             started.cleanup.push(layout.vsock_vhost_socket.clone());
             started.cleanup.push(layout.vsock_uds.clone());
@@ -215,11 +230,47 @@ impl QemuHypervisor {
         }
         remove_files(&started.cleanup);
 
+        // Every process joins the pod's cgroup in its child, before exec.
+        let join = match &spec.cgroup {
+            Some(cg) => {
+                let plan = cgroup::plan(&CgroupFacts::probe()?, cg)?;
+                let record = cgroup::create(&plan, cg.limits)?;
+                started.cgroup = Some(record.clone());
+                debug!(dirs = ?record.dirs, limits = ?record.limits, "host cgroup created");
+                Some(CgroupJoin::open(&record)?)
+            }
+            None => None,
+        };
+        started.join = join.as_ref().map(CgroupJoin::fds).unwrap_or_default();
+
         let cid_lease = match s.vsock {
             VsockKind::Kernel => Some(self.cids.allocate()?),
             VsockKind::Hybrid => None,
         };
 
+        // The console logger first: it holds the console from QEMU's first
+        // byte on.
+        // It stays root: the launcher connects to its socket and hands the
+        // connection to QEMU, which reaches nothing in the run directory.
+        self.start_daemon(
+            &mut started,
+            DaemonKind::ConsoleLog,
+            Detached {
+                program: &s.console_log,
+                args: console_log_args(
+                    &layout.console_socket,
+                    &layout.console_log,
+                    s.console_max_bytes,
+                ),
+                log: &layout.console_logger_log,
+                netns: None,
+                inherit: Vec::new(),
+                user: None,
+                cwd: None,
+                cgroups: started.join.clone(),
+            },
+            &layout.console_socket,
+        )?;
         if let Some(bin) = &vsock_bin {
             // The unprivileged daemon makes its sockets in a directory of its
             // own, named relative to it.
@@ -239,6 +290,7 @@ impl QemuHypervisor {
                     inherit: Vec::new(),
                     user,
                     cwd: Some(&layout.vsock_dir),
+                    cgroups: started.join.clone(),
                 },
                 &layout.vsock_vhost_socket,
             )?;
@@ -259,6 +311,7 @@ impl QemuHypervisor {
                     inherit: Vec::new(),
                     user: None,
                     cwd: None,
+                    cgroups: started.join.clone(),
                 },
                 &layout.fs_socket,
             )?;
@@ -286,6 +339,7 @@ impl QemuHypervisor {
             inherit: handoff.raw(),
             user,
             cwd: None,
+            cgroups: started.join.clone(),
         }
         .spawn()
         .map_err(|source| HypervisorError::Start {
@@ -323,6 +377,7 @@ impl QemuHypervisor {
             console_log: layout.console_log.clone(),
             qemu_log: layout.qemu_log.clone(),
             cleanup: std::mem::take(&mut started.cleanup),
+            cgroup: started.cgroup.take(),
         };
         info!(
             pid = qemu.pid,
@@ -372,7 +427,7 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
 }
 
 /// Opens everything QEMU uses, in the launching process: kernel and initrd,
-/// console file, monitor socket (listening), connections to the daemons'
+/// a connection to the console logger, monitor socket (listening), connections to the daemons'
 /// sockets, tap queues, disks. QEMU then opens nothing of the VM by path.
 fn hand_over(
     spec: &VmSpec,
@@ -387,26 +442,6 @@ fn hand_over(
         Some(p) => Some(h.image_file("initrd", p, user)?.into()),
         None => None,
     };
-    let console = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&layout.console_log)
-        .map_err(|source| ConfineError::Open {
-            what: "console log",
-            path: layout.console_log.clone(),
-            source,
-        })?;
-    console
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|source| ConfineError::Open {
-            what: "console log",
-            path: layout.console_log.clone(),
-            source,
-        })?;
-    let console = h.keep(console);
     let qmp = std::os::unix::net::UnixListener::bind(&layout.qmp_socket).map_err(|source| {
         HypervisorError::Monitor {
             path: layout.qmp_socket.clone(),
@@ -423,6 +458,8 @@ fn hand_over(
                 source,
             })
     };
+    // The logger (root) owns the console socket; QEMU gets a connection.
+    let console = connect(DaemonKind::ConsoleLog, &layout.console_socket)?;
     let vsock = match s.vsock {
         VsockKind::Hybrid => Some(connect(
             DaemonKind::VhostDeviceVsock,
@@ -466,7 +503,7 @@ async fn wait_for_monitor(qemu: &ProcessRecord, layout: &RunLayout) -> Result<()
     let qmp = Qmp::new(&layout.qmp_socket);
     let exited = || HypervisorError::QemuExited {
         qemu_log: tail_file(&layout.qemu_log, ERROR_TAIL_LINES),
-        console: tail_file(&layout.console_log, ERROR_TAIL_LINES),
+        console: console_tail(&layout.console_log, ERROR_TAIL_LINES),
     };
     loop {
         if !qemu.is_alive() {
@@ -521,6 +558,8 @@ mod tests {
             vhost_device_vsock: Some("/nonexistent/vhost-device-vsock".into()),
             virtiofsd: Some("/nonexistent/virtiofsd".into()),
             tsc_khz: None,
+            console_log: "/nonexistent/vc-console-log".into(),
+            console_max_bytes: 4 << 20,
         }
     }
 

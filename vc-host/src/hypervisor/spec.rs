@@ -9,6 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::cgroup::CgroupSpec;
 use super::config::VmSettings;
 use super::confine::VmmUser;
 
@@ -41,6 +42,9 @@ pub struct VmSpec {
     /// The unprivileged host user QEMU and the vsock daemon run as; `None`
     /// keeps the caller's user (root), for tools that run a throwaway VM.
     pub vmm_user: Option<VmmUser>,
+    /// The host cgroup QEMU and every helper run in; `None` leaves them in
+    /// the launcher's cgroups.
+    pub cgroup: Option<CgroupSpec>,
 }
 
 /// A raw disk image given to the guest as virtio-blk.
@@ -68,6 +72,7 @@ impl VmSpec {
             taps: Vec::new(),
             disks: Vec::new(),
             vmm_user: None,
+            cgroup: None,
         }
     }
 }
@@ -143,8 +148,12 @@ impl fmt::Debug for MacAddr {
 pub struct RunLayout {
     /// The run directory.
     pub dir: PathBuf,
-    /// Guest serial console.
+    /// Guest serial console (the current file; see [`super::console`]).
     pub console_log: PathBuf,
+    /// Socket QEMU sends the console to, served by the console logger.
+    pub console_socket: PathBuf,
+    /// The console logger's own stdout and stderr.
+    pub console_logger_log: PathBuf,
     /// QEMU's own stdout and stderr.
     pub qemu_log: PathBuf,
     /// QMP monitor socket.
@@ -170,6 +179,8 @@ impl RunLayout {
         RunLayout {
             dir: dir.to_path_buf(),
             console_log: dir.join("console.log"),
+            console_socket: dir.join("console.sock"),
+            console_logger_log: dir.join("console-logger.log"),
             qemu_log: dir.join("qemu.log"),
             qmp_socket: dir.join("qmp.sock"),
             vsock_dir: dir.join("vsock"),
@@ -182,9 +193,10 @@ impl RunLayout {
     }
 
     /// Every socket path of the layout.
-    pub fn sockets(&self) -> [&Path; 4] {
+    pub fn sockets(&self) -> [&Path; 5] {
         [
             &self.qmp_socket,
+            &self.console_socket,
             &self.vsock_vhost_socket,
             &self.vsock_uds,
             &self.fs_socket,

@@ -1,4 +1,6 @@
 //! Finding the programs a VM needs: a configured path, else `PATH`, else the
+//! directory of the running program (where cargo and an install put this
+//! crate's own binaries, such as `vc-console-log`, next to `virtc`), else the
 //! project's tools cache (`<cache>/tools/bin`, where `cargo xtask deps`
 //! installs `vhost-device-vsock` and `virtiofsd`).
 
@@ -13,6 +15,8 @@ pub const QEMU: &str = "qemu-system-x86_64";
 pub const VHOST_DEVICE_VSOCK: &str = "vhost-device-vsock";
 /// The virtio-fs daemon's program name.
 pub const VIRTIOFSD: &str = "virtiofsd";
+/// The console logger's program name (a binary of this crate).
+pub const CONSOLE_LOG: &str = "vc-console-log";
 
 /// The project's cache directory: `$VC_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/vc`, else `$HOME/.cache/vc`.
@@ -40,11 +44,23 @@ impl ToolSearch {
         }
     }
 
-    /// `PATH` of this process, then `<cache>/tools/bin`.
+    /// `PATH` of this process, then the running program's directory (and
+    /// its parent when that is cargo's `deps`, where test binaries live),
+    /// then `<cache>/tools/bin`.
     pub fn from_env() -> Self {
         let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut path_dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            if dir.ends_with("deps") {
+                path_dirs.extend(dir.parent().map(Path::to_path_buf));
+            }
+            path_dirs.push(dir);
+        }
         ToolSearch {
-            path_dirs: std::env::split_paths(&path).collect(),
+            path_dirs,
             cache_bin: cache_dir().map(|c| c.join("tools").join("bin")),
         }
     }

@@ -1,13 +1,13 @@
 //! A launched VM: its persistent [`VmRecord`] and the [`Vm`] handle that any
 //! process can rebuild from it to query, pause, resume and stop the VM.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use super::cgroup::CgroupRecord;
 use super::config::{Accel, Machine, VsockKind};
 use super::daemons::DaemonKind;
 use super::process::ProcessRecord;
@@ -82,6 +82,9 @@ pub struct VmRecord {
     pub qemu_log: PathBuf,
     /// Sockets and temporary files removed by [`Vm::stop`] (logs are kept).
     pub cleanup: Vec<PathBuf>,
+    /// The host cgroup of QEMU and the helpers, removed by [`Vm::stop`].
+    #[serde(default)]
+    pub cgroup: Option<CgroupRecord>,
 }
 
 /// What a VM is doing.
@@ -229,26 +232,29 @@ impl Vm {
         self.record.qemu.wait_gone(timeout).await
     }
 
-    /// The last `lines` lines of the guest console, for boot-failure reports.
+    /// The last `lines` lines of the guest console (across its rotated
+    /// file), control characters escaped, for boot-failure reports.
     pub fn console_tail(&self, lines: usize) -> String {
-        tail_file(&self.record.console_log, lines)
+        console_tail(&self.record.console_log, lines)
     }
 
     /// The last `lines` lines of the console, QEMU's log and every daemon's
     /// log, each under a heading: what to print when a test fails.
     pub fn diagnostics(&self, lines: usize) -> String {
         let mut out = String::new();
-        let mut section = |title: &str, path: &Path| {
+        let mut section = |title: &str, path: &Path, tail: String| {
             out.push_str(&format!("--- {title} ({}) ---\n", path.display()));
-            out.push_str(&tail_file(path, lines));
+            out.push_str(&tail);
             if !out.ends_with('\n') {
                 out.push('\n');
             }
         };
-        section("console", &self.record.console_log);
-        section("qemu", &self.record.qemu_log);
+        let console = &self.record.console_log;
+        section("console", console, console_tail(console, lines));
+        let qemu = &self.record.qemu_log;
+        section("qemu", qemu, tail_file(qemu, lines));
         for d in &self.record.daemons {
-            section(d.kind.name(), &d.log);
+            section(d.kind.name(), &d.log, tail_file(&d.log, lines));
         }
         out
     }
@@ -259,7 +265,8 @@ impl Vm {
 
     /// Stops the VM: QMP `quit` and up to `timeout` for QEMU to exit, then
     /// SIGKILL; then every helper daemon (SIGTERM, then SIGKILL); then the
-    /// sockets and temporary files. Logs stay in the run directory.
+    /// sockets and temporary files, and the host cgroup once every process
+    /// is gone. Logs stay in the run directory.
     /// Idempotent, and works when QEMU has already died. Asking the agent to
     /// shut the guest down first is the caller's business.
     pub async fn stop(&self, timeout: Duration) -> Result<(), HypervisorError> {
@@ -297,6 +304,13 @@ impl Vm {
             }
         }
         remove_files(&self.record.cleanup);
+        if let Some(cgroup) = &self.record.cgroup {
+            if first_error.is_none() {
+                if let Err(e) = super::cgroup::remove(cgroup) {
+                    first_error = Some(e.into());
+                }
+            }
+        }
         match first_error {
             None => {
                 info!(
@@ -329,21 +343,22 @@ pub(crate) fn remove_files(paths: &[PathBuf]) {
     }
 }
 
-/// The last `lines` lines of a file (at most [`TAIL_BYTES`] read); empty when
-/// the file cannot be read.
+/// The last `lines` lines of a file (at most [`TAIL_BYTES`] read), with
+/// control characters other than newlines escaped (the guest writes the
+/// console, and daemons log what the guest sent): ready to print on a
+/// terminal. Empty when the file cannot be read.
 pub fn tail_file(path: &Path, lines: usize) -> String {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(TAIL_BYTES);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return String::new();
-    }
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
+    tail_of(&[path.to_path_buf()], lines)
+}
+
+/// [`tail_file`] of the guest console: its rotated file and the current
+/// one, read as one text.
+pub fn console_tail(console_log: &Path, lines: usize) -> String {
+    tail_of(&super::console::console_files(console_log), lines)
+}
+
+fn tail_of(paths: &[PathBuf], lines: usize) -> String {
+    let bytes = super::console::tail_bytes(paths, TAIL_BYTES);
     let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     let from = all.len().saturating_sub(lines);
@@ -351,7 +366,7 @@ pub fn tail_file(path: &Path, lines: usize) -> String {
     if !out.is_empty() {
         out.push('\n');
     }
-    out
+    vc_proto::text::escape_text(&out)
 }
 
 #[cfg(test)]
@@ -389,6 +404,7 @@ mod tests {
             console_log: dir.join("console.log"),
             qemu_log: dir.join("qemu.log"),
             cleanup: vec![dir.join("qmp.sock"), dir.join("vsock.sock")],
+            cgroup: None,
         }
     }
 
@@ -400,6 +416,8 @@ mod tests {
         assert_eq!(tail_file(&p, 2), "c\nd\n");
         assert_eq!(tail_file(&p, 10), "a\nb\nc\nd\n");
         assert_eq!(tail_file(&dir.path().join("none"), 3), "");
+        std::fs::write(&p, "ok\n\x1b]0;owned\x07\r\x1b[2Jgone\n").expect("write");
+        assert_eq!(tail_file(&p, 5), "ok\n\\x1b]0;owned\\x07\\r\\x1b[2Jgone\n");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use super::share::GUEST_SHARED_DIR;
 use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
 use crate::agent::{collect_output, AgentClient, AgentClientError, ConnectOptions, Output};
 use crate::config::PodConfig;
+use crate::hypervisor::cgroup::{self, CgroupSpec};
+use crate::hypervisor::console::ConsoleWatch;
 use crate::hypervisor::{
     Hypervisor, HypervisorError, QemuHypervisor, Vm, VmSettings, VmSpec, VmmUser, SHARED_FS_TAG,
 };
@@ -170,6 +172,11 @@ impl Runtime {
                 taps: net::taps(&pod),
                 disks: boot_disks(&pod),
                 vmm_user: Some(vmm_user),
+                cgroup: self.config.host_cgroup.enabled.then(|| CgroupSpec {
+                    parent: self.config.host_cgroup.parent.clone(),
+                    name: cgroup::name_for(Some(id.as_str()), &pod.dir.vm_dir()),
+                    limits: pod.config.vm.host_limits(),
+                }),
             };
             let vm = match QemuHypervisor::new(self.store.root()).launch(&spec).await {
                 Ok(vm) => vm,
@@ -402,6 +409,10 @@ impl Runtime {
             config: config.clone(),
             processes,
             console_log: record.vm.as_ref().map(|vm| vm.console_log.clone()),
+            host_cgroup: match (&record.vm, state) {
+                (Some(vm), State::Running | State::Paused) => vm.cgroup.clone(),
+                _ => None,
+            },
             containers: record
                 .containers
                 .values()
@@ -507,16 +518,19 @@ pub(super) async fn connect_agent(
     AgentClient::connect(vm.agent_addr(), &opts).await
 }
 
+/// Most console bytes read per poll while waiting for the agent.
+const CONSOLE_POLL_BUDGET: u64 = 1 << 20;
+
 /// Waits until the guest console shows [`vc_proto::AGENT_READY_LINE`], so the
 /// first connection attempt reaches a listening agent. Fails when the VM dies
-/// or `deadline` passes.
+/// or `deadline` passes. The console is followed across its rotations, each
+/// byte read once.
 async fn wait_for_agent_ready(vm: &Vm, deadline: Duration) -> Result<(), AgentClientError> {
-    let console = vm.record().console_log.clone();
+    let mut watch = ConsoleWatch::new(&vm.record().console_log, CONSOLE_POLL_BUDGET);
     let needle = vc_proto::AGENT_READY_LINE.as_bytes();
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        let text = tokio::fs::read(&console).await.unwrap_or_default();
-        if text.windows(needle.len()).any(|w| w == needle) {
+        if watch.poll(needle) {
             return Ok(());
         }
         if !vm.is_running() {

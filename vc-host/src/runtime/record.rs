@@ -147,6 +147,10 @@ pub struct PodStatus {
     pub processes: Vec<ProcessInfo>,
     /// Where the guest console is logged.
     pub console_log: Option<std::path::PathBuf>,
+    /// The host cgroup of the hypervisor and helper processes while the VM
+    /// runs: its directories and limits.
+    #[serde(default)]
+    pub host_cgroup: Option<crate::hypervisor::CgroupRecord>,
     /// Its containers.
     pub containers: Vec<ContainerStatus>,
     /// When the pod was created.

@@ -54,6 +54,16 @@ impl Printer {
         if let Some(console) = &pod.console_log {
             println!("  console {}", console.display());
         }
+        if let Some(cgroup) = &pod.host_cgroup {
+            for dir in &cgroup.dirs {
+                println!("  cgroup  {}", dir.display());
+            }
+            println!(
+                "  limits  memory {} MiB, {} tasks",
+                cgroup.limits.memory_bytes >> 20,
+                cgroup.limits.pids_max
+            );
+        }
         for c in &pod.containers {
             self.container_line(c);
         }
