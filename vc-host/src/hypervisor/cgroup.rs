@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::debug;
 
+use crate::mountinfo::MountInfoError;
+
 /// The controllers the pod's cgroup needs.
 pub const CONTROLLERS: [&str; 2] = ["memory", "pids"];
 
@@ -131,6 +133,9 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// `/proc/self/mountinfo` does not parse.
+    #[error("cannot read the cgroup mounts")]
+    MountInfo(#[from] MountInfoError),
     /// No mounted hierarchy offers both controllers.
     #[error("no mounted cgroup hierarchy offers the memory and pids controllers (v1 hierarchies, or cgroup2 with both in cgroup.controllers); mount them, or disable the pod cgroup (host_cgroup.enabled = false)")]
     NoHierarchy,
@@ -191,7 +196,7 @@ impl CgroupFacts {
                 source,
             })
         };
-        let mounts = parse_mountinfo(&read("/proc/self/mountinfo")?);
+        let mounts = parse_mountinfo(&read("/proc/self/mountinfo")?)?;
         let own = parse_proc_cgroup(&read("/proc/self/cgroup")?);
         let v2_controllers = mounts
             .iter()
@@ -207,59 +212,29 @@ impl CgroupFacts {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_mount_field(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
 /// The cgroup mounts listed in the text of `/proc/self/mountinfo`.
-pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        let (Some(root), Some(mount_point), Some(fstype)) = (pre.get(3), pre.get(4), post.first())
-        else {
-            continue;
-        };
-        let v1_controllers = match *fstype {
-            "cgroup2" => None,
-            "cgroup" => Some(
-                post.get(2)
-                    .unwrap_or(&"")
-                    .split(',')
-                    .filter(|o| CONTROLLERS.contains(o))
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-            _ => continue,
-        };
-        out.push(CgroupMount {
-            mount_point: unescape_mount_field(mount_point),
-            root: unescape_mount_field(root),
-            v1_controllers,
-        });
-    }
-    out
+pub fn parse_mountinfo(text: &str) -> Result<Vec<CgroupMount>, MountInfoError> {
+    Ok(crate::mountinfo::parse(text)?
+        .into_iter()
+        .filter_map(|m| {
+            let v1_controllers = match m.fs_type.as_str() {
+                "cgroup2" => None,
+                "cgroup" => Some(
+                    m.super_options
+                        .split(',')
+                        .filter(|o| CONTROLLERS.contains(o))
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                _ => return None,
+            };
+            Some(CgroupMount {
+                mount_point: m.mount_point,
+                root: m.root,
+                v1_controllers,
+            })
+        })
+        .collect())
 }
 
 /// The lines of `/proc/self/cgroup`: (v1 controllers or empty, path).
@@ -558,7 +533,7 @@ mod tests {
     #[test]
     fn v1_nests_a_relative_parent_under_the_callers_cgroups() {
         let facts = CgroupFacts {
-            mounts: parse_mountinfo(V1_MOUNTINFO),
+            mounts: parse_mountinfo(V1_MOUNTINFO).expect("mountinfo"),
             own: parse_proc_cgroup(V1_SELF),
             v2_controllers: Vec::new(),
         };
@@ -592,7 +567,7 @@ mod tests {
     #[test]
     fn v2_starts_at_the_root_and_enables_the_controllers_on_the_way() {
         let facts = CgroupFacts {
-            mounts: parse_mountinfo(V2_MOUNTINFO),
+            mounts: parse_mountinfo(V2_MOUNTINFO).expect("mountinfo"),
             own: parse_proc_cgroup("0::/user.slice/session-1.scope\n"),
             v2_controllers: vec!["cpu".into(), "memory".into(), "pids".into()],
         };
@@ -627,7 +602,7 @@ mod tests {
     #[test]
     fn escapes_and_bad_names_are_refused() {
         let facts = CgroupFacts {
-            mounts: parse_mountinfo(V1_MOUNTINFO),
+            mounts: parse_mountinfo(V1_MOUNTINFO).expect("mountinfo"),
             own: parse_proc_cgroup(V1_SELF),
             v2_controllers: Vec::new(),
         };
@@ -643,7 +618,8 @@ mod tests {
             mounts: parse_mountinfo(
                 "30 23 0:26 /ctr /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
                  31 23 0:27 /ctr /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n",
-            ),
+            )
+            .expect("mountinfo"),
             own: parse_proc_cgroup("4:memory:/ctr\n8:pids:/ctr/x\n"),
             v2_controllers: Vec::new(),
         };
@@ -665,7 +641,8 @@ mod tests {
     fn mountinfo_escapes_and_names() {
         let m = parse_mountinfo(
             "1 2 0:1 / /a\\040b rw - cgroup cgroup rw,pids,memory\n3 4 0:2 / /x rw - ext4 /dev/sda rw\n",
-        );
+        )
+        .expect("mountinfo");
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].mount_point, PathBuf::from("/a b"));
         assert_eq!(
