@@ -26,8 +26,8 @@ async fn boot_handshake_details_and_clean_shutdown() -> Result<()> {
     let helpers = pids(&started);
     assert_eq!(
         helpers.len(),
-        3,
-        "qemu, vsock daemon, virtiofsd: {helpers:?}"
+        4,
+        "qemu, console logger, vsock daemon, virtiofsd: {helpers:?}"
     );
 
     let agent = t.rt.pod_agent(&id).await?;
@@ -47,6 +47,11 @@ async fn boot_handshake_details_and_clean_shutdown() -> Result<()> {
     t.rt.delete_pod(&id).await?;
     assert!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
     assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    assert!(
+        t.leftover_cgroups().is_empty(),
+        "{:?}",
+        t.leftover_cgroups()
+    );
     Ok(())
 }
 

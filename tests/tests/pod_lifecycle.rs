@@ -83,8 +83,8 @@ async fn every_pod_verb_and_wrong_pod_transitions() -> Result<()> {
     let helpers = pids(&started);
     assert_eq!(
         helpers.len(),
-        3,
-        "qemu, vsock daemon, virtiofsd: {helpers:?}"
+        4,
+        "qemu, console logger, vsock daemon, virtiofsd: {helpers:?}"
     );
     assert_eq!(t.rt.pod_status(&id).await?.state, State::Running);
 

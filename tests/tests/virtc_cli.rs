@@ -50,7 +50,7 @@ fn pod_and_container_verbs_across_processes() -> Result<()> {
         .filter_map(|p| p["pid"].as_i64())
         .map(|p| p as i32)
         .collect();
-    assert_eq!(pids.len(), 3, "{status}");
+    assert_eq!(pids.len(), 4, "qemu and three helpers: {status}");
 
     let created = v
         .ok([
