@@ -17,7 +17,8 @@ use vc_host::hypervisor::console::{serve, RotatingLog};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Unix socket QEMU connects to (created here).
+    /// Unix socket for QEMU's console (created here; the launcher connects
+    /// and hands the connection to QEMU).
     #[arg(long)]
     socket: PathBuf,
     /// The console file; the previous one is kept as `<log>.1`.

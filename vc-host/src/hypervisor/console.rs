@@ -2,7 +2,8 @@
 //!
 //! QEMU 7.2 can only append a console to a file without limit, and the guest
 //! writes as much as it likes. So QEMU sends the console to a Unix socket
-//! (`-chardev socket`, QEMU connecting) where a small logger process,
+//! (`-chardev socket,fd=N`: a connection the launcher made, as root, and
+//! handed over, since QEMU runs unprivileged) where a small logger process,
 //! `vc-console-log` (a binary of this crate, started and recorded like the
 //! helper daemons, in the pod's cgroup), writes it to `console.log` and
 //! rotates: when the file would pass half of the limit it becomes

@@ -122,7 +122,7 @@ pub fn is_shared_mount_point(mounts: &[crate::mountinfo::Mount], path: &Path) ->
         .is_some_and(|m| m.shared_group().is_some())
 }
 
-/// `vc-console-log` arguments: the socket QEMU connects to, the console
+/// `vc-console-log` arguments: the socket for QEMU's console, the console
 /// file, and the most bytes kept.
 pub fn console_log_args(socket: &Path, log: &Path, max_bytes: u64) -> Vec<OsString> {
     vec![

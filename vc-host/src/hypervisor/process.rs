@@ -558,6 +558,7 @@ mod tests {
             inherit: Vec::new(),
             user: Some(&user),
             cwd: None,
+            cgroups: Vec::new(),
         }
         .spawn()
         .expect("spawn");

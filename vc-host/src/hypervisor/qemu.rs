@@ -242,6 +242,7 @@ impl QemuHypervisor {
             None => None,
         };
         started.join = join.as_ref().map(CgroupJoin::fds).unwrap_or_default();
+        let cgroups = started.join.clone();
 
         let cid_lease = match s.vsock {
             VsockKind::Kernel => Some(self.cids.allocate()?),
@@ -267,7 +268,7 @@ impl QemuHypervisor {
                 inherit: Vec::new(),
                 user: None,
                 cwd: None,
-                cgroups: started.join.clone(),
+                cgroups: cgroups.clone(),
             },
             &layout.console_socket,
         )?;
@@ -290,7 +291,7 @@ impl QemuHypervisor {
                     inherit: Vec::new(),
                     user,
                     cwd: Some(&layout.vsock_dir),
-                    cgroups: started.join.clone(),
+                    cgroups: cgroups.clone(),
                 },
                 &layout.vsock_vhost_socket,
             )?;
@@ -311,7 +312,7 @@ impl QemuHypervisor {
                     inherit: Vec::new(),
                     user: None,
                     cwd: None,
-                    cgroups: started.join.clone(),
+                    cgroups: cgroups.clone(),
                 },
                 &layout.fs_socket,
             )?;
@@ -339,7 +340,7 @@ impl QemuHypervisor {
             inherit: handoff.raw(),
             user,
             cwd: None,
-            cgroups: started.join.clone(),
+            cgroups,
         }
         .spawn()
         .map_err(|source| HypervisorError::Start {
