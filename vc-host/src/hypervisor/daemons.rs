@@ -7,7 +7,7 @@
 //! it. `virtiofsd` stays root inside its sandbox with fewer capabilities.
 
 use std::ffi::OsString;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -148,25 +148,33 @@ pub fn side_files(kind: DaemonKind, socket: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// Why waiting for a socket ended without it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why waiting for a daemon's socket ended without a connection.
+#[derive(Debug)]
 pub enum SocketWait {
     /// The process exited first.
     Died,
     /// The deadline passed.
     TimedOut,
+    /// Connecting failed for another reason than "not there yet".
+    Connect(std::io::Error),
 }
 
-/// Polls until `path` is a socket, failing early when `process` exits.
-pub async fn wait_for_socket(
+/// Connects to a daemon's socket as soon as it accepts, failing early when
+/// `process` exits. The socket file appears at `bind(2)`, before `listen(2)`,
+/// and a connection in between is refused: the file's existence is not the
+/// condition, a connection is. The connection returned is the one QEMU is
+/// handed (a vhost-user daemon serves one front end), never a probe.
+pub async fn connect_when_listening(
     path: &Path,
     process: &ProcessRecord,
     timeout: Duration,
-) -> Result<(), SocketWait> {
+) -> Result<UnixStream, SocketWait> {
     let deadline = Instant::now() + timeout;
     loop {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-            return Ok(());
+        match UnixStream::connect(path) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => {}
+            Err(e) => return Err(SocketWait::Connect(e)),
         }
         if !process.is_alive() {
             return Err(SocketWait::Died);
@@ -304,7 +312,9 @@ mod tests {
         }
         .spawn()
         .expect("spawn");
-        let r = wait_for_socket(&dir.path().join("never.sock"), &rec, Duration::from_secs(5)).await;
-        assert_eq!(r, Err(SocketWait::Died));
+        let r =
+            connect_when_listening(&dir.path().join("never.sock"), &rec, Duration::from_secs(5))
+                .await;
+        assert!(matches!(r, Err(SocketWait::Died)), "{r:?}");
     }
 }

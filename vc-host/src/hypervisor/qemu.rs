@@ -19,8 +19,8 @@ use super::cid::CidAllocator;
 use super::config::{Accel, ConfigError, VsockKind};
 use super::confine::{daemon_dir, Handoff};
 use super::daemons::{
-    console_log_args, effective_sandbox, side_files, vhost_device_vsock_args, virtiofsd_args,
-    wait_for_socket, DaemonKind, SocketWait,
+    connect_when_listening, console_log_args, effective_sandbox, side_files,
+    vhost_device_vsock_args, virtiofsd_args, DaemonKind, SocketWait,
 };
 use super::process::{Detached, ProcessRecord};
 use super::qmp::{Qmp, QmpError};
@@ -136,6 +136,11 @@ fn daemon_error(kind: DaemonKind, socket: &Path, log: &Path, why: SocketWait) ->
             socket: socket.to_path_buf(),
             timeout: DAEMON_START_TIMEOUT,
             log_tail,
+        },
+        SocketWait::Connect(source) => HypervisorError::DaemonConnect {
+            daemon: kind,
+            socket: socket.to_path_buf(),
+            source,
         },
     }
 }
@@ -317,15 +322,17 @@ impl QemuHypervisor {
                 &layout.fs_socket,
             )?;
         }
+        let mut connections = Vec::new();
         for d in &started.daemons {
-            wait_for_socket(&d.socket, &d.process, DAEMON_START_TIMEOUT)
+            let stream = connect_when_listening(&d.socket, &d.process, DAEMON_START_TIMEOUT)
                 .await
                 .map_err(|why| daemon_error(d.kind, &d.socket, &d.log, why))?;
+            connections.push((d.kind, stream));
         }
         let daemons_ready = t0.elapsed();
 
         let cid = cid_lease.as_ref().map(|l| l.cid());
-        let (mut handoff, fds) = hand_over(spec, &layout, netns.as_ref())?;
+        let (mut handoff, fds) = hand_over(spec, &layout, netns.as_ref(), connections)?;
         let cmd = QemuCommand::build(spec, &fds, cid);
         let args = cmd.args();
         debug!(program = %cmd.program.display(), ?args, user = user.map(|u| u.name.as_str()), "starting QEMU");
@@ -428,12 +435,13 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
 }
 
 /// Opens everything QEMU uses, in the launching process: kernel and initrd,
-/// a connection to the console logger, monitor socket (listening), connections to the daemons'
-/// sockets, tap queues, disks. QEMU then opens nothing of the VM by path.
+/// the connection to the console logger, monitor socket (listening), the connections made to
+/// the daemons' sockets (`connections`, by [`connect_when_listening`]), tap queues, disks. QEMU then opens nothing of the VM by path.
 fn hand_over(
     spec: &VmSpec,
     layout: &RunLayout,
     netns: Option<&File>,
+    mut connections: Vec<(DaemonKind, std::os::unix::net::UnixStream)>,
 ) -> Result<(Handoff, QemuFds), HypervisorError> {
     let s = &spec.settings;
     let user = spec.vmm_user.as_ref();
@@ -450,26 +458,28 @@ fn hand_over(
         }
     })?;
     let qmp = h.keep(qmp);
-    let mut connect = |daemon: DaemonKind, socket: &Path| {
-        std::os::unix::net::UnixStream::connect(socket)
-            .map(|c| h.keep(c))
-            .map_err(|source| HypervisorError::DaemonConnect {
+    let mut take = |daemon: DaemonKind, socket: &Path| {
+        let at = connections
+            .iter()
+            .position(|(kind, _)| *kind == daemon)
+            .ok_or_else(|| HypervisorError::DaemonConnect {
                 daemon,
                 socket: socket.to_path_buf(),
-                source,
-            })
+                source: std::io::Error::from(std::io::ErrorKind::NotConnected),
+            })?;
+        Ok::<_, HypervisorError>(h.keep(connections.swap_remove(at).1))
     };
     // The logger (root) owns the console socket; QEMU gets a connection.
-    let console = connect(DaemonKind::ConsoleLog, &layout.console_socket)?;
+    let console = take(DaemonKind::ConsoleLog, &layout.console_socket)?;
     let vsock = match s.vsock {
-        VsockKind::Hybrid => Some(connect(
+        VsockKind::Hybrid => Some(take(
             DaemonKind::VhostDeviceVsock,
             &layout.vsock_vhost_socket,
         )?),
         VsockKind::Kernel => None,
     };
     let fs = match &spec.shared_dir {
-        Some(_) => Some(connect(DaemonKind::Virtiofsd, &layout.fs_socket)?),
+        Some(_) => Some(take(DaemonKind::Virtiofsd, &layout.fs_socket)?),
         None => None,
     };
     let names: Vec<String> = spec.taps.iter().map(|t| t.ifname.clone()).collect();
