@@ -247,6 +247,7 @@ impl Container {
             &paths.cgroup_parent,
             &spec.id,
             &spec.resources,
+            &disk_rules(&spec_mounts),
         )?;
         guard.armed = false;
         drop(guard);
@@ -422,4 +423,27 @@ mod unit_tests {
         let err = open_namespaces(i32::MAX).expect_err("no such process");
         assert!(matches!(err, ContainerError::MainProcessGone { .. }));
     }
+}
+
+/// The device rules for the block devices the container's spec mounts
+/// (resolved sources under `/dev/` of non-bind mounts): its first process
+/// mounts them inside its cgroup, whose allow-list would refuse them
+/// otherwise. Sources that are not block devices need no rule.
+fn disk_rules(mounts: &[vc_proto::Mount]) -> Vec<cgroup::DeviceRule> {
+    use std::os::unix::fs::FileTypeExt as _;
+    use std::os::unix::fs::MetadataExt as _;
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let options = mounts::parse_options(&m.options);
+            if !m.source.starts_with("/dev/") || mounts::is_bind(m, &options) {
+                return None;
+            }
+            let meta = std::fs::metadata(&m.source).ok()?;
+            let readonly = options.flags.contains(nix::mount::MsFlags::MS_RDONLY);
+            meta.file_type()
+                .is_block_device()
+                .then(|| cgroup::disk_rule(meta.rdev(), readonly))
+        })
+        .collect()
 }

@@ -33,6 +33,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use vc_proto::{ContainerStats, Resources};
 
+pub(crate) use self::devices::{disk_rule, DeviceRule};
 use self::hierarchy::{controllers_of, Unified};
 pub(crate) use self::limits::Limits;
 use super::error::{CgroupsRsError, ContainerError};
@@ -103,7 +104,8 @@ fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), ContainerE
 
 impl ContainerCgroup {
     /// Creates `<root>/<parent>/<id>` with `resources` applied and the device
-    /// allow-list attached. The parent is
+    /// allow-list attached: the defaults plus `disks`, the rules for the
+    /// container's own block devices (its first process mounts them). The parent is
     /// created when missing; the controllers of [`WANTED`] that the kernel has
     /// are enabled on the way down. A limit whose controller is missing is an
     /// error; nothing is left behind on failure.
@@ -112,6 +114,7 @@ impl ContainerCgroup {
         parent: &str,
         id: &str,
         resources: &Resources,
+        disks: &[devices::DeviceRule],
     ) -> Result<Self, ContainerError> {
         check_cgroup2(root)?;
         let limits = Limits::from_resources(resources)?;
@@ -148,9 +151,14 @@ impl ContainerCgroup {
             cgroup: Cgroup::load(Box::new(Unified::new(root)), rel),
             dir,
         };
-        let set_up = limits
-            .apply(&cg.cgroup, &cg.dir)
-            .and_then(|()| bpf::attach_device_filter(&cg.dir, &devices::DEFAULT_RULES));
+        let set_up = limits.apply(&cg.cgroup, &cg.dir).and_then(|()| {
+            let rules: Vec<_> = devices::DEFAULT_RULES
+                .iter()
+                .chain(disks)
+                .copied()
+                .collect();
+            bpf::attach_device_filter(&cg.dir, &rules)
+        });
         if let Err(e) = set_up {
             let _ = std::fs::remove_dir(&cg.dir);
             return Err(e);
