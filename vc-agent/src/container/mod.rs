@@ -403,28 +403,6 @@ fn open_namespaces(pid: i32) -> Result<Vec<(OwnedFd, CloneFlags)>, ContainerErro
     .collect()
 }
 
-#[cfg(test)]
-mod unit_tests {
-    use super::*;
-
-    #[test]
-    fn ids() {
-        for ok in ["a", "web-1", "A_b.c", &"x".repeat(64)] {
-            validate_id(ok).expect(ok);
-        }
-        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(65)] {
-            assert!(validate_id(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn exec_of_a_missing_process_is_reported() {
-        // pid_max is at most 2^22: this pid cannot exist.
-        let err = open_namespaces(i32::MAX).expect_err("no such process");
-        assert!(matches!(err, ContainerError::MainProcessGone { .. }));
-    }
-}
-
 /// The device rules for the block devices the container's spec mounts
 /// (resolved sources under `/dev/` of non-bind mounts): its first process
 /// mounts them inside its cgroup, whose allow-list would refuse them
@@ -446,4 +424,26 @@ fn disk_rules(mounts: &[vc_proto::Mount]) -> Vec<cgroup::DeviceRule> {
                 .then(|| cgroup::disk_rule(meta.rdev(), readonly))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "web-1", "A_b.c", &"x".repeat(64)] {
+            validate_id(ok).expect(ok);
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exec_of_a_missing_process_is_reported() {
+        // pid_max is at most 2^22: this pid cannot exist.
+        let err = open_namespaces(i32::MAX).expect_err("no such process");
+        assert!(matches!(err, ContainerError::MainProcessGone { .. }));
+    }
 }
