@@ -376,7 +376,7 @@ mod tests {
         // removed file alongside a new pod's holder.
         let store2 = store.clone();
         let waiter = tokio::spawn(async move { store2.lock_pod(&id("p")).await.map(drop) });
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        wait_until_blocked_on(&root.join("locks/p.lock")).await;
         store.remove_pod(dir, lock).expect("remove");
         assert!(matches!(
             waiter.await.expect("join"),
@@ -440,5 +440,29 @@ mod tests {
             waited >= std::time::Duration::from_millis(150),
             "{waited:?}"
         );
+    }
+
+    /// Waits until some process is blocked in `flock` on `path`: `/proc/locks`
+    /// lists a waiter as a `->` line naming the file's inode.
+    async fn wait_until_blocked_on(path: &Path) {
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = std::fs::metadata(path).expect("lock file").ino();
+        let needle = format!(":{ino} ");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let locks = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+            if locks
+                .lines()
+                .any(|l| l.contains("->") && l.contains(&needle))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nobody blocked on {}",
+                path.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }
