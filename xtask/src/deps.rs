@@ -36,6 +36,14 @@ pub(crate) const APT_PACKAGES: &[(&str, &str)] = &[
         "e2fsprogs",
         "mkfs.ext4 -d and debugfs, for the ext4 disk images of the block device tests",
     ),
+    (
+        "containerd",
+        "containerd 1.6 and ctr, which the shim's end-to-end tests drive",
+    ),
+    (
+        "protobuf-compiler",
+        "protoc, which builds the CRI client (k8s-cri) of the CRI tests",
+    ),
 ];
 
 /// A helper built with `cargo install`.
