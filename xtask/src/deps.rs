@@ -2,7 +2,7 @@
 //!
 //! - Debian packages (installed with apt-get when missing and running as root on Debian/Ubuntu;
 //!   elsewhere a message names what to install): QEMU, busybox-static, iproute2 (the network
-//!   tests' fixtures), the libraries that virtiofsd links against, and e2fsprogs (ext4 images
+//!   tests' fixtures), the libraries that virtiofsd links against, containerd and protobuf-compiler (the containerd tests), and e2fsprogs (ext4 images
 //!   for the block device tests).
 //! - Helper daemons built with `cargo install --locked --root <cache>/tools`: vhost-device-vsock
 //!   (hybrid vsock) and virtiofsd (the shared filesystem), reused when present.
