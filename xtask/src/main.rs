@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's own commands. Each subcommand lives in its own module:
 //! host preparation ([`deps`]), the guest image ([`image`], with [`agent`] and [`kernel`]), the
-//! container test rootfs ([`rootfs`]), the full test run ([`test`]), the demo ([`demo`]), the
-//! benchmarks ([`bench`]) and the fuzzers ([`fuzz`]). Shared paths and process helpers are in [`ctx`].
+//! container test rootfs ([`rootfs`]), OCI image archives of it ([`oci`]), the full test run
+//! ([`test`]), the demo ([`demo`]), the benchmarks ([`bench`]) and the fuzzers ([`fuzz`]). Shared
+//! paths and process helpers are in [`ctx`].
 
 mod agent;
 mod bench;
@@ -11,6 +12,7 @@ mod deps;
 mod fuzz;
 mod image;
 mod kernel;
+mod oci;
 mod rootfs;
 mod test;
 
@@ -39,6 +41,9 @@ enum Cmd {
     GuestImage(image::Args),
     /// Build the busybox container rootfs used by tests and the demo.
     Rootfs(rootfs::Args),
+    /// Write OCI image archives for `ctr image import`: target/oci/busybox.tar
+    /// (localhost/vc/busybox:latest) and target/oci/pause.tar (localhost/vc/pause:latest).
+    OciImage(oci::Args),
     /// Everything: deps, guest image, rootfs, fmt and clippy checks, then all tests of the workspace.
     Test(test::Args),
     /// Prepare everything and run the demo.
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Cmd::Deps => deps::run(&ctx),
         Cmd::GuestImage(args) => image::run(&ctx, &args).map(|_| ()),
         Cmd::Rootfs(args) => rootfs::run(&ctx, &args).map(|_| ()),
+        Cmd::OciImage(args) => oci::run(&ctx, &args).map(|_| ()),
         Cmd::Test(args) => test::run(&ctx, &args),
         Cmd::Demo => demo::run(&ctx),
         Cmd::Bench(args) => bench::run(&ctx, &args),

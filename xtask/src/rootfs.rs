@@ -23,11 +23,11 @@ pub(crate) struct Args {
 }
 
 const LAYOUT_VERSION: u32 = 1;
-const STAMP: &str = ".vc-rootfs";
+pub(crate) const STAMP: &str = ".vc-rootfs";
 
-const PASSWD: &str =
+pub(crate) const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nnobody:x:1000:1000:nobody:/nonexistent:/bin/sh\n";
-const GROUP: &str = "root:x:0:\nnobody:x:1000:\n";
+pub(crate) const GROUP: &str = "root:x:0:\nnobody:x:1000:\n";
 
 fn find_busybox() -> Result<PathBuf> {
     let candidates = [
@@ -134,7 +134,7 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("cannot set the mode of {}", path.display()))
 }
 
-fn populate(root: &Path, busybox: &[u8], applets: &[String]) -> Result<()> {
+pub(crate) fn populate(root: &Path, busybox: &[u8], applets: &[String]) -> Result<()> {
     for (dir, mode) in [
         ("bin", 0o755),
         ("sbin", 0o755),

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the project's one test command (the README's, and `.ci/run`'s). In order:
-//! deps, guest image, rootfs, `cargo fmt --check`, `cargo clippy -D warnings`, then every test of
-//! the workspace with the image, the rootfs and the tools made known to the test processes. Stops
+//! deps, guest image, rootfs, OCI image archives, `cargo fmt --check`, `cargo clippy -D warnings`, then every test of
+//! the workspace with the image, the rootfs, the OCI archives and the tools made known to the test processes. Stops
 //! at the first failure.
 
 use std::ffi::OsString;
@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use guest_image::IMAGE_DIR_ENV;
 
 use crate::ctx::{self, Ctx, CACHE_DIR_ENV, ROOTFS_ENV};
-use crate::{deps, image, rootfs};
+use crate::{deps, image, oci, rootfs};
 
 /// How many tests of one test binary run at once: end-to-end tests boot VMs, and the machines
 /// this runs on have 2 cores.
@@ -31,7 +31,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let start = Instant::now();
-    let total = 6;
+    let total = 7;
     let mut n = 0;
     let mut stage = |what: &str| {
         n += 1;
@@ -53,6 +53,9 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         .to_owned();
     stage("container rootfs");
     let rootfs = rootfs::run(ctx, &rootfs::Args::default())?;
+    stage("OCI image archives");
+    let oci_dir = oci::default_dir(ctx);
+    oci::build(&rootfs, &oci_dir)?;
 
     stage("cargo fmt --check");
     ctx::run(ctx.cargo().args(["fmt", "--all", "--check"]))?;
@@ -83,6 +86,7 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             .args(&args.test_args)
             .env(IMAGE_DIR_ENV, &image_dir)
             .env(ROOTFS_ENV, &rootfs)
+            .env(oci::OCI_DIR_ENV, &oci_dir)
             .env(CACHE_DIR_ENV, &ctx.cache)
             .env("PATH", path),
     )?;
