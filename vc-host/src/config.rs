@@ -42,6 +42,10 @@ pub struct RuntimeConfig {
     pub vmm_user: String,
     /// The host cgroup each pod's QEMU and helpers run in.
     pub host_cgroup: HostCgroupConfig,
+    /// How many VMs may boot at once on this host, among every process that
+    /// uses this root (see `docs/reliability.md`). Default: the host's CPU
+    /// count.
+    pub boot_width: u32,
 }
 
 /// Where pods' host cgroups go (their limits are in
@@ -82,6 +86,7 @@ impl Default for RuntimeConfig {
                 .unwrap_or_else(|| PathBuf::from("/usr/share/vc/guest-image")),
             vmm_user: crate::hypervisor::DEFAULT_VMM_USER.to_owned(),
             host_cgroup: HostCgroupConfig::default(),
+            boot_width: crate::runtime::admission::default_width(),
         }
     }
 }

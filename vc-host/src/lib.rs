@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod beneath;
 pub mod config;
+pub mod fault;
 pub mod hypervisor;
 pub mod id;
 pub mod mountinfo;

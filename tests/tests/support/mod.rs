@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest, IMAGE_DIR_ENV};
 
 pub mod io;
+pub mod leaks;
 pub mod net;
 pub mod pod;
 pub mod virtc;

@@ -162,6 +162,24 @@ impl TestRuntime {
             .collect()
     }
 
+    /// The processes in this runtime's pod cgroups: every QEMU and helper
+    /// its pods run, whether or not a record names them.
+    pub fn cgroup_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .leftover_cgroups()
+            .iter()
+            .filter_map(|c| std::fs::read_to_string(c.join("cgroup.procs")).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Prints the console and daemon logs of every pod.
     pub fn print_logs(&self) {
         for pod in self.leftover_pods() {

@@ -9,8 +9,10 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context as _, Result};
 
-/// The command that builds virtc and the console logger, for messages.
-pub const BUILD_VIRTC: &str = "cargo build -p vc-host --bins";
+/// The command that builds virtc and the console logger, for messages. The
+/// tests' virtc has the fault points (`VC_FAULT`, see `vc_host::fault`),
+/// which a default build does not.
+pub const BUILD_VIRTC: &str = "cargo build -p vc-host --bins --features fault-injection";
 
 /// Builds vc-host's binaries (`virtc`, and `vc-console-log`, which every
 /// pod runs and the library finds next to the test binary's profile
@@ -35,7 +37,15 @@ fn profile_dir() -> Result<PathBuf> {
 fn build_bins() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let status = Command::new(&cargo)
-        .args(["build", "-q", "-p", "vc-host", "--bins"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "vc-host",
+            "--bins",
+            "--features",
+            "fault-injection",
+        ])
         .current_dir(super::workspace_root())
         .stdin(Stdio::null())
         .status()
@@ -127,20 +137,50 @@ impl Virtc {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.run_env(&[], args)
+    }
+
+    /// [`Self::run`] with extra environment variables (such as `VC_FAULT`).
+    pub fn run_env<I, S>(&self, env: &[(&str, &str)], args: I) -> Result<Ran>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (line, mut cmd) = self.command(args);
+        let out = cmd
+            .envs(env.iter().copied())
+            .output()
+            .with_context(|| format!("cannot run {}", self.exe.display()))?;
+        Ok(Ran::from_output(line, out))
+    }
+
+    /// The command line (for messages) and a command ready to spawn, its
+    /// stdin on /dev/null.
+    pub fn command<I, S>(&self, args: I) -> (String, Command)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let line = std::iter::once("virtc".into())
             .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
             .collect::<Vec<_>>()
             .join(" ");
-        let out = Command::new(&self.exe)
-            .arg("--root")
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--root")
             .arg(&self.root)
             .arg("--image-dir")
             .arg(&self.image_dir)
             .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", self.exe.display()))?;
+            .stdin(Stdio::null());
+        (line, cmd)
+    }
+
+    /// Collects a spawned command's output as a [`Ran`].
+    pub fn finish(line: String, child: std::process::Child) -> Result<Ran> {
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("cannot wait for {line}"))?;
         Ok(Ran::from_output(line, out))
     }
 

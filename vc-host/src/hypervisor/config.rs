@@ -214,7 +214,15 @@ pub struct VmConfig {
     /// Most tasks (processes and threads) of the pod's host processes
     /// together: the host cgroup's `pids.max`.
     pub host_pids_max: u32,
+    /// The most a boot may take, in seconds, counted from its admission
+    /// (see `docs/reliability.md`): until then a boot whose console keeps
+    /// making progress is waited for. At least 1.
+    pub boot_timeout_secs: u32,
 }
+
+/// Default of [`VmConfig::boot_timeout_secs`]: two minutes, several times
+/// the slowest TCG boot measured with admission on a loaded host.
+pub const DEFAULT_BOOT_TIMEOUT_SECS: u32 = 120;
 
 /// Default of [`VmConfig::console_max_bytes`]: 4 MiB.
 pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 4 << 20;
@@ -267,6 +275,7 @@ impl Default for VmConfig {
             console_max_bytes: DEFAULT_CONSOLE_MAX_BYTES,
             host_memory_overhead_mib: DEFAULT_HOST_MEMORY_OVERHEAD_MIB,
             host_pids_max: DEFAULT_HOST_PIDS_MAX,
+            boot_timeout_secs: DEFAULT_BOOT_TIMEOUT_SECS,
         }
     }
 }
@@ -427,6 +436,13 @@ impl VmConfig {
                 field: "host_pids_max",
                 value: self.host_pids_max.into(),
                 min: MIN_HOST_PIDS_MAX.into(),
+            });
+        }
+        if self.boot_timeout_secs == 0 {
+            return Err(ConfigError::TooSmall {
+                field: "boot_timeout_secs",
+                value: 0,
+                min: 1,
             });
         }
         // Ports below 1024 are privileged in AF_VSOCK; u32::MAX is VMADDR_PORT_ANY.
@@ -659,6 +675,10 @@ mod tests {
             },
             VmConfig {
                 host_pids_max: 4,
+                ..config(&f)
+            },
+            VmConfig {
+                boot_timeout_secs: 0,
                 ..config(&f)
             },
         ] {

@@ -152,6 +152,8 @@ pub struct ConsoleWatch {
     carry: Vec<u8>,
     /// Most bytes read per poll.
     budget: u64,
+    /// Bytes read so far, across rotations: the guest's progress.
+    consumed: u64,
 }
 
 impl ConsoleWatch {
@@ -163,7 +165,14 @@ impl ConsoleWatch {
             at: None,
             carry: Vec::new(),
             budget,
+            consumed: 0,
         }
+    }
+
+    /// How many console bytes the polls have read so far (it only grows):
+    /// a boot deadline extends while it does.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// Reads what is new and reports whether `needle` has appeared (since
@@ -205,6 +214,7 @@ impl ConsoleWatch {
         }
         let _ = Read::by_ref(f).take(*budget).read_to_end(&mut bytes);
         *budget -= bytes.len() as u64;
+        self.consumed += bytes.len() as u64;
         let end = from + bytes.len() as u64;
         let mut hay = std::mem::take(&mut self.carry);
         hay.extend_from_slice(&bytes);
@@ -275,6 +285,7 @@ mod tests {
         assert_eq!(read(&rotated_path(&path)).len(), 100);
         assert_eq!(read(&path), b"-LINE and more");
         assert!(watch.poll(needle), "split across a rotation");
+        assert_eq!(watch.consumed(), 95 + 19, "every byte counted once");
         // A fresh watch over a flood without the line reads it bounded
         // per poll and never finds it.
         let mut flood = ConsoleWatch::new(&path, 64);

@@ -13,6 +13,8 @@
 //! - [`console`]: the bounded guest console and its readers;
 //! - [`cgroup`]: the per-pod host cgroup (memory and pids limits);
 //! - [`cid`]: guest CIDs for kernel vsock, unique among pods;
+//! - [`journal`]: what a launch in progress has started, so that a launcher
+//!   killed on the way leaves nothing unnamed;
 //! - [`process`]: detached processes, pid + start time, zombie-aware liveness;
 //! - [`qmp`]: QMP over the monitor socket (`qapi` crate), with [`scm`]
 //!   passing descriptors to it;
@@ -32,6 +34,7 @@ pub mod console;
 pub mod daemons;
 pub mod host;
 pub mod hotplug;
+pub mod journal;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
@@ -226,6 +229,9 @@ pub enum HypervisorError {
         #[source]
         source: ProcessError,
     },
+    /// The launch journal could not be written.
+    #[error("cannot write the launch journal")]
+    Journal(#[source] crate::store::StoreError),
     /// A record written by an incompatible version.
     #[error("VM record format {found} is not supported (this build reads {expected})")]
     RecordFormat {

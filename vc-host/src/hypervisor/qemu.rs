@@ -22,6 +22,7 @@ use super::daemons::{
     connect_when_listening, console_log_args, effective_sandbox, side_files,
     vhost_device_vsock_args, virtiofsd_args, DaemonKind, SocketWait,
 };
+use super::journal::{journal_path, LaunchJournal};
 use super::process::{Detached, ProcessRecord};
 use super::qmp::{Qmp, QmpError};
 use super::spec::{RunLayout, VmSpec};
@@ -75,9 +76,11 @@ impl Hypervisor for QemuHypervisor {
 
 /// What a launch has started so far; dropped before [`Self::disarm`] (an
 /// error, or the launch future dropped), it kills all of it and removes the
-/// sockets.
+/// sockets. [`Self::journal`] keeps a copy on disk for a launcher that dies
+/// without dropping anything ([`super::journal`]).
 #[derive(Debug)]
 struct Started {
+    run_dir: PathBuf,
     daemons: Vec<DaemonRecord>,
     qemu: Option<ProcessRecord>,
     cleanup: Vec<PathBuf>,
@@ -88,8 +91,9 @@ struct Started {
 }
 
 impl Started {
-    fn new() -> Self {
+    fn new(run_dir: &Path) -> Self {
         Started {
+            run_dir: run_dir.to_path_buf(),
             daemons: Vec::new(),
             qemu: None,
             cleanup: Vec::new(),
@@ -101,6 +105,18 @@ impl Started {
 
     fn disarm(&mut self) {
         self.armed = false;
+    }
+
+    /// Writes what is started so far to the run directory's launch journal.
+    fn journal(&self) -> Result<(), HypervisorError> {
+        LaunchJournal {
+            qemu: self.qemu,
+            daemons: self.daemons.iter().map(|d| d.process).collect(),
+            cleanup: self.cleanup.clone(),
+            cgroup: self.cgroup.clone(),
+        }
+        .write(&self.run_dir)
+        .map_err(HypervisorError::Journal)
     }
 }
 
@@ -211,7 +227,7 @@ impl QemuHypervisor {
         std::fs::set_permissions(&layout.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(run_dir_error)?;
 
-        let mut started = Started::new();
+        let mut started = Started::new(&layout.dir);
         started.cleanup.push(layout.qmp_socket.clone());
         started.cleanup.push(layout.console_socket.clone());
         if s.vsock == VsockKind::Hybrid {
@@ -234,6 +250,9 @@ impl QemuHypervisor {
             });
         }
         remove_files(&started.cleanup);
+        // The journal goes with the sockets: removed by a failed launch and
+        // by `Vm::stop`.
+        started.cleanup.push(journal_path(&layout.dir));
 
         // Every process joins the pod's cgroup in its child, before exec.
         let join = match &spec.cgroup {
@@ -242,6 +261,7 @@ impl QemuHypervisor {
                 let record = cgroup::create(&plan, cg.limits)?;
                 started.cgroup = Some(record.clone());
                 debug!(dirs = ?record.dirs, limits = ?record.limits, "host cgroup created");
+                started.journal()?;
                 Some(CgroupJoin::open(&record)?)
             }
             None => None,
@@ -330,6 +350,7 @@ impl QemuHypervisor {
             connections.push((d.kind, stream));
         }
         let daemons_ready = t0.elapsed();
+        crate::fault::point("start.helpers-spawned");
 
         let cid = cid_lease.as_ref().map(|l| l.cid());
         let (mut handoff, fds) = hand_over(spec, &layout, netns.as_ref(), connections)?;
@@ -355,6 +376,8 @@ impl QemuHypervisor {
             source,
         })?;
         started.qemu = Some(qemu);
+        started.journal()?;
+        crate::fault::point("start.qemu-spawned");
         // QEMU holds the CID lock and every handed-over descriptor from here
         // on.
         drop(cid_lease);
@@ -424,7 +447,7 @@ impl QemuHypervisor {
             socket: socket.to_path_buf(),
             log: daemon.log.to_path_buf(),
         });
-        Ok(())
+        started.journal()
     }
 }
 

@@ -74,6 +74,19 @@ pub enum RuntimeError {
         #[source]
         source: Box<AgentClientError>,
     },
+    /// The VM booted too slowly, or its console stopped making progress.
+    #[error("pod {pod} did not boot in time: {expiry}; last console lines:\n{console_tail}")]
+    BootTimeout {
+        /// The pod.
+        pod: PodId,
+        /// Which deadline passed.
+        expiry: crate::runtime::admission::BootExpiry,
+        /// The end of the guest console.
+        console_tail: String,
+    },
+    /// No boot slot could be taken.
+    #[error(transparent)]
+    Admission(#[from] crate::runtime::admission::AdmissionError),
     /// A process operation failed.
     #[error(transparent)]
     Process(Box<crate::runtime::ProcessError>),

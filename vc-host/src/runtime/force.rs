@@ -66,6 +66,8 @@ impl Runtime {
                     Err(e) => warn!(error = %e, "unusable VM record; nothing to stop"),
                 }
             }
+            // What a start killed before it recorded its VM left running.
+            crate::hypervisor::journal::reap(&dir.vm_dir()).await;
             if let Some(net) = named.network {
                 if let Err(e) = crate::network::teardown(&net).await {
                     warn!(error = %e, "cannot remove the pod network");

@@ -7,6 +7,7 @@
 //! state. Nothing is kept in memory between operations: a pod created by one
 //! process can be started, listed and deleted by others.
 
+pub mod admission;
 mod binds;
 mod container;
 mod error;
@@ -16,6 +17,7 @@ mod net;
 mod pod;
 mod process;
 pub mod record;
+mod recover;
 mod resources;
 pub mod share;
 
@@ -27,7 +29,7 @@ use crate::store::Store;
 pub use error::RuntimeError;
 pub use guest::GuestImage;
 pub use process::{Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
-pub use record::{ContainerStatus, PodStatus, ProcessInfo};
+pub use record::{ContainerStatus, PodStatus, ProcessInfo, StartPhase};
 pub use resources::{PodEvent, PodEvents};
 
 /// How long a container's processes get between SIGTERM and SIGKILL by default.

@@ -2,17 +2,19 @@
 
 use std::time::Duration;
 
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 use vc_proto::{PodSetup, ProcessRef, ProcessSpec, SharedMount};
 
+use super::admission::{BootAdmission, BootDeadline, BootExpiry, BootPermit, BOOT_STALL};
 use super::net;
-use super::record::{now, PodRecord, PodStatus, ProcessInfo};
+use super::record::{now, PodRecord, PodStatus, ProcessInfo, StartPhase};
 use super::share::GUEST_SHARED_DIR;
 use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
 use crate::agent::{collect_output, AgentClient, AgentClientError, ConnectOptions, Output};
 use crate::config::PodConfig;
 use crate::hypervisor::cgroup::{self, CgroupSpec};
 use crate::hypervisor::console::ConsoleWatch;
+use crate::hypervisor::journal;
 use crate::hypervisor::{
     Hypervisor, HypervisorError, QemuHypervisor, Vm, VmSettings, VmSpec, VmmUser, SHARED_FS_TAG,
 };
@@ -68,6 +70,11 @@ impl Runtime {
             config,
             record,
         })
+    }
+
+    /// The host's boot slots (shared by every process using this root).
+    fn admission(&self) -> BootAdmission {
+        BootAdmission::new(self.store.root(), self.config.boot_width)
     }
 
     fn guest_image(&self) -> Result<GuestImage, RuntimeError> {
@@ -151,18 +158,38 @@ impl Runtime {
         let span = info_span!("pod", pod_id = %id);
         async move {
             let mut pod = self.lock(id).await?;
+            if let Some(adopted) = self.recover_interrupted_start(&mut pod).await? {
+                return Ok(adopted);
+            }
             pod.record.state.apply("pod", Transition::Start)?;
             let settings = self.vm_settings(&pod.config)?;
             let vmm_user = self.vmm_user()?;
+            pod.record.start = Some(StartPhase::Launching);
+            pod.save()?;
+            crate::fault::point("start.recorded");
             // The export must be a shared mount point before virtiofsd starts.
-            if let Err(e) = pod.export_share() {
+            let prepared = match pod.export_share() {
+                Ok(()) => net::setup_network(&mut pod).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = prepared {
+                pod.record.start = None;
                 pod.unbind_all_logged();
+                pod.save()?;
                 return Err(e);
             }
-            if let Err(e) = net::setup_network(&mut pod).await {
-                pod.unbind_all_logged();
-                return Err(e);
-            }
+            // At most `boot_width` VMs boot at once on the host; the boot's
+            // deadline counts from here.
+            let permit = match self.admission().admit(id.as_str()).await {
+                Ok(permit) => permit,
+                Err(e) => {
+                    pod.record.start = None;
+                    net::teardown_network(&mut pod).await;
+                    pod.unbind_all_logged();
+                    pod.save()?;
+                    return Err(e.into());
+                }
+            };
             let spec = VmSpec {
                 name: Some(id.to_string()),
                 settings,
@@ -181,6 +208,7 @@ impl Runtime {
             let vm = match QemuHypervisor::new(self.store.root()).launch(&spec).await {
                 Ok(vm) => vm,
                 Err(e) => {
+                    pod.record.start = None;
                     net::teardown_network(&mut pod).await;
                     pod.unbind_all_logged();
                     pod.save()?;
@@ -190,10 +218,17 @@ impl Runtime {
             // Record the VM at once: if anything below fails, stop and delete
             // still find every process to clean up.
             pod.record.vm = Some(vm.record().clone());
+            pod.record.start = Some(StartPhase::Booting);
             pod.save()?;
-            match self.boot(&mut pod, &vm).await {
+            crate::fault::point("start.vm-recorded");
+            match self.boot(&mut pod, &vm, permit).await {
                 Ok(()) => {
+                    crate::fault::point("start.booted");
+                    pod.record.start = Some(StartPhase::Booted);
+                    pod.save()?;
+                    crate::fault::point("start.booted-recorded");
                     pod.record.state = State::Running;
+                    pod.record.start = None;
                     pod.record.started_at = Some(now());
                     pod.save()?;
                     info!("pod started");
@@ -204,11 +239,9 @@ impl Runtime {
                     let _ = vm.stop(SHUTDOWN_GRACE).await;
                     pod.unbind_all_logged();
                     net::teardown_network(&mut pod).await;
-                    for c in pod.record.containers.values_mut() {
-                        c.state = State::Ready;
-                        c.pid = None;
-                    }
+                    super::recover::containers_back_to_ready(&mut pod.record);
                     pod.record.vm = None;
+                    pod.record.start = None;
                     pod.save()?;
                     Err(e)
                 }
@@ -218,22 +251,44 @@ impl Runtime {
         .await
     }
 
-    /// Waits for the agent, sets the pod up, and starts its ready containers.
-    async fn boot(&self, pod: &mut LockedPod, vm: &Vm) -> Result<(), RuntimeError> {
-        let connect = async {
-            wait_for_agent_ready(vm, BOOT_CONNECT_DEADLINE).await?;
-            connect_agent(vm, BOOT_CONNECT_DEADLINE).await
+    /// Waits for the agent (holding the boot's admission until it
+    /// answers), sets the pod up, and starts its ready containers.
+    async fn boot(
+        &self,
+        pod: &mut LockedPod,
+        vm: &Vm,
+        permit: BootPermit,
+    ) -> Result<(), RuntimeError> {
+        let mut deadline = BootDeadline::new(
+            permit.admitted_at(),
+            BOOT_STALL,
+            Duration::from_secs(pod.config.vm.boot_timeout_secs.into()),
+        );
+        let failed = |source| RuntimeError::BootFailed {
+            pod: pod.config.id.clone(),
+            console_tail: vm.console_tail(30),
+            source: Box::new(source),
         };
-        let agent = match connect.await {
-            Ok(agent) => agent,
-            Err(source) => {
-                return Err(RuntimeError::BootFailed {
+        match wait_for_agent_ready(vm, &mut deadline, pod.config.id.as_str()).await {
+            Ok(()) => {}
+            Err(BootWait::Agent(source)) => return Err(failed(source)),
+            Err(BootWait::Expired(expiry)) => {
+                return Err(RuntimeError::BootTimeout {
                     pod: pod.config.id.clone(),
+                    expiry,
                     console_tail: vm.console_tail(30),
-                    source: Box::new(source),
                 })
             }
-        };
+        }
+        let agent = connect_agent(vm, BOOT_CONNECT_DEADLINE)
+            .await
+            .map_err(failed)?;
+        debug!(
+            slot = permit.slot(),
+            boot_ms = deadline.elapsed(std::time::Instant::now()).as_millis() as u64,
+            "agent answered; boot slot released"
+        );
+        drop(permit);
         let network = pod.record.network.as_ref();
         let setup = PodSetup {
             pod_id: pod.config.id.to_string(),
@@ -274,6 +329,7 @@ impl Runtime {
                 effective.apply("pod", Transition::Stop)?;
             }
             self.shutdown_vm(&mut pod).await;
+            crate::fault::point("stop.vm-stopped");
             pod.record.state = State::Stopped;
             pod.record.stopped_at = Some(now());
             pod.save()?;
@@ -287,9 +343,13 @@ impl Runtime {
     /// Best-effort shutdown: agent first, then the hypervisor, then the
     /// network mirroring. Never fails: whatever the guest does, every host
     /// process, mount, tap and filter is gone afterwards.
-    async fn shutdown_vm(&self, pod: &mut LockedPod) {
+    pub(super) async fn shutdown_vm(&self, pod: &mut LockedPod) {
         self.shutdown_vm_processes(pod).await;
+        // What a start killed before it recorded its VM left running: the
+        // launch journal names it (the recorded VM, stopped above, too).
+        journal::reap(&pod.dir.vm_dir()).await;
         net::teardown_network(pod).await;
+        pod.record.start = None;
     }
 
     async fn shutdown_vm_processes(&self, pod: &mut LockedPod) {
@@ -326,6 +386,7 @@ impl Runtime {
                     if let Err(e) = agent.shutdown().await {
                         warn!(error = %e, "agent did not acknowledge shutdown");
                     }
+                    crate::fault::point("stop.agent-shutdown");
                     let _ = vm.wait_exit(SHUTDOWN_GRACE).await;
                 }
                 Err(e) => warn!(error = %e, "agent unreachable; stopping the VM without it"),
@@ -349,14 +410,25 @@ impl Runtime {
     pub async fn delete_pod(&self, id: &PodId) -> Result<(), RuntimeError> {
         let span = info_span!("pod", pod_id = %id);
         async move {
-            let mut pod = self.lock(id).await?;
+            let mut pod = match self.lock(id).await {
+                Ok(pod) => pod,
+                Err(RuntimeError::Store(crate::store::StoreError::PodNotFound(_)))
+                    if self.store.is_half_made(id) =>
+                {
+                    info!("finishing an interrupted create or delete");
+                    return self.force_delete_pod(id).await;
+                }
+                Err(e) => return Err(e),
+            };
             pod.effective_state().apply("pod", Transition::Delete)?;
             // A VM that died on its own still has helpers, sockets and mounts.
             self.shutdown_vm(&mut pod).await;
+            crate::fault::point("delete.vm-stopped");
             // A bind that could not be undone is an error here, not a log
             // line: the pod's directory is kept, the bind still recorded.
             pod.unbind_all()?;
             pod.save()?;
+            crate::fault::point("delete.recorded");
             let LockedPod { dir, lock, .. } = pod;
             self.store.remove_pod(dir, lock)?;
             info!("pod deleted");
@@ -499,7 +571,8 @@ impl Runtime {
     }
 }
 
-/// How long to wait for the agent of a VM that is booting.
+/// How long to wait for the agent of a VM that is booting, once it has
+/// printed its ready line.
 const BOOT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long to wait for the agent of a running pod.
@@ -521,30 +594,39 @@ pub(super) async fn connect_agent(
 /// Most console bytes read per poll while waiting for the agent.
 const CONSOLE_POLL_BUDGET: u64 = 1 << 20;
 
+/// Why a boot's wait for the agent's ready line ended without it.
+enum BootWait {
+    /// The VM died.
+    Agent(AgentClientError),
+    /// The deadline passed.
+    Expired(BootExpiry),
+}
+
 /// Waits until the guest console shows [`vc_proto::AGENT_READY_LINE`], so the
 /// first connection attempt reaches a listening agent. Fails when the VM dies
-/// or `deadline` passes. The console is followed across its rotations, each
-/// byte read once.
-async fn wait_for_agent_ready(vm: &Vm, deadline: Duration) -> Result<(), AgentClientError> {
+/// or the boot's `deadline` passes; console output extends the deadline up
+/// to its ceiling. The console is followed across its rotations, each byte
+/// read once.
+async fn wait_for_agent_ready(
+    vm: &Vm,
+    deadline: &mut BootDeadline,
+    pod: &str,
+) -> Result<(), BootWait> {
     let mut watch = ConsoleWatch::new(&vm.record().console_log, CONSOLE_POLL_BUDGET);
     let needle = vc_proto::AGENT_READY_LINE.as_bytes();
-    let until = tokio::time::Instant::now() + deadline;
     loop {
         if watch.poll(needle) {
             return Ok(());
         }
+        let now = std::time::Instant::now();
+        deadline.observe(watch.consumed(), now);
         if !vm.is_running() {
-            return Err(AgentClientError::VmGone { during: "boot" });
+            return Err(BootWait::Agent(AgentClientError::VmGone { during: "boot" }));
         }
-        if tokio::time::Instant::now() >= until {
-            return Err(AgentClientError::ConnectDeadline {
-                addr: vm.agent_addr().clone(),
-                port: vm.agent_port(),
-                after: deadline,
-                attempts: 0,
-                last: None,
-            });
+        if let Some(expiry) = deadline.expired(now) {
+            return Err(BootWait::Expired(expiry));
         }
+        deadline.report_slow(pod, now);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

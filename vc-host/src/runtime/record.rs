@@ -48,6 +48,35 @@ pub struct PodRecord {
     /// [`super::share`]).
     #[serde(default)]
     pub binds: Vec<std::path::PathBuf>,
+    /// How far the start under way has got. A start holds the pod's lock
+    /// throughout, so an operation that takes the lock and finds this set
+    /// knows that the start's caller died (see [`super::recover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartPhase>,
+}
+
+/// The steps of a start that its record names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPhase {
+    /// Preparing the share and network, waiting for admission, launching the
+    /// VM (whose processes the run directory's launch journal names).
+    Launching,
+    /// The VM is launched and in `vm`; the guest boots.
+    Booting,
+    /// The guest booted, the pod is set up and its containers started: the VM
+    /// can be adopted.
+    Booted,
+}
+
+impl std::fmt::Display for StartPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StartPhase::Launching => "launching",
+            StartPhase::Booting => "booting",
+            StartPhase::Booted => "booted",
+        })
+    }
 }
 
 impl PodRecord {
@@ -62,6 +91,7 @@ impl PodRecord {
             network: None,
             containers: BTreeMap::new(),
             binds: Vec::new(),
+            start: None,
         }
     }
 }

@@ -228,6 +228,14 @@ impl Store {
         })
     }
 
+    /// True when the pod's directory exists without its configuration: a
+    /// create or a delete whose caller died half-way.
+    pub fn is_half_made(&self, id: &PodId) -> bool {
+        let path = self.pod_path(id);
+        std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+            && std::fs::symlink_metadata(path.join("config.json")).is_err()
+    }
+
     /// Locks an existing pod for one operation.
     pub async fn lock_pod(&self, id: &PodId) -> Result<(PodDir, PodLock), StoreError> {
         let lock = self.lock(id).await?;
@@ -299,6 +307,7 @@ impl Store {
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
+        crate::fault::point("delete.config-removed");
         pods.remove_tree(name)?;
         lock.remove(&self.locks())
     }

@@ -1,7 +1,8 @@
-//! `cargo xtask bench <boot|pod|io|net>`: benchmarks (not timed tests). Each prints its results and
-//! the floor it compares against: `boot` ([`boot`], with its floor image in [`floor`]), `pod`
-//! ([`pod`]), `io` ([`io`], floor in [`io_floor`]) and `net` ([`net`]); [`inputs`] finds what they
-//! start from and [`stats`] summarizes samples.
+//! `cargo xtask bench <boot|pod|io|net|storm>`: benchmarks (not timed tests). Each prints its
+//! results and the floor it compares against: `boot` ([`boot`], with its floor image in
+//! [`floor`]), `pod` ([`pod`]), `io` ([`io`], floor in [`io_floor`]), `net` ([`net`]) and `storm`
+//! ([`storm`], 16 starts at once against one after another); [`inputs`] finds what they start
+//! from and [`stats`] summarizes samples.
 
 mod boot;
 mod floor;
@@ -11,6 +12,7 @@ mod io_floor;
 mod net;
 mod pod;
 mod stats;
+mod storm;
 
 use anyhow::Result;
 
@@ -38,6 +40,8 @@ pub(crate) enum Bench {
     Io,
     /// Pod network throughput and latency.
     Net,
+    /// 16 pod starts at once against the same 16 one after another (`--runs` rounds).
+    Storm,
 }
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
@@ -46,5 +50,6 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         Bench::Pod => pod::run(ctx, args.runs),
         Bench::Io => io::run(ctx, args.runs),
         Bench::Net => net::run(ctx, args.runs),
+        Bench::Storm => storm::run(ctx, args.runs),
     }
 }

@@ -52,6 +52,10 @@ pub struct VmArgs {
     /// Network namespace whose interfaces the VM gets (such as /var/run/netns/NAME).
     #[arg(long)]
     pub netns: Option<PathBuf>,
+    /// The most the VM's boot may take, in seconds from its admission
+    /// (default 120); a boot whose console stays silent for 30 s fails sooner.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub boot_timeout: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +65,7 @@ pub enum PodCommand {
         /// Pod id.
         id: PodId,
         /// A pod configuration file (TOML or JSON) instead of flags.
-        #[arg(long, conflicts_with_all = ["vcpus", "memory_mib", "netns", "hostname"])]
+        #[arg(long, conflicts_with_all = ["vcpus", "memory_mib", "netns", "hostname", "boot_timeout"])]
         config: Option<PathBuf>,
         /// Hostname (default: the id).
         #[arg(long)]

@@ -20,6 +20,9 @@ pub fn apply_vm_args(config: &mut PodConfig, vm: &VmArgs) {
     if let Some(ns) = &vm.netns {
         config.netns = Some(ns.clone());
     }
+    if let Some(t) = vm.boot_timeout {
+        config.vm.boot_timeout_secs = t;
+    }
 }
 
 /// Reads a pod configuration file, TOML or JSON by extension.
