@@ -139,14 +139,12 @@ fn virtc_boot_timeout_sets_the_ceiling() -> Result<()> {
         "{ran}"
     );
     // QEMU's pid, from the launch's log line.
-    let mut left = OnDisk::default();
-    left.qemu = strip_ansi(&ran.stderr)
+    let qemu: i32 = strip_ansi(&ran.stderr)
         .lines()
         .filter(|l| l.contains("VM launched"))
-        .find_map(|l| l.split_once(" pid=")?.1.split(' ').next()?.parse().ok());
-    let qemu = left
-        .qemu
+        .find_map(|l| l.split_once(" pid=")?.1.split(' ').next()?.parse().ok())
         .with_context(|| format!("no launch logged: {ran}"))?;
+    let mut left = OnDisk::default();
     left.pids.insert(qemu);
     let s = v.ok(["pod", "status", "bt", "--json"])?.json()?;
     ensure!(s["state"] == "ready", "{s}");
