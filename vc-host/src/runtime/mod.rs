@@ -14,6 +14,7 @@ mod error;
 mod force;
 mod guest;
 mod net;
+mod pause;
 mod pod;
 mod process;
 pub mod record;
