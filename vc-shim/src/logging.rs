@@ -1,7 +1,8 @@
 //! The shim's logs. The serving process writes to the `log` fifo containerd
 //! made in the bundle directory (its working directory) and reads into its
-//! own log; `start` and `delete` write to stderr, which containerd shows
-//! when they fail. `tracing` throughout; the shim library's `log` records
+//! own log; `delete` writes to stderr, which containerd shows when it fails;
+//! `start` logs nothing (containerd reads its stdout and stderr together as
+//! the shim's address). `tracing` throughout; the shim library's `log` records
 //! are bridged into it.
 
 use std::fs::File;

@@ -66,7 +66,11 @@ impl Shim for VcShim {
         let level = ShimConfig::load(&Env::from_process())
             .map(|c| c.log_level)
             .unwrap_or_else(|_| "info".to_owned());
-        logging::init(&level, args.debug, args.action.is_empty());
+        // containerd reads `start`'s stdout and stderr together as the
+        // socket address: `start` logs nothing.
+        if args.action != "start" {
+            logging::init(&level, args.debug, args.action.is_empty());
+        }
         let bundle = if args.bundle.is_empty() {
             std::env::current_dir().unwrap_or_default()
         } else {
@@ -86,7 +90,6 @@ impl Shim for VcShim {
         let role =
             bundle::role(&self.bundle).map_err(|e| Error::InvalidArgument(error_chain(&e)))?;
         let group = role.group(&opts.id).to_owned();
-        info!(container_id = %opts.id, group = %group, "starting the shim of the group");
         let address = spawn(opts, &group, Vec::new()).await?;
         write_str_to_file("address", &address).await?;
         Ok(address)

@@ -1,10 +1,13 @@
 //! Process stdio between the agent's streams and containerd's fifos.
 //!
-//! containerd creates the fifos and opens its ends before it calls Create or
-//! Exec. The shim opens them read-write (Linux allows it on a fifo): the open
-//! never blocks and never fails for want of a peer, and end-of-input comes
-//! from containerd's CloseIO, not from the fifo. Closing the shim's end of an
-//! output fifo is end-of-file for containerd.
+//! containerd creates the fifos and opens its ends around Create or Exec.
+//! The shim opens the output fifos read-write (Linux allows it on a fifo):
+//! the open never blocks and never fails for want of a reader, and closing
+//! the shim's end is end-of-file for containerd. It opens the input fifo
+//! read-only and non-blocking: readiness comes only once a writer has
+//! connected (Linux reports hang-up only for writers that came after the
+//! open), so containerd closing its end (ctr at end of its stdin) is
+//! end-of-file for the process; so is CloseIO (the CRI plugin).
 //!
 //! Each output stream is copied by its own task until the agent ends it,
 //! which it does after the last byte the process wrote; an output without a
@@ -13,6 +16,7 @@
 //! byte is lost at exit. The VM's death, or a deadline for output that never
 //! ends (a background child holding it open), bounds the wait.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,7 +64,12 @@ impl Fifos {
         };
         let nonempty = |p: &String| Some(p.clone()).filter(|p| !p.is_empty());
         let stdin = match nonempty(&stdio.stdin) {
-            Some(p) => Some(opener().open_receiver(&p).map_err(err("stdin", &p))?),
+            // Read-only: containerd closing its end is end-of-file.
+            Some(p) => Some(
+                pipe::OpenOptions::new()
+                    .open_receiver(&p)
+                    .map_err(err("stdin", &p))?,
+            ),
             None => None,
         };
         let stdout = match nonempty(&stdio.stdout) {
@@ -181,8 +190,10 @@ async fn copy_in(mut fifo: pipe::Receiver, mut dst: impl AsyncWrite + Unpin, clo
             biased;
             _ = close.notified() => {
                 // What containerd wrote before CloseIO is in the fifo now.
+                // Read it straight from the (non-blocking) descriptor: the
+                // runtime may not have seen its readiness yet.
                 loop {
-                    match fifo.try_read(&mut buf) {
+                    match nix::unistd::read(fifo.as_raw_fd(), &mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
                             if dst.write_all(&buf[..n]).await.is_err() {
@@ -250,27 +261,52 @@ mod tests {
         assert_eq!(got, data);
     }
 
-    #[tokio::test]
-    async fn close_io_delivers_pending_input_then_eof() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let inp = mkfifo(dir.path(), "in");
+    /// A stdin fifo opened as the shim opens it (before any writer).
+    fn shim_stdin(dir: &std::path::Path) -> (String, pipe::Receiver) {
+        let inp = mkfifo(dir, "in");
         let fifos = Fifos::open(&Stdio {
             stdin: inp.clone(),
             ..Stdio::default()
         })
         .expect("opens");
         assert!(fifos.has_stdin());
+        (inp, fifos.stdin.expect("stdin"))
+    }
+
+    #[tokio::test]
+    async fn close_io_delivers_pending_input_then_eof() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (inp, stdin) = shim_stdin(dir.path());
         let mut writer = pipe::OpenOptions::new().open_sender(&inp).expect("writer");
         let (dst, mut from_process) = tokio::io::duplex(1 << 20);
         let close = Arc::new(Notify::new());
-        let pump = tokio::spawn(copy_in(fifos.stdin.expect("stdin"), dst, close.clone()));
+        let pump = tokio::spawn(copy_in(stdin, dst, close.clone()));
         writer.write_all(b"hello ").await.expect("write");
         writer.write_all(b"world").await.expect("write");
-        drop(writer);
         close.notify_one();
         let mut got = Vec::new();
         from_process.read_to_end(&mut got).await.expect("EOF");
         pump.await.expect("joins");
         assert_eq!(got, b"hello world");
+        drop(writer);
+    }
+
+    #[tokio::test]
+    async fn the_writer_closing_is_end_of_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The shim opens first, before containerd's writer exists: no
+        // premature end-of-file.
+        let (inp, stdin) = shim_stdin(dir.path());
+        let (dst, mut from_process) = tokio::io::duplex(1 << 20);
+        let pump = tokio::spawn(copy_in(stdin, dst, Arc::new(Notify::new())));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!pump.is_finished(), "no end of input before a writer came");
+        let mut writer = pipe::OpenOptions::new().open_sender(&inp).expect("writer");
+        writer.write_all(b"abc").await.expect("write");
+        drop(writer);
+        let mut got = Vec::new();
+        from_process.read_to_end(&mut got).await.expect("EOF");
+        pump.await.expect("joins");
+        assert_eq!(got, b"abc");
     }
 }
