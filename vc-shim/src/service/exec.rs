@@ -105,7 +105,14 @@ impl Shared {
         .await?;
         let mut spec = status.config.process_spec();
         spec.args = config.args;
-        spec.env.extend(config.env);
+        // An OCI exec's process carries its whole environment (containerd
+        // copies the container's and changes what it is told to).
+        if !config.env.is_empty() {
+            spec.env = config.env;
+            if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
+                spec.env.insert(0, vc_host::config::DEFAULT_PATH.to_owned());
+            }
+        }
         if let Some(cwd) = config.cwd {
             spec.cwd = cwd;
         }
