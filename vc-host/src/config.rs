@@ -537,7 +537,7 @@ impl ContainerConfig {
     }
 }
 
-fn validate_hostname(h: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_hostname(h: &str) -> Result<(), ConfigError> {
     let ok = !h.is_empty()
         && h.len() <= 64
         && h.bytes()

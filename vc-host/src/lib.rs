@@ -14,6 +14,7 @@ pub mod hypervisor;
 pub mod id;
 pub mod mountinfo;
 pub mod network;
+pub mod oci;
 pub mod runtime;
 pub mod state;
 pub mod storage;
