@@ -97,20 +97,40 @@ pub fn load(id: ContainerId, bundle: &Path, rootfs: &Path) -> Result<Bundle, Bun
 
 /// An exec's OCI process (the JSON in `ExecProcessRequest.spec`).
 pub fn exec_process(json: &[u8]) -> Result<ProcessConfig, BundleError> {
-    let p: oci_spec::runtime::Process =
-        serde_json::from_slice(json).map_err(|source| BundleError::Document {
-            what: "process",
-            source,
-        })?;
-    Ok(oci::process_from_oci(&p)?)
+    Ok(oci::process_from_oci(&document("process", json)?)?)
 }
 
 /// New limits (the JSON in `UpdateTaskRequest.resources`).
 pub fn resources(json: &[u8]) -> Result<ResourcesConfig, BundleError> {
-    let r: oci_spec::runtime::LinuxResources =
-        serde_json::from_slice(json).map_err(|source| BundleError::Document {
-            what: "resources",
-            source,
-        })?;
+    let r: oci_spec::runtime::LinuxResources = document("resources", json)?;
     Ok(oci::resources_from_oci(&r)?)
+}
+
+/// A JSON document containerd sent (typeurl-encoded OCI types are JSON).
+fn document<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    json: &[u8],
+) -> Result<T, BundleError> {
+    serde_json::from_slice(json).map_err(|source| BundleError::Document { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_and_update_documents_are_read() {
+        let p = exec_process(
+            br#"{"args":["sh","-c","true"],"cwd":"/tmp","user":{"uid":1,"gid":2},"env":["A=1"]}"#,
+        )
+        .expect("process");
+        assert_eq!(p.args, ["sh", "-c", "true"]);
+        assert_eq!(p.cwd.as_deref(), Some("/tmp"));
+        let r =
+            resources(br#"{"memory":{"limit":67108864},"pids":{"limit":10}}"#).expect("resources");
+        assert_eq!(r.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(r.pids_limit, Some(10));
+        let e = exec_process(b"not json").expect_err("refused");
+        assert!(e.to_string().contains("process"), "{e}");
+    }
 }
