@@ -21,6 +21,8 @@ pub mod record;
 mod recover;
 mod resources;
 pub mod share;
+mod shutdown;
+mod supervise;
 
 use std::time::Duration;
 

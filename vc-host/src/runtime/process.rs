@@ -217,6 +217,7 @@ impl RuntimeError {
         match self {
             RuntimeError::Agent(e) => e.exit_code(),
             RuntimeError::Process(e) => e.exit_code(),
+            RuntimeError::HelperDied { .. } => Some(vc_proto::EXIT_CODE_VM_GONE),
             _ => None,
         }
     }
