@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest, IMAGE_DIR_ENV};
 
+pub mod faults;
 pub mod io;
 pub mod leaks;
 pub mod net;
