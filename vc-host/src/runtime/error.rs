@@ -13,6 +13,16 @@ use crate::runtime::share::ShareError;
 use crate::state::{State, TransitionError};
 use crate::store::StoreError;
 
+/// `a, b or c`.
+fn display_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    match names.split_last() {
+        None => "no directory".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 /// Why a pod or container operation failed.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -35,6 +45,16 @@ pub enum RuntimeError {
         what: &'static str,
         /// Where it was looked for.
         path: PathBuf,
+    },
+    /// No default location holds a guest image (and `$VC_GUEST_IMAGE_DIR` is
+    /// not set).
+    #[error(
+        "no guest image found in {}; install one with `cargo xtask install`, or build one with `cargo xtask guest-image` and set VC_GUEST_IMAGE_DIR to its directory",
+        display_paths(searched)
+    )]
+    GuestImageNotFound {
+        /// The directories searched, in order.
+        searched: Vec<PathBuf>,
     },
     /// The guest image's manifest is unreadable.
     #[error("guest image in {} is unusable; rebuild it with `cargo xtask guest-image`", dir.display())]

@@ -12,7 +12,7 @@ mod binds;
 mod container;
 mod error;
 mod force;
-mod guest;
+pub mod guest;
 mod net;
 mod pause;
 mod pod;
