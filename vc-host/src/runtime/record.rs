@@ -50,7 +50,7 @@ pub struct PodRecord {
     pub binds: Vec<std::path::PathBuf>,
     /// How far the start under way has got. A start holds the pod's lock
     /// throughout, so an operation that takes the lock and finds this set
-    /// knows that the start's caller died (see [`super::recover`]).
+    /// knows that the start's caller died (see the `recover` module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartPhase>,
     /// Why the pod is [`State::Broken`]: the first of its VM's processes
