@@ -8,13 +8,10 @@
 //!     |                 | stop (or the process/VM exits)
 //!     |                 v
 //!     '-------------> Stopped ---> (deleted)
-//!          stop            ^
-//!                          | stop (or delete)
-//!   Running/Paused ---> Broken   (QEMU or a helper died)
+//!          stop
 //! ```
 //!
-//! Delete is allowed from `Ready`, `Stopped` and `Broken` only. Only pods
-//! become `Broken`.
+//! Delete is allowed from `Ready` and `Stopped` only.
 
 use std::fmt;
 
@@ -34,9 +31,6 @@ pub enum State {
     Paused,
     /// Stopped, or found dead.
     Stopped,
-    /// A pod whose QEMU or one of its helper processes died while it ran;
-    /// the pod's record says which and how. Stop or delete cleans it up.
-    Broken,
 }
 
 impl fmt::Display for State {
@@ -46,7 +40,6 @@ impl fmt::Display for State {
             State::Running => "running",
             State::Paused => "paused",
             State::Stopped => "stopped",
-            State::Broken => "broken",
         })
     }
 }
@@ -60,9 +53,9 @@ pub enum Transition {
     Pause,
     /// Paused -> Running.
     Resume,
-    /// Ready, Running, Paused or Broken -> Stopped.
+    /// Ready, Running or Paused -> Stopped.
     Stop,
-    /// Ready, Stopped or Broken -> gone.
+    /// Ready or Stopped -> gone.
     Delete,
 }
 
@@ -95,8 +88,8 @@ fn allowed_from(t: Transition) -> &'static str {
         Transition::Start => "ready",
         Transition::Pause => "running",
         Transition::Resume => "paused",
-        Transition::Stop => "ready, running, paused or broken",
-        Transition::Delete => "ready, stopped or broken",
+        Transition::Stop => "ready, running or paused",
+        Transition::Delete => "ready or stopped",
     }
 }
 
@@ -114,8 +107,8 @@ impl State {
             (Ready, Start) => Running,
             (Running, Pause) => Paused,
             (Paused, Resume) => Running,
-            (Ready | Running | Paused | Broken, Stop) => Stopped,
-            (Ready | Stopped | Broken, Delete) => self,
+            (Ready | Running | Paused, Stop) => Stopped,
+            (Ready | Stopped, Delete) => self,
             (from, transition) => {
                 return Err(TransitionError {
                     what,
@@ -132,13 +125,7 @@ impl State {
 mod tests {
     use super::*;
 
-    const ALL: [State; 5] = [
-        State::Ready,
-        State::Running,
-        State::Paused,
-        State::Stopped,
-        State::Broken,
-    ];
+    const ALL: [State; 4] = [State::Ready, State::Running, State::Paused, State::Stopped];
     const OPS: [Transition; 5] = [
         Transition::Start,
         Transition::Pause,
@@ -165,8 +152,6 @@ mod tests {
                 (State::Paused, Transition::Resume, State::Running),
                 (State::Paused, Transition::Stop, State::Stopped),
                 (State::Stopped, Transition::Delete, State::Stopped),
-                (State::Broken, Transition::Stop, State::Stopped),
-                (State::Broken, Transition::Delete, State::Broken),
             ]
         );
     }
@@ -178,7 +163,7 @@ mod tests {
             .expect_err("refused");
         assert_eq!(
             err.to_string(),
-            "cannot delete a pod that is running; it must be ready, stopped or broken"
+            "cannot delete a pod that is running; it must be ready or stopped"
         );
     }
 }

@@ -256,8 +256,6 @@ pub enum SetupStep {
     MountDevPts,
     /// Mounting `/dev/shm`.
     MountShm,
-    /// Mounting `/dev/mqueue`.
-    MountMqueue,
     /// Creating a symbolic link in `/dev`.
     DevSymlink,
     /// Creating a mount point.
@@ -303,7 +301,7 @@ pub enum SetupStep {
 }
 
 impl SetupStep {
-    const ALL: [SetupStep; 34] = [
+    const ALL: [SetupStep; 33] = [
         SetupStep::Signals,
         SetupStep::JoinCgroup,
         SetupStep::JoinNamespaces,
@@ -316,7 +314,6 @@ impl SetupStep {
         SetupStep::DeviceNode,
         SetupStep::MountDevPts,
         SetupStep::MountShm,
-        SetupStep::MountMqueue,
         SetupStep::DevSymlink,
         SetupStep::MountPoint,
         SetupStep::SpecMount,
@@ -359,7 +356,6 @@ impl SetupStep {
             SetupStep::DeviceNode => "create a device node in /dev",
             SetupStep::MountDevPts => "mount /dev/pts",
             SetupStep::MountShm => "mount /dev/shm",
-            SetupStep::MountMqueue => "mount /dev/mqueue",
             SetupStep::DevSymlink => "create a symbolic link in /dev",
             SetupStep::MountPoint => "create a mount point",
             SetupStep::SpecMount => "mount a volume",
