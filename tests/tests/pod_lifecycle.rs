@@ -374,7 +374,7 @@ async fn invalid_and_duplicate_ids_create_nothing() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pod_with_killed_qemu_is_stopped_and_cleaned_up() -> Result<()> {
+async fn pod_with_killed_qemu_is_broken_and_cleaned_up() -> Result<()> {
     let t = TestRuntime::new()?;
     let id = t.pod("dead").id;
     t.rt.create_pod(t.pod("dead")).await?;
@@ -396,12 +396,19 @@ async fn pod_with_killed_qemu_is_stopped_and_cleaned_up() -> Result<()> {
 
     kill(Pid::from_raw(qemu), Signal::SIGKILL)?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while t.rt.pod_status(&id).await?.state != State::Stopped {
-        assert!(Instant::now() < deadline, "pod not reported stopped");
+    while t.rt.pod_status(&id).await?.state != State::Broken {
+        assert!(Instant::now() < deadline, "pod not reported broken");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let status = t.rt.pod_status(&id).await?;
-    assert!(status.processes.is_empty(), "{:?}", status.processes);
+    let death = status.broken.context("a broken pod says why")?;
+    assert_eq!((death.helper.as_str(), death.pid), ("qemu", qemu));
+    // Only processes still alive are listed; QEMU is not.
+    assert!(
+        status.processes.iter().all(|p| p.name != "qemu"),
+        "{:?}",
+        status.processes
+    );
     let container = t.rt.container_status(&id, &c).await?;
     assert_eq!(container.state, State::Stopped);
     assert_eq!(container.exit_code, Some(vc_proto::EXIT_CODE_VM_GONE));

@@ -3,8 +3,10 @@
 //! refusing writes inside, a tmpfs whose size is enforced, the size of
 //! `/dev/shm`, mount paths resolved inside the rootfs (a link out of it stays
 //! in it, a link to its root is refused), a missing host path refused before
-//! anything is created, `virtc run --volume --tmpfs`, and no bind mount or
-//! share directory left after delete (with the volumes' host files intact).
+//! anything is created, `virtc run --volume --tmpfs`, single-file volumes
+//! from an OCI spec (CRI's `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`,
+//! `/dev/termination-log`), and no bind mount or share directory left after
+//! delete (with the volumes' host files intact).
 
 mod support;
 
@@ -349,5 +351,107 @@ fn virtc_run_takes_volumes_and_tmpfs() -> Result<()> {
     assert!(ran.stderr.contains("HOST:CONTAINER"), "{ran}");
     assert!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
     assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    Ok(())
+}
+
+const FILE_BINDS_SCRIPT: &str = r#"
+cat /etc/hosts /etc/resolv.conf /etc/hostname
+hostname
+echo "terminated: all good" > /dev/termination-log
+( echo x >> /etc/resolv.conf ) 2>&1 && echo RO-WRITE-SUCCEEDED
+grep -c ' /dev/mqueue mqueue ' /proc/mounts
+"#;
+
+/// An OCI spec with file binds, as containerd's CRI plugin writes for every
+/// container (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`,
+/// `/dev/termination-log`), mapped by `vc_host::oci` and run in a real pod:
+/// each file is the host's (not the agent's copies), a read-only one refuses
+/// writes, the container's write reaches the host file, `/dev/mqueue` is
+/// mounted, and delete leaves the host files and no bind behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_file_volumes_from_an_oci_spec() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let scratch = tempfile::tempdir()?;
+    let rootfs = rootfs_copy(&t.rootfs, &scratch.path().join("rootfs"))?;
+    let files = scratch.path().join("files");
+    std::fs::create_dir(&files)?;
+    std::fs::write(files.join("hosts"), "192.0.2.7 from-the-spec\n")?;
+    std::fs::write(files.join("resolv.conf"), "nameserver 192.0.2.53\n")?;
+    std::fs::write(files.join("hostname"), "spec-hostname\n")?;
+    std::fs::write(files.join("termination-log"), "")?;
+
+    let mut spec: serde_json::Value = serde_json::from_str(include_str!(
+        "../../vc-host/src/oci/testdata/ctr-default.json"
+    ))?;
+    spec["root"]["path"] = rootfs.to_string_lossy().into_owned().into();
+    spec["hostname"] = "oci-files".into();
+    spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", FILE_BINDS_SCRIPT]);
+    let mounts = spec["mounts"].as_array_mut().context("mounts")?;
+    for (dest, name, opt) in [
+        ("/etc/hosts", "hosts", "rw"),
+        ("/etc/resolv.conf", "resolv.conf", "ro"),
+        ("/etc/hostname", "hostname", "rw"),
+        ("/dev/termination-log", "termination-log", "rw"),
+    ] {
+        mounts.push(serde_json::json!({"destination": dest, "type": "bind",
+            "source": files.join(name), "options": ["rbind", "rprivate", opt]}));
+    }
+    let bundle = scratch.path().join("bundle");
+    std::fs::create_dir(&bundle)?;
+    std::fs::write(bundle.join("config.json"), spec.to_string())?;
+
+    let spec = vc_host::oci::load_spec(&bundle)?;
+    let oci = vc_host::oci::container_from_spec(
+        "files".parse()?,
+        &bundle,
+        &spec,
+        &vc_host::oci::OciOptions::default(),
+    )?;
+    assert_eq!(oci.container.volumes.len(), 4);
+    let pod = PodId::new("ocifiles")?;
+    let config = oci.pod.pod_config(pod.clone(), t.pod("ocifiles").vm)?;
+    t.rt.run_pod(config).await?;
+    let out = t.run_container(&pod, oci.container).await?;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.exit_code,
+        0,
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "192.0.2.7 from-the-spec",
+            "nameserver 192.0.2.53",
+            "spec-hostname",
+            "oci-files"
+        ],
+        "the spec's files, not the pod's copies: {stdout}"
+    );
+    assert!(
+        stdout.contains("Read-only file system") && !stdout.contains("RO-WRITE-SUCCEEDED"),
+        "{stdout}"
+    );
+    assert_eq!(lines.last(), Some(&"1"), "/dev/mqueue mounted: {stdout}");
+    assert_eq!(
+        std::fs::read_to_string(files.join("termination-log"))?,
+        "terminated: all good\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("resolv.conf"))?,
+        "nameserver 192.0.2.53\n"
+    );
+
+    t.rt.delete_container(&pod, &"files".parse()?).await?;
+    assert!(t.leftover_binds().is_empty(), "{:?}", t.leftover_binds());
+    for name in ["hosts", "resolv.conf", "hostname", "termination-log"] {
+        assert!(files.join(name).is_file(), "{name} kept");
+    }
+    t.rt.stop_pod(&pod).await?;
+    t.rt.delete_pod(&pod).await?;
+    assert!(t.leftover_mounts().is_empty(), "{:?}", t.leftover_mounts());
+    assert!(t.leftover_pods().is_empty());
     Ok(())
 }

@@ -34,8 +34,11 @@ pub struct RuntimeConfig {
     /// Runtime root: one directory per pod. Default `/run/vc`, or `$VC_ROOT`.
     pub root: PathBuf,
     /// Directory holding `vmlinuz`, `initrd.img` and `manifest.json` (made by
-    /// `cargo xtask guest-image`). Default `$VC_GUEST_IMAGE_DIR`, else
-    /// `/usr/share/vc/guest-image`.
+    /// `cargo xtask guest-image`, installed by `cargo xtask install`). Default
+    /// `$VC_GUEST_IMAGE_DIR`, else the first of
+    /// `<program's directory>/../share/vc/guest-image`,
+    /// `/usr/local/share/vc/guest-image` and `/usr/share/vc/guest-image` that
+    /// holds an image ([`crate::runtime::guest::image_search_dirs`]).
     pub guest_image_dir: PathBuf,
     /// The unprivileged host user that QEMU and the vsock daemon run as
     /// (`cargo xtask deps` creates the default, `vc-vmm`).
@@ -49,7 +52,7 @@ pub struct RuntimeConfig {
 }
 
 /// Where pods' host cgroups go (their limits are in
-/// [`VmConfig`](crate::hypervisor::VmConfig): `host_memory_overhead_mib`,
+/// [`VmConfig`]: `host_memory_overhead_mib`,
 /// `host_pids_max`). See `docs/hypervisor.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -82,8 +85,7 @@ impl Default for RuntimeConfig {
         };
         Self {
             root: env_path("VC_ROOT").unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_ROOT)),
-            guest_image_dir: env_path("VC_GUEST_IMAGE_DIR")
-                .unwrap_or_else(|| PathBuf::from("/usr/share/vc/guest-image")),
+            guest_image_dir: crate::runtime::guest::default_image_dir(),
             vmm_user: crate::hypervisor::DEFAULT_VMM_USER.to_owned(),
             host_cgroup: HostCgroupConfig::default(),
             boot_width: crate::runtime::admission::default_width(),
@@ -537,7 +539,7 @@ impl ContainerConfig {
     }
 }
 
-fn validate_hostname(h: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_hostname(h: &str) -> Result<(), ConfigError> {
     let ok = !h.is_empty()
         && h.len() <= 64
         && h.bytes()

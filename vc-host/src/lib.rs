@@ -5,6 +5,21 @@
 //! the VM. This crate launches and supervises the VM and its helper daemons,
 //! talks to the agent over vsock, and keeps each pod's state on disk so that any
 //! process on the host can find it again.
+//!
+//! [`Runtime`] is the entry point: pods and containers with the
+//! virtcontainers verbs (`docs/pods.md`). Its configuration is data
+//! ([`config`]); [`config::RuntimeConfig::default`] finds an installed guest
+//! image (`cargo xtask install`) or the one `$VC_GUEST_IMAGE_DIR` names.
+//!
+//! # Example
+//!
+//! Create a pod, add a container, start both, read the container's output,
+//! then stop and delete the pod. This is `examples/hello_pod.rs`; run it as
+//! root with `cargo run -p vc-host --example hello_pod -- ROOTFS`.
+//!
+//! ```no_run
+#![doc = include_str!("../examples/hello_pod.rs")]
+//! ```
 
 pub mod agent;
 pub mod beneath;
@@ -14,6 +29,7 @@ pub mod hypervisor;
 pub mod id;
 pub mod mountinfo;
 pub mod network;
+pub mod oci;
 pub mod runtime;
 pub mod state;
 pub mod storage;

@@ -8,10 +8,13 @@
 //!     |                 | stop (or the process/VM exits)
 //!     |                 v
 //!     '-------------> Stopped ---> (deleted)
-//!          stop
+//!          stop            ^
+//!                          | stop (or delete)
+//!   Running/Paused ---> Broken   (QEMU or a helper died)
 //! ```
 //!
-//! Delete is allowed from `Ready` and `Stopped` only.
+//! Delete is allowed from `Ready`, `Stopped` and `Broken` only. Only pods
+//! become `Broken`.
 
 use std::fmt;
 
@@ -31,6 +34,9 @@ pub enum State {
     Paused,
     /// Stopped, or found dead.
     Stopped,
+    /// A pod whose QEMU or one of its helper processes died while it ran;
+    /// the pod's record says which and how. Stop or delete cleans it up.
+    Broken,
 }
 
 impl fmt::Display for State {
@@ -40,6 +46,7 @@ impl fmt::Display for State {
             State::Running => "running",
             State::Paused => "paused",
             State::Stopped => "stopped",
+            State::Broken => "broken",
         })
     }
 }
@@ -53,9 +60,9 @@ pub enum Transition {
     Pause,
     /// Paused -> Running.
     Resume,
-    /// Ready, Running or Paused -> Stopped.
+    /// Ready, Running, Paused or Broken -> Stopped.
     Stop,
-    /// Ready or Stopped -> gone.
+    /// Ready, Stopped or Broken -> gone.
     Delete,
 }
 
@@ -88,8 +95,8 @@ fn allowed_from(t: Transition) -> &'static str {
         Transition::Start => "ready",
         Transition::Pause => "running",
         Transition::Resume => "paused",
-        Transition::Stop => "ready, running or paused",
-        Transition::Delete => "ready or stopped",
+        Transition::Stop => "ready, running, paused or broken",
+        Transition::Delete => "ready, stopped or broken",
     }
 }
 
@@ -107,8 +114,8 @@ impl State {
             (Ready, Start) => Running,
             (Running, Pause) => Paused,
             (Paused, Resume) => Running,
-            (Ready | Running | Paused, Stop) => Stopped,
-            (Ready | Stopped, Delete) => self,
+            (Ready | Running | Paused | Broken, Stop) => Stopped,
+            (Ready | Stopped | Broken, Delete) => self,
             (from, transition) => {
                 return Err(TransitionError {
                     what,
@@ -125,7 +132,13 @@ impl State {
 mod tests {
     use super::*;
 
-    const ALL: [State; 4] = [State::Ready, State::Running, State::Paused, State::Stopped];
+    const ALL: [State; 5] = [
+        State::Ready,
+        State::Running,
+        State::Paused,
+        State::Stopped,
+        State::Broken,
+    ];
     const OPS: [Transition; 5] = [
         Transition::Start,
         Transition::Pause,
@@ -152,6 +165,8 @@ mod tests {
                 (State::Paused, Transition::Resume, State::Running),
                 (State::Paused, Transition::Stop, State::Stopped),
                 (State::Stopped, Transition::Delete, State::Stopped),
+                (State::Broken, Transition::Stop, State::Stopped),
+                (State::Broken, Transition::Delete, State::Broken),
             ]
         );
     }
@@ -163,7 +178,7 @@ mod tests {
             .expect_err("refused");
         assert_eq!(
             err.to_string(),
-            "cannot delete a pod that is running; it must be ready or stopped"
+            "cannot delete a pod that is running; it must be ready, stopped or broken"
         );
     }
 }

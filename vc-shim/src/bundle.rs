@@ -1,22 +1,16 @@
-//! An OCI bundle as vc sees it: the container's configuration, the pod's
-//! settings, and the task's role in its pod.
-//!
-//! This is a stopgap reading a few fields of `config.json` until
-//! `vc_host::oci` lands (see /work/helpers/contracts.md); it then becomes a
-//! thin wrapper over that module, which maps (or refuses by name) every field.
+//! An OCI bundle as the shim uses it, through `vc_host::oci`: the
+//! container's configuration, the pod's settings, and the task's role in its
+//! pod. Every field of `config.json` is mapped or refused by name there.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use vc_host::config::{ContainerConfig, ResourcesConfig, UserConfig};
-use vc_host::id::ContainerId;
+use vc_host::config::{ContainerConfig, PodConfig, ResourcesConfig};
+use vc_host::hypervisor::VmConfig;
+use vc_host::id::{ContainerId, PodId};
+use vc_host::oci::{self, OciError, OciOptions, OciPod, PodRole};
 use vc_host::runtime::ProcessConfig;
 
-use crate::group::{GroupError, Role};
-
-/// The largest `config.json` read.
-const MAX_SPEC_BYTES: u64 = 4 << 20;
+use crate::group::Role;
 
 /// What a bundle gives the shim.
 #[derive(Debug, Clone)]
@@ -25,41 +19,24 @@ pub struct Bundle {
     pub container: ContainerConfig,
     /// Its role in its pod.
     pub role: Role,
-    /// The pod's network namespace (`linux.namespaces` of type network).
-    pub netns: Option<PathBuf>,
-    /// The pod's hostname.
-    pub hostname: Option<String>,
-    /// The bundle's annotations.
-    pub annotations: BTreeMap<String, String>,
+    /// The pod's settings the spec names.
+    pub pod: OciPod,
+}
+
+impl Bundle {
+    /// The pod's configuration: the shim's VM settings, sized by the
+    /// spec's annotations, with the spec's netns, hostname and annotations.
+    pub fn pod_config(&self, id: PodId, vm: VmConfig) -> Result<PodConfig, BundleError> {
+        Ok(self.pod.pod_config(id, vm)?)
+    }
 }
 
 /// Why a bundle cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    /// `config.json` cannot be read.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `config.json` is too large.
-    #[error("{} is larger than {MAX_SPEC_BYTES} bytes", path.display())]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-    },
-    /// `config.json` is not an OCI runtime spec.
-    #[error("{} is not a valid OCI runtime spec", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The JSON error.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// The spec cannot be read or mapped (the error names the field).
+    #[error(transparent)]
+    Oci(#[from] OciError),
     /// A process or resources document from containerd is invalid.
     #[error("the {what} containerd sent is not valid OCI JSON")]
     Document {
@@ -69,143 +46,34 @@ pub enum BundleError {
         #[source]
         source: serde_json::Error,
     },
-    /// The spec has no process.
-    #[error("the spec has no process")]
-    NoProcess,
-    /// The grouping annotations are wrong.
-    #[error(transparent)]
-    Group(#[from] GroupError),
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Spec {
-    #[serde(default)]
-    process: Option<OciProcess>,
-    #[serde(default)]
-    root: Option<Root>,
-    #[serde(default)]
-    hostname: Option<String>,
-    #[serde(default)]
-    annotations: HashMap<String, String>,
-    #[serde(default)]
-    linux: Option<Linux>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct OciProcess {
-    #[serde(default)]
-    terminal: bool,
-    #[serde(default)]
-    user: OciUser,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    cwd: String,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct OciUser {
-    #[serde(default)]
-    uid: u32,
-    #[serde(default)]
-    gid: u32,
-    #[serde(default)]
-    additional_gids: Vec<u32>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Root {
-    #[serde(default)]
-    path: PathBuf,
-    #[serde(default)]
-    readonly: bool,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Linux {
-    #[serde(default)]
-    namespaces: Vec<Namespace>,
-    #[serde(default)]
-    resources: Option<OciResources>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Namespace {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    path: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct OciResources {
-    #[serde(default)]
-    memory: Option<Memory>,
-    #[serde(default)]
-    cpu: Option<Cpu>,
-    #[serde(default)]
-    pids: Option<Pids>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct Memory {
-    #[serde(default)]
-    limit: Option<i64>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct Cpu {
-    #[serde(default)]
-    shares: Option<u64>,
-    #[serde(default)]
-    quota: Option<i64>,
-    #[serde(default)]
-    period: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct Pids {
-    #[serde(default)]
-    limit: i64,
-}
-
-fn read_spec(bundle: &Path) -> Result<Spec, BundleError> {
-    use std::io::Read;
-    let path = bundle.join("config.json");
-    let read_err = |source| BundleError::Read {
-        path: path.clone(),
-        source,
-    };
-    let file = std::fs::File::open(&path).map_err(read_err)?;
-    let mut text = Vec::new();
-    file.take(MAX_SPEC_BYTES + 1)
-        .read_to_end(&mut text)
-        .map_err(read_err)?;
-    if text.len() as u64 > MAX_SPEC_BYTES {
-        return Err(BundleError::TooLarge { path });
+impl From<PodRole> for Role {
+    fn from(r: PodRole) -> Self {
+        match r {
+            PodRole::Standalone => Role::Standalone,
+            PodRole::Sandbox => Role::Sandbox,
+            PodRole::Container { sandbox_id } => Role::Container { sandbox_id },
+        }
     }
-    serde_json::from_slice(&text).map_err(|source| BundleError::Parse { path, source })
 }
 
 /// The role of the bundle's task in its pod (what `start` needs).
 pub fn role(bundle: &Path) -> Result<Role, BundleError> {
-    Ok(Role::from_annotations(&read_spec(bundle)?.annotations)?)
+    let spec = oci::load_spec(bundle)?;
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    Ok(oci::pod_role(&annotations)?.into())
 }
 
 /// Where the spec puts the root filesystem: `root.path`, relative to the
 /// bundle unless absolute.
 pub fn spec_rootfs(bundle: &Path) -> Result<PathBuf, BundleError> {
-    let spec = read_spec(bundle)?;
-    let path = spec.root.map(|r| r.path).unwrap_or_default();
+    let spec = oci::load_spec(bundle)?;
+    let path = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
     Ok(if path.as_os_str().is_empty() {
         bundle.join("rootfs")
     } else {
@@ -216,83 +84,53 @@ pub fn spec_rootfs(bundle: &Path) -> Result<PathBuf, BundleError> {
 /// Reads the bundle: the container (with its root filesystem at `rootfs`),
 /// its role and the pod's settings.
 pub fn load(id: ContainerId, bundle: &Path, rootfs: &Path) -> Result<Bundle, BundleError> {
-    let spec = read_spec(bundle)?;
-    let role = Role::from_annotations(&spec.annotations)?;
-    let process = spec.process.ok_or(BundleError::NoProcess)?;
-    let mut container = ContainerConfig::new(id, rootfs, process.args);
-    container.env = process.env;
-    if !process.cwd.is_empty() {
-        container.cwd = process.cwd;
-    }
-    container.user = UserConfig {
-        uid: process.user.uid,
-        gid: process.user.gid,
-        additional_gids: process.user.additional_gids,
-    };
-    container.terminal = process.terminal;
-    container.readonly_rootfs = spec.root.is_some_and(|r| r.readonly);
-    container.hostname = spec.hostname.clone().filter(|h| !h.is_empty());
-    let linux = spec.linux.unwrap_or_default();
-    if let Some(r) = linux.resources {
-        container.resources = map_resources(r);
-    }
-    let netns = linux
-        .namespaces
-        .into_iter()
-        .find(|n| n.kind == "network")
-        .and_then(|n| n.path)
-        .filter(|p| !p.as_os_str().is_empty());
+    let spec = oci::load_spec(bundle)?;
+    let mapped = oci::container_from_spec(id, bundle, &spec, &OciOptions::default())?;
+    let mut container = mapped.container;
+    container.rootfs = rootfs.to_path_buf();
     Ok(Bundle {
         container,
-        role,
-        netns,
-        hostname: spec.hostname.filter(|h| !h.is_empty()),
-        annotations: spec.annotations.into_iter().collect(),
+        role: mapped.role.into(),
+        pod: mapped.pod,
     })
-}
-
-fn map_resources(r: OciResources) -> ResourcesConfig {
-    let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
-    ResourcesConfig {
-        memory_limit_bytes: positive(r.memory.and_then(|m| m.limit)),
-        cpu_quota_us: positive(r.cpu.as_ref().and_then(|c| c.quota)),
-        cpu_period_us: r.cpu.as_ref().and_then(|c| c.period).filter(|p| *p > 0),
-        // cgroup v1 shares (2..=262144) to v2 weight (1..=10000), as runc does.
-        cpu_weight: r
-            .cpu
-            .as_ref()
-            .and_then(|c| c.shares)
-            .filter(|s| *s > 0)
-            .map(|s| 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142),
-        pids_limit: positive(r.pids.map(|p| p.limit)),
-    }
 }
 
 /// An exec's OCI process (the JSON in `ExecProcessRequest.spec`).
 pub fn exec_process(json: &[u8]) -> Result<ProcessConfig, BundleError> {
-    let p: OciProcess = serde_json::from_slice(json).map_err(|source| BundleError::Document {
-        what: "process",
-        source,
-    })?;
-    Ok(ProcessConfig {
-        args: p.args,
-        env: p.env,
-        cwd: Some(p.cwd).filter(|c| !c.is_empty()),
-        user: Some(UserConfig {
-            uid: p.user.uid,
-            gid: p.user.gid,
-            additional_gids: p.user.additional_gids,
-        }),
-        terminal: p.terminal,
-        stdin: false,
-    })
+    Ok(oci::process_from_oci(&document("process", json)?)?)
 }
 
 /// New limits (the JSON in `UpdateTaskRequest.resources`).
 pub fn resources(json: &[u8]) -> Result<ResourcesConfig, BundleError> {
-    let r: OciResources = serde_json::from_slice(json).map_err(|source| BundleError::Document {
-        what: "resources",
-        source,
-    })?;
-    Ok(map_resources(r))
+    let r: oci_spec::runtime::LinuxResources = document("resources", json)?;
+    Ok(oci::resources_from_oci(&r)?)
+}
+
+/// A JSON document containerd sent (typeurl-encoded OCI types are JSON).
+fn document<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    json: &[u8],
+) -> Result<T, BundleError> {
+    serde_json::from_slice(json).map_err(|source| BundleError::Document { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_and_update_documents_are_read() {
+        let p = exec_process(
+            br#"{"args":["sh","-c","true"],"cwd":"/tmp","user":{"uid":1,"gid":2},"env":["A=1"]}"#,
+        )
+        .expect("process");
+        assert_eq!(p.args, ["sh", "-c", "true"]);
+        assert_eq!(p.cwd.as_deref(), Some("/tmp"));
+        let r =
+            resources(br#"{"memory":{"limit":67108864},"pids":{"limit":10}}"#).expect("resources");
+        assert_eq!(r.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(r.pids_limit, Some(10));
+        let e = exec_process(b"not json").expect_err("refused");
+        assert!(e.to_string().contains("process"), "{e}");
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! containerd's CRI plugin marks every bundle with
 //! `io.kubernetes.cri.container-type` (`sandbox` or `container`) and
-//! `io.kubernetes.cri.sandbox-id`. A sandbox and its containers form one
+//! `io.kubernetes.cri.sandbox-id` (read by `vc_host::oci::pod_role`). A sandbox and its containers form one
 //! group, served by one shim process that runs one vc pod; the group's id is
 //! the sandbox id. A bundle without the annotations (a plain `ctr run`) is a
 //! group, and a pod, of its own: its id is the container's.
@@ -13,15 +13,8 @@
 //! first 16 hex digits of its SHA-256, so that every process computing it
 //! (the serving shim, a later `delete`) finds the same pod.
 
-use std::collections::HashMap;
-
 use sha2::{Digest, Sha256};
 use vc_host::id::{ContainerId, IdError, PodId, MAX_ID_LEN};
-
-/// The annotation naming a CRI bundle's role.
-pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-/// The annotation naming a CRI container's sandbox.
-pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// The length of the hash suffix of a mapped id.
 const HASH_HEX: usize = 16;
@@ -43,12 +36,6 @@ pub enum Role {
 /// Why a bundle's grouping cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GroupError {
-    /// The container-type annotation has a value vc does not know.
-    #[error("annotation {CONTAINER_TYPE} is {0:?}; vc knows \"sandbox\" and \"container\"")]
-    UnknownType(String),
-    /// A CRI container names no sandbox.
-    #[error("annotation {CONTAINER_TYPE} is \"container\" but {SANDBOX_ID} is missing or empty")]
-    NoSandbox,
     /// An id is not valid even after mapping.
     #[error("containerd id {id:?} cannot be a vc id")]
     Id {
@@ -61,21 +48,6 @@ pub enum GroupError {
 }
 
 impl Role {
-    /// The role the annotations give.
-    pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Self, GroupError> {
-        match annotations.get(CONTAINER_TYPE).map(String::as_str) {
-            None => Ok(Role::Standalone),
-            Some("sandbox") => Ok(Role::Sandbox),
-            Some("container") => match annotations.get(SANDBOX_ID) {
-                Some(s) if !s.is_empty() => Ok(Role::Container {
-                    sandbox_id: s.clone(),
-                }),
-                _ => Err(GroupError::NoSandbox),
-            },
-            Some(other) => Err(GroupError::UnknownType(other.to_owned())),
-        }
-    }
-
     /// The group (the shim process, the pod) a task of this role belongs
     /// to, given the task's containerd id.
     pub fn group<'a>(&'a self, id: &'a str) -> &'a str {
@@ -129,57 +101,22 @@ pub fn container_id(id: &str) -> Result<ContainerId, GroupError> {
 mod tests {
     use super::*;
 
-    fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
     #[test]
     fn plain_bundles_are_pods_of_their_own() {
-        let role = Role::from_annotations(&HashMap::new()).expect("role");
-        assert_eq!(role, Role::Standalone);
+        let role = Role::Standalone;
         assert_eq!(role.group("t1"), "t1");
         assert!(role.owns_pod());
     }
 
     #[test]
     fn cri_sandboxes_and_containers_share_the_sandbox_group() {
-        let sandbox = Role::from_annotations(&annotations(&[
-            (CONTAINER_TYPE, "sandbox"),
-            (SANDBOX_ID, "sb1"),
-        ]))
-        .expect("role");
-        assert_eq!(sandbox, Role::Sandbox);
-        assert_eq!(sandbox.group("sb1"), "sb1");
-        assert!(sandbox.owns_pod());
-        let c = Role::from_annotations(&annotations(&[
-            (CONTAINER_TYPE, "container"),
-            (SANDBOX_ID, "sb1"),
-        ]))
-        .expect("role");
+        assert_eq!(Role::Sandbox.group("sb1"), "sb1");
+        assert!(Role::Sandbox.owns_pod());
+        let c = Role::Container {
+            sandbox_id: "sb1".into(),
+        };
         assert_eq!(c.group("c1"), "sb1");
         assert!(!c.owns_pod());
-    }
-
-    #[test]
-    fn bad_annotations_are_refused() {
-        assert_eq!(
-            Role::from_annotations(&annotations(&[(CONTAINER_TYPE, "container")])),
-            Err(GroupError::NoSandbox)
-        );
-        assert_eq!(
-            Role::from_annotations(&annotations(&[
-                (CONTAINER_TYPE, "container"),
-                (SANDBOX_ID, "")
-            ])),
-            Err(GroupError::NoSandbox)
-        );
-        assert_eq!(
-            Role::from_annotations(&annotations(&[(CONTAINER_TYPE, "vm")])),
-            Err(GroupError::UnknownType("vm".into()))
-        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub(crate) struct Args {
     /// The module tree of that kernel (for example `/lib/modules/<release>`).
     #[arg(long, requires = "kernel", value_name = "DIR")]
     pub modules: Option<PathBuf>,
-    /// Output directory [default: <workspace>/target/guest-image].
+    /// Output directory [default: target/guest-image in the workspace].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Ask apt again which Debian cloud kernel is current.

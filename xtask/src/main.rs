@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's own commands. Each subcommand lives in its own module:
 //! host preparation ([`deps`]), the guest image ([`image`], with [`agent`] and [`kernel`]), the
-//! container test rootfs ([`rootfs`]), OCI image archives of it ([`oci`]), the full test run
-//! ([`test`]), the demo ([`demo`]), the benchmarks ([`bench`]) and the fuzzers ([`fuzz`]). Shared
-//! paths and process helpers are in [`ctx`].
+//! container test rootfs ([`rootfs`]), OCI image archives of it ([`oci`]), the installation
+//! ([`install`]), the full test run ([`test`](mod@test)), the demo ([`demo`]), the benchmarks
+//! ([`bench`](mod@bench)) and the fuzzers ([`fuzz`]). Shared paths and process helpers are in
+//! [`ctx`].
 
 mod agent;
 mod bench;
@@ -11,6 +12,7 @@ mod demo;
 mod deps;
 mod fuzz;
 mod image;
+mod install;
 mod kernel;
 mod oci;
 mod rootfs;
@@ -44,6 +46,9 @@ enum Cmd {
     /// Write OCI image archives for `ctr image import`: target/oci/busybox.tar
     /// (localhost/vc/busybox:latest) and target/oci/pause.tar (localhost/vc/pause:latest).
     OciImage(oci::Args),
+    /// Install virtc, containerd-shim-vc-v2, their helpers and the guest image under a prefix,
+    /// and print the containerd configuration for the runtime `vc`.
+    Install(install::Args),
     /// Everything: deps, guest image, rootfs, fmt and clippy checks, then all tests of the workspace.
     Test(test::Args),
     /// Prepare everything and run the demo.
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::GuestImage(args) => image::run(&ctx, &args).map(|_| ()),
         Cmd::Rootfs(args) => rootfs::run(&ctx, &args).map(|_| ()),
         Cmd::OciImage(args) => oci::run(&ctx, &args).map(|_| ()),
+        Cmd::Install(args) => install::run(&ctx, &args),
         Cmd::Test(args) => test::run(&ctx, &args),
         Cmd::Demo => demo::run(&ctx),
         Cmd::Bench(args) => bench::run(&ctx, &args),

@@ -17,7 +17,7 @@ use crate::ctx::{self, Ctx};
 /// Options of `cargo xtask rootfs`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct Args {
-    /// Output directory [default: <workspace>/target/rootfs/busybox].
+    /// Output directory [default: target/rootfs/busybox in the workspace].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the project's one test command (the README's, and `.ci/run`'s). In order:
-//! deps, guest image, rootfs, OCI image archives, `cargo fmt --check`, `cargo clippy -D warnings`, then every test of
-//! the workspace with the image, the rootfs, the OCI archives and the tools made known to the test processes. Stops
-//! at the first failure.
+//! deps, guest image, rootfs, OCI image archives, `cargo fmt --check`, `cargo clippy -D warnings`,
+//! `cargo doc` with rustdoc warnings denied, then every test of the workspace with the image, the
+//! rootfs, the OCI archives and the tools made known to the test processes. Stops at the first
+//! failure.
 
 use std::ffi::OsString;
 use std::time::Instant;
@@ -31,7 +32,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let start = Instant::now();
-    let total = 7;
+    let total = 8;
     let mut n = 0;
     let mut stage = |what: &str| {
         n += 1;
@@ -68,6 +69,13 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+
+    stage("cargo doc");
+    ctx::run(
+        ctx.cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
 
     stage("cargo test");
     let mut path = OsString::from(ctx.tools_bin());

@@ -2,7 +2,7 @@
 //!
 //! Each piece of mutable state has one owner: the processes
 //! ([`ProcessTable`], shared with the reaper), the containers
-//! ([`containers::Containers`]), the pod setup ([`pod::PodState`]) and the event
+//! (`containers::Containers`), the pod setup (`pod::PodState`) and the event
 //! queue ([`Events`]). Handlers are in the files named after what they touch.
 
 mod containers;

@@ -256,6 +256,8 @@ pub enum SetupStep {
     MountDevPts,
     /// Mounting `/dev/shm`.
     MountShm,
+    /// Mounting `/dev/mqueue`.
+    MountMqueue,
     /// Creating a symbolic link in `/dev`.
     DevSymlink,
     /// Creating a mount point.
@@ -301,7 +303,7 @@ pub enum SetupStep {
 }
 
 impl SetupStep {
-    const ALL: [SetupStep; 33] = [
+    const ALL: [SetupStep; 34] = [
         SetupStep::Signals,
         SetupStep::JoinCgroup,
         SetupStep::JoinNamespaces,
@@ -314,6 +316,7 @@ impl SetupStep {
         SetupStep::DeviceNode,
         SetupStep::MountDevPts,
         SetupStep::MountShm,
+        SetupStep::MountMqueue,
         SetupStep::DevSymlink,
         SetupStep::MountPoint,
         SetupStep::SpecMount,
@@ -356,6 +359,7 @@ impl SetupStep {
             SetupStep::DeviceNode => "create a device node in /dev",
             SetupStep::MountDevPts => "mount /dev/pts",
             SetupStep::MountShm => "mount /dev/shm",
+            SetupStep::MountMqueue => "mount /dev/mqueue",
             SetupStep::DevSymlink => "create a symbolic link in /dev",
             SetupStep::MountPoint => "create a mount point",
             SetupStep::SpecMount => "mount a volume",

@@ -238,7 +238,11 @@ impl Container {
             &device::DeviceDirs::default(),
         )?;
         ops.extend(mounts::spec_ops(&root, &defaults.dev, &spec_mounts)?);
-        let copies = rootfs::write_etc_copies(&paths.etc_dir, &dir.join("etc"), &spec.hostname)?;
+        let mut copies =
+            rootfs::write_etc_copies(&paths.etc_dir, &dir.join("etc"), &spec.hostname)?;
+        // A file the spec mounts itself (CRI binds its own `/etc/hosts`,
+        // `/etc/resolv.conf`, `/etc/hostname`) is the spec's, not the pod's copy.
+        copies.retain(|(name, _)| !mounts::spec_mounts_on(&spec.mounts, &["etc", name]));
         ops.extend(mounts::etc_ops(&root, spec.readonly_rootfs, &copies)?);
         let late_ops = masks::ops(&spec.masked_paths, &spec.readonly_paths)?;
 

@@ -397,6 +397,22 @@ pub(crate) fn default_ops(
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?);
+    // POSIX message queues of the container's own IPC namespace.
+    let mqueue = t.dev.join("mqueue");
+    ops.push(MountOp::Mkdir {
+        step: SetupStep::MountMqueue,
+        index: 0,
+        path: cpath(&mqueue)?,
+        mode: 0o755,
+    });
+    ops.push(step_mount(
+        SetupStep::MountMqueue,
+        "mqueue",
+        &mqueue,
+        "mqueue",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?);
     if !shm_from_spec {
         let shm = t.dev.join("shm");
         ops.push(MountOp::Mkdir {
@@ -432,10 +448,15 @@ pub(crate) fn default_ops(
 /// Whether the spec mounts something on `/dev/shm` itself (then it replaces
 /// the default one).
 pub(crate) fn spec_has_shm(mounts: &[Mount]) -> bool {
-    mounts.iter().any(|m| {
-        clean_absolute(&m.destination)
-            .is_some_and(|p| p.len() == 2 && p[0] == "dev" && p[1] == "shm")
-    })
+    spec_mounts_on(mounts, &["dev", "shm"])
+}
+
+/// Whether one of the spec's mounts has the destination whose components are
+/// `path` (`["etc", "hosts"]` for `/etc/hosts`).
+pub(crate) fn spec_mounts_on(mounts: &[Mount], path: &[&str]) -> bool {
+    mounts
+        .iter()
+        .any(|m| clean_absolute(&m.destination).is_some_and(|p| p == path))
 }
 
 /// The ops of the spec's mounts, in order: mount points (created now in the
@@ -767,6 +788,9 @@ mod tests {
             }
         );
         assert!(spec_has_shm(&mounts));
+        assert!(spec_mounts_on(&mounts, &["dev", "shm"]));
+        assert!(!spec_mounts_on(&mounts, &["dev"]));
+        assert!(!spec_mounts_on(&mounts, &["etc", "hosts"]));
     }
 
     #[test]
@@ -817,6 +841,11 @@ mod tests {
             .expect("the /dev mount");
         assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
         assert!(!flags.contains(MsFlags::MS_NODEV), "its nodes must open");
+        let mqueue = CString::new(t.dev.join("mqueue").as_os_str().as_bytes()).expect("cstring");
+        assert!(ops.iter().any(|op| matches!(op,
+            MountOp::Mount { step: SetupStep::MountMqueue, target, fstype: Some(f), flags, .. }
+                if *target == mqueue && f.as_bytes() == b"mqueue"
+                    && flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC))));
     }
 
     #[test]

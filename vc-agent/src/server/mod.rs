@@ -1,6 +1,6 @@
 //! Connections: the vc-proto handshake, then either a request loop
-//! ([`requests`]) or, when the first frame is a `StreamAttach`, one raw process
-//! stream ([`stream`]). [`listen`] accepts connections on vsock (the guest) or a
+//! (`requests`) or, when the first frame is a `StreamAttach`, one raw process
+//! stream (`stream`). `listen` accepts connections on vsock (the guest) or a
 //! unix socket (tests, a normal process).
 
 mod listen;

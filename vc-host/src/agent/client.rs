@@ -15,7 +15,7 @@ use vc_proto::{FrameReader, FrameWriter, Hello, Negotiated, Request, Response};
 use super::dial::{AgentIo, Dialer, VsockDialer};
 use super::error::{AgentClientError, LinkDown};
 use super::link::{self, Outgoing, Shared};
-use super::options::{vm_gone, ConnectOptions};
+use super::options::{helper_died, vm_gone, ConnectOptions};
 use crate::vsock::{VsockAddr, VsockStream};
 
 /// Requests queued for the writer task before callers wait for room.
@@ -84,6 +84,9 @@ impl AgentClient {
         async move {
             let stream = tokio::select! {
                 biased;
+                death = helper_died(opts.helpers.as_ref()) => {
+                    return Err(AgentClientError::HelperDied { during: "connect", death });
+                }
                 _ = vm_gone(opts.vm_alive.as_ref(), opts.liveness_interval) => {
                     return Err(AgentClientError::VmGone { during: "connect" });
                 }
@@ -129,6 +132,9 @@ impl AgentClient {
         let handshake = vc_proto::handshake_client(&mut reader, &mut writer, &ours);
         let negotiated = tokio::select! {
             biased;
+            death = helper_died(opts.helpers.as_ref()) => {
+                return Err(AgentClientError::HelperDied { during: "handshake", death });
+            }
             _ = vm_gone(opts.vm_alive.as_ref(), opts.liveness_interval) => {
                 return Err(AgentClientError::VmGone { during: "handshake" });
             }
@@ -145,12 +151,15 @@ impl AgentClient {
             "handshake done"
         );
 
-        let shared = Arc::new(Shared::new(opts.vm_alive.clone()));
+        let shared = Arc::new(Shared::new(opts.vm_alive.clone(), opts.helpers.clone()));
         let (requests, queue) = mpsc::channel(WRITE_QUEUE);
         let mut tasks = vec![
             tokio::spawn(link::write_loop(writer, queue, Arc::clone(&shared))),
             tokio::spawn(link::read_loop(reader, Arc::clone(&shared))),
         ];
+        if let Some(watch) = opts.helpers.clone() {
+            tasks.push(tokio::spawn(link::helpers_loop(Arc::clone(&shared), watch)));
+        }
         if let Some(probe) = opts.vm_alive.clone() {
             tasks.push(tokio::spawn(link::liveness_loop(
                 Arc::clone(&shared),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use thiserror::Error;
 use vc_proto::{AgentError, FrameError, HandshakeError, ProcessRef, StreamKind};
 
+use crate::hypervisor::HelperDeath;
 use crate::vsock::{VsockAddr, VsockError};
 
 /// Why the control connection to the agent can no longer carry requests.
@@ -31,6 +32,9 @@ pub enum LinkDown {
     /// The VM liveness probe reported the VM dead.
     #[error("the VM is gone")]
     VmGone,
+    /// QEMU or one of its helpers died (seen on its pidfd).
+    #[error("{0}")]
+    HelperDied(HelperDeath),
 }
 
 impl LinkDown {
@@ -47,6 +51,10 @@ impl LinkDown {
     pub(crate) fn for_request(&self, request: &'static str) -> AgentClientError {
         match self {
             LinkDown::VmGone => AgentClientError::VmGone { during: request },
+            LinkDown::HelperDied(death) => AgentClientError::HelperDied {
+                during: request,
+                death: death.clone(),
+            },
             cause => AgentClientError::ConnectionLost {
                 request,
                 cause: cause.clone(),
@@ -89,6 +97,17 @@ pub enum AgentClientError {
     VmGone {
         /// The request that was pending, `connect`, or `attach`.
         during: &'static str,
+    },
+    /// QEMU or one of its helper daemons died while connecting or while the
+    /// call was pending (seen on its pidfd, see
+    /// [`HelperWatch`](crate::hypervisor::HelperWatch)). A process waited
+    /// for is then reported with [`EXIT_CODE_VM_GONE`](vc_proto::EXIT_CODE_VM_GONE).
+    #[error("{death} ({during})")]
+    HelperDied {
+        /// The request that was pending, `connect`, or `attach`.
+        during: &'static str,
+        /// Which process died and how.
+        death: HelperDeath,
     },
     /// The control connection went down while the call was pending, or before.
     #[error("the connection to the agent was lost ({request})")]
@@ -197,7 +216,9 @@ impl AgentClientError {
     pub fn agent_gone(&self) -> bool {
         matches!(
             self,
-            AgentClientError::VmGone { .. } | AgentClientError::ConnectionLost { .. }
+            AgentClientError::VmGone { .. }
+                | AgentClientError::ConnectionLost { .. }
+                | AgentClientError::HelperDied { .. }
         )
     }
 

@@ -24,6 +24,11 @@ use vc_proto::{FrameError, FrameKind, FrameReader, FrameWriter, Request, Respons
 
 use super::error::{AgentClientError, LinkDown};
 use super::options::VmAlive;
+use crate::hypervisor::HelperWatch;
+
+/// How long a broken connection waits for a watched helper's death to show
+/// (see [`Shared::settle_cause`]).
+const HELPER_SETTLE: Duration = Duration::from_millis(200);
 
 /// What a pending call receives.
 pub(crate) type Reply = Result<Response, AgentClientError>;
@@ -56,14 +61,16 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     down_tx: watch::Sender<bool>,
     vm_alive: Option<VmAlive>,
+    helpers: Option<Arc<HelperWatch>>,
 }
 
 impl Shared {
-    pub(crate) fn new(vm_alive: Option<VmAlive>) -> Self {
+    pub(crate) fn new(vm_alive: Option<VmAlive>, helpers: Option<Arc<HelperWatch>>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             down_tx: watch::channel(false).0,
             vm_alive,
+            helpers,
         }
     }
 
@@ -104,12 +111,18 @@ impl Shared {
     }
 
     /// Marks the connection down and fails every pending call with `cause`.
-    /// The first cause wins. A cause other than [`LinkDown::VmGone`] becomes
-    /// `VmGone` when the liveness probe says the VM is dead.
+    /// The first cause wins. Another cause becomes
+    /// [`LinkDown::HelperDied`] when a watched helper is dead, or
+    /// [`LinkDown::VmGone`] when the liveness probe says the VM is dead.
     pub(crate) fn fail_all(&self, cause: LinkDown) {
-        let cause = match (&cause, &self.vm_alive) {
-            (LinkDown::VmGone, _) => cause,
-            (_, Some(probe)) if !probe.is_alive() => LinkDown::VmGone,
+        let death = match &cause {
+            LinkDown::HelperDied(_) => None,
+            _ => self.helpers.as_ref().and_then(|w| w.check()),
+        };
+        let cause = match (death, &cause, &self.vm_alive) {
+            (Some(death), _, _) => LinkDown::HelperDied(death),
+            (None, LinkDown::VmGone | LinkDown::HelperDied(_), _) => cause,
+            (None, _, Some(probe)) if !probe.is_alive() => LinkDown::VmGone,
             _ => cause,
         };
         let drained: Vec<Pending> = {
@@ -122,7 +135,7 @@ impl Shared {
         };
         // A clean close with nobody waiting is the normal end (after a
         // shutdown request); anything else is worth a warning.
-        if drained.is_empty() && matches!(cause, LinkDown::Closed) {
+        if drained.is_empty() && matches!(cause, LinkDown::Closed | LinkDown::HelperDied(_)) {
             debug!("agent closed the connection");
         } else {
             warn!(cause = %cause, failed_calls = drained.len(), "agent connection down");
@@ -131,6 +144,19 @@ impl Shared {
             let _ = pending.reply.send(Err(cause.for_request(pending.request)));
         }
         self.down_tx.send_replace(true);
+    }
+
+    /// The cause to report for a connection that broke: a helper that is
+    /// dying closes its sockets a moment before its pidfd says it is dead,
+    /// so a watched helper gets [`HELPER_SETTLE`] to show its death.
+    async fn settle_cause(&self, cause: LinkDown) -> LinkDown {
+        let Some(watch) = &self.helpers else {
+            return cause;
+        };
+        match tokio::time::timeout(HELPER_SETTLE, watch.died()).await {
+            Ok(death) => LinkDown::HelperDied(death),
+            Err(_) => cause,
+        }
     }
 
     /// Why the connection is down, if it is.
@@ -209,7 +235,7 @@ pub(crate) async fn write_loop<W>(
                 });
             }
             Err(e) => {
-                shared.fail_all(LinkDown::Write(Arc::new(e)));
+                shared.fail_all(shared.settle_cause(LinkDown::Write(Arc::new(e))).await);
                 break;
             }
         }
@@ -236,7 +262,7 @@ where
         let frame = match reader.read_frame().await {
             Ok(frame) => frame,
             Err(e) => {
-                shared.fail_all(LinkDown::from_read(e));
+                shared.fail_all(shared.settle_cause(LinkDown::from_read(e)).await);
                 return;
             }
         };
@@ -257,6 +283,15 @@ where
                 "response for an unknown request id",
             );
         }
+    }
+}
+
+/// Waits on the pidfds of QEMU and its helpers; when one dies, takes the
+/// connection down with [`LinkDown::HelperDied`], waking every pending call.
+pub(crate) async fn helpers_loop(shared: Arc<Shared>, watch: Arc<HelperWatch>) {
+    tokio::select! {
+        _ = shared.wait_down() => {}
+        death = watch.died() => shared.fail_all(LinkDown::HelperDied(death)),
     }
 }
 

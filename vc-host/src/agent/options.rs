@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::hypervisor::{HelperDeath, HelperWatch};
+
 /// A check that the VM is still alive, such as "the QEMU process has not
 /// exited". It is called from async tasks and must return at once (no
 /// blocking I/O): `kill(pid, 0)` or a `try_wait` is fine.
@@ -53,6 +55,14 @@ impl std::fmt::Debug for VmAlive {
     }
 }
 
+/// Resolves when a watched helper dies; never without a watch.
+pub(crate) async fn helper_died(watch: Option<&Arc<HelperWatch>>) -> HelperDeath {
+    match watch {
+        Some(watch) => watch.died().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when `probe` (if any) reports the VM dead; never without a probe.
 pub(crate) async fn vm_gone(probe: Option<&VmAlive>, every: Duration) {
     match probe {
@@ -86,6 +96,10 @@ pub struct ConnectOptions {
     pub vm_alive: Option<VmAlive>,
     /// How often the liveness probe is polled.
     pub liveness_interval: Duration,
+    /// Pidfds on QEMU and its helpers: when one dies, connecting and every
+    /// pending and later call fail at once with
+    /// [`AgentClientError::HelperDied`](super::AgentClientError::HelperDied).
+    pub helpers: Option<Arc<HelperWatch>>,
 }
 
 impl Default for ConnectOptions {
@@ -100,6 +114,7 @@ impl Default for ConnectOptions {
             call_timeout: Duration::from_secs(30),
             vm_alive: None,
             liveness_interval: Duration::from_millis(200),
+            helpers: None,
         }
     }
 }
@@ -139,6 +154,12 @@ impl ConnectOptions {
     /// Sets the VM liveness probe.
     pub fn vm_alive(mut self, probe: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.vm_alive = Some(VmAlive::new(probe));
+        self
+    }
+
+    /// Sets the watch on QEMU and its helpers.
+    pub fn helpers(mut self, watch: Arc<HelperWatch>) -> Self {
+        self.helpers = Some(watch);
         self
     }
 

@@ -15,7 +15,7 @@
 //! nothing grows. If the logger dies, QEMU drops console output and the VM
 //! runs on.
 //!
-//! Readers: [`tail`] reads the end of both files as one text; [`ConsoleWatch`]
+//! Readers: [`tail_bytes`] reads the end of both files as one text; [`ConsoleWatch`]
 //! follows the console across rotations to find a line (the agent's ready
 //! line) reading each byte once.
 

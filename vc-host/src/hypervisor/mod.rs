@@ -19,7 +19,9 @@
 //! - [`qmp`]: QMP over the monitor socket (`qapi` crate), with [`scm`]
 //!   passing descriptors to it;
 //! - [`qemu`]: [`QemuHypervisor`], the launch sequence;
-//! - [`vm`]: [`Vm`] and its persistent [`VmRecord`].
+//! - [`vm`]: [`Vm`] and its persistent [`VmRecord`];
+//! - [`watch`]: [`HelperWatch`], pidfds on QEMU and every helper, to learn
+//!   at once that one died and how.
 //!
 //! The pod layer calls [`Hypervisor::launch`], persists [`Vm::record`] in the
 //! pod's directory, reopens it with [`Vm::from_record`] from later processes,
@@ -42,6 +44,7 @@ pub mod scm;
 pub mod spec;
 pub mod tools;
 pub mod vm;
+pub mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -63,6 +66,7 @@ pub use qemu::QemuHypervisor;
 pub use qmp::QmpError;
 pub use spec::{DiskSpec, MacAddr, TapSpec, VmSpec, SHARED_FS_TAG};
 pub use vm::{DaemonRecord, Vm, VmRecord, VmStatus};
+pub use watch::{HelperDeath, HelperExit, HelperWatch};
 
 /// Launches VMs. Only what the pod layer needs: everything else is a method
 /// of the [`Vm`] it returns.

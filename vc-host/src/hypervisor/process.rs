@@ -156,10 +156,28 @@ impl ProcessRecord {
     fn reap(&self) -> bool {
         use nix::sys::wait::WaitStatus;
         // ECHILD: not our child (someone else reaps it, or nobody does).
-        matches!(
-            waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)),
-            Ok(WaitStatus::StillAlive)
-        )
+        match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => true,
+            Ok(WaitStatus::Exited(_, code)) => {
+                super::watch::remember_exit(*self, super::watch::HelperExit::Code(code));
+                false
+            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                super::watch::remember_exit(*self, super::watch::HelperExit::Signal(signal as i32));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// A pidfd of this process, opened before its identity is checked so that
+    /// it names this process and no later one; `None` when it is gone.
+    pub(crate) fn pidfd(&self) -> Option<OwnedFd> {
+        let fd = pidfd_open(self.pid).ok()??;
+        match read_stat(self.pid) {
+            Some(s) if s.start_time == self.start_time => Some(fd),
+            _ => None,
+        }
     }
 
     /// After the process is seen dead: when it is our child, reap it for

@@ -45,8 +45,8 @@ impl ToolSearch {
     }
 
     /// `PATH` of this process, then the running program's directory (and
-    /// its parent when that is cargo's `deps`, where test binaries live),
-    /// then `<cache>/tools/bin`.
+    /// its parent when that is cargo's `deps` or `examples`, where test and
+    /// example binaries live), then `<cache>/tools/bin`.
     pub fn from_env() -> Self {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut path_dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
@@ -54,7 +54,7 @@ impl ToolSearch {
             .ok()
             .and_then(|e| e.parent().map(Path::to_path_buf))
         {
-            if dir.ends_with("deps") {
+            if dir.ends_with("deps") || dir.ends_with("examples") {
                 path_dirs.extend(dir.parent().map(Path::to_path_buf));
             }
             path_dirs.push(dir);

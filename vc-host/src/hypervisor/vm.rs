@@ -343,7 +343,7 @@ pub(crate) fn remove_files(paths: &[PathBuf]) {
     }
 }
 
-/// The last `lines` lines of a file (at most [`TAIL_BYTES`] read), with
+/// The last `lines` lines of a file (at most the last 64 KiB read), with
 /// control characters other than newlines escaped (the guest writes the
 /// console, and daemons log what the guest sent): ready to print on a
 /// terminal. Empty when the file cannot be read.

@@ -15,7 +15,7 @@
 //!
 //! Everything runs inside the namespace, on a dedicated thread that enters it
 //! with `setns(2)` and drives rtnetlink on a current-thread runtime
-//! ([`netns`]). [`teardown`] removes the taps and the interfaces' ingress
+//! (module `netns`). [`teardown`] removes the taps and the interfaces' ingress
 //! qdiscs (their filters go with them), leaving the namespace as it was found.
 //! A failed [`setup`] undoes what it did before returning.
 

@@ -6,12 +6,22 @@ use thiserror::Error;
 
 use crate::agent::AgentClientError;
 use crate::config::ConfigError;
-use crate::hypervisor::HypervisorError;
+use crate::hypervisor::{HelperDeath, HelperExit, HypervisorError};
 use crate::id::{ContainerId, IdError, PodId};
 use crate::network::NetworkError;
 use crate::runtime::share::ShareError;
 use crate::state::{State, TransitionError};
 use crate::store::StoreError;
+
+/// `a, b or c`.
+fn display_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    match names.split_last() {
+        None => "no directory".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
 
 /// Why a pod or container operation failed.
 #[derive(Debug, Error)]
@@ -35,6 +45,16 @@ pub enum RuntimeError {
         what: &'static str,
         /// Where it was looked for.
         path: PathBuf,
+    },
+    /// No default location holds a guest image (and `$VC_GUEST_IMAGE_DIR` is
+    /// not set).
+    #[error(
+        "no guest image found in {}; install one with `cargo xtask install`, or build one with `cargo xtask guest-image` and set VC_GUEST_IMAGE_DIR to its directory",
+        display_paths(searched)
+    )]
+    GuestImageNotFound {
+        /// The directories searched, in order.
+        searched: Vec<PathBuf>,
     },
     /// The guest image's manifest is unreadable.
     #[error("guest image in {} is unusable; rebuild it with `cargo xtask guest-image`", dir.display())]
@@ -133,6 +153,19 @@ pub enum RuntimeError {
         /// The operation.
         operation: &'static str,
     },
+    /// QEMU or one of the pod's helper processes died: the pod is broken.
+    #[error("pod {pod} is broken: its {helper} (pid {pid}) {status}; stop or delete it")]
+    HelperDied {
+        /// The pod.
+        pod: PodId,
+        /// `qemu`, `virtiofsd`, `vhost-device-vsock` or `vc-console-log`.
+        helper: String,
+        /// Its pid.
+        pid: i32,
+        /// How it ended (an exit code or a signal when this process reaped
+        /// it, else only that it is gone).
+        status: HelperExit,
+    },
     /// A container with block devices cannot join a running microvm pod.
     #[error(
         "pod {pod} runs on microvm, which has no hotplug: container {container} has block \
@@ -147,14 +180,47 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// The error of a call that found the pod's `death`.
+    pub(crate) fn helper_died(pod: PodId, death: HelperDeath) -> Self {
+        RuntimeError::HelperDied {
+            pod,
+            helper: death.helper,
+            pid: death.pid,
+            status: death.exit,
+        }
+    }
+
+    /// [`RuntimeError::HelperDied`] for an agent error caused by a helper's
+    /// death (the VM's name is the pod's id).
+    fn from_death(death: &HelperDeath) -> Option<Self> {
+        let pod = PodId::new(death.vm.as_deref()?).ok()?;
+        Some(Self::helper_died(pod, death.clone()))
+    }
+}
+
 impl From<crate::runtime::ProcessError> for RuntimeError {
     fn from(e: crate::runtime::ProcessError) -> Self {
+        if let crate::runtime::ProcessError::VmGone {
+            source: AgentClientError::HelperDied { death, .. },
+            ..
+        } = &e
+        {
+            if let Some(e) = Self::from_death(death) {
+                return e;
+            }
+        }
         RuntimeError::Process(Box::new(e))
     }
 }
 
 impl From<AgentClientError> for RuntimeError {
     fn from(e: AgentClientError) -> Self {
+        if let AgentClientError::HelperDied { death, .. } = &e {
+            if let Some(e) = Self::from_death(death) {
+                return e;
+            }
+        }
         RuntimeError::Agent(Box::new(e))
     }
 }

@@ -12,7 +12,7 @@ mod binds;
 mod container;
 mod error;
 mod force;
-mod guest;
+pub mod guest;
 mod net;
 mod pause;
 mod pod;
@@ -21,6 +21,8 @@ pub mod record;
 mod recover;
 mod resources;
 pub mod share;
+mod shutdown;
+mod supervise;
 
 use std::time::Duration;
 

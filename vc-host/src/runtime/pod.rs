@@ -7,16 +7,18 @@ use vc_proto::{PodSetup, ProcessRef, ProcessSpec, SharedMount};
 
 use super::admission::{BootAdmission, BootDeadline, BootExpiry, BootPermit, BOOT_STALL};
 use super::net;
-use super::record::{now, PodRecord, PodStatus, ProcessInfo, StartPhase};
+use super::record::{now, PodRecord, PodStatus, StartPhase};
 use super::share::GUEST_SHARED_DIR;
-use super::{GuestImage, Runtime, RuntimeError, DEFAULT_STOP_GRACE, SHUTDOWN_GRACE};
+use super::supervise;
+use super::{GuestImage, Runtime, RuntimeError, SHUTDOWN_GRACE};
 use crate::agent::{collect_output, AgentClient, AgentClientError, ConnectOptions, Output};
 use crate::config::PodConfig;
 use crate::hypervisor::cgroup::{self, CgroupSpec};
 use crate::hypervisor::console::ConsoleWatch;
 use crate::hypervisor::journal;
 use crate::hypervisor::{
-    Hypervisor, HypervisorError, QemuHypervisor, Vm, VmSettings, VmSpec, VmmUser, SHARED_FS_TAG,
+    HelperWatch, Hypervisor, HypervisorError, QemuHypervisor, Vm, VmSettings, VmSpec, VmmUser,
+    SHARED_FS_TAG,
 };
 use crate::id::PodId;
 use crate::state::{State, Transition};
@@ -41,7 +43,7 @@ impl LockedPod {
         vm.is_running().then_some(vm)
     }
 
-    /// The state to report: a pod whose VM died is stopped.
+    /// The state to report: a pod whose QEMU or helper died is broken.
     pub fn effective_state(&self) -> State {
         effective_state(&self.record)
     }
@@ -49,12 +51,10 @@ impl LockedPod {
 
 fn effective_state(record: &PodRecord) -> State {
     match (record.state, &record.vm) {
-        (State::Running | State::Paused, Some(vm))
-            if !Vm::from_record(vm.clone()).is_ok_and(|vm| vm.is_running()) =>
-        {
-            State::Stopped
-        }
         (State::Running | State::Paused, None) => State::Stopped,
+        (State::Running | State::Paused, Some(_)) if supervise::pod_death(record).is_some() => {
+            State::Broken
+        }
         (state, _) => state,
     }
 }
@@ -64,12 +64,14 @@ impl Runtime {
         let (dir, lock) = self.store.lock_pod(id).await?;
         let config = dir.read(&dir.config_path())?;
         let record = dir.read(&dir.state_path())?;
-        Ok(LockedPod {
+        let mut pod = LockedPod {
             dir,
             lock,
             config,
             record,
-        })
+        };
+        pod.notice_death()?;
+        Ok(pod)
     }
 
     /// The host's boot slots (shared by every process using this root).
@@ -162,6 +164,7 @@ impl Runtime {
                 return Ok(adopted);
             }
             pod.record.state.apply("pod", Transition::Start)?;
+            pod.record.broken = None;
             let settings = self.vm_settings(&pod.config)?;
             let vmm_user = self.vmm_user()?;
             pod.record.start = Some(StartPhase::Launching);
@@ -352,60 +355,6 @@ impl Runtime {
         pod.record.start = None;
     }
 
-    async fn shutdown_vm_processes(&self, pod: &mut LockedPod) {
-        let Some(record) = pod.record.vm.clone() else {
-            pod.unbind_all_logged();
-            return;
-        };
-        let vm = match Vm::from_record(record) {
-            Ok(vm) => vm,
-            Err(e) => {
-                warn!(error = %e, "unusable VM record; nothing to stop");
-                pod.unbind_all_logged();
-                pod.record.vm = None;
-                return;
-            }
-        };
-        if vm.is_running() {
-            match connect_agent(&vm, CONNECT_DEADLINE).await {
-                Ok(agent) => {
-                    if matches!(vm.status().await, Ok(crate::hypervisor::VmStatus::Paused)) {
-                        let _ = vm.resume().await;
-                    }
-                    for c in pod.record.containers.values_mut() {
-                        if matches!(c.state, State::Running | State::Paused) {
-                            let grace = DEFAULT_STOP_GRACE.min(SHUTDOWN_GRACE);
-                            let code = agent
-                                .stop_container(c.config.id.as_str(), grace)
-                                .await
-                                .unwrap_or(vc_proto::EXIT_CODE_VM_GONE);
-                            c.exit_code = Some(code);
-                            c.finished_at = Some(now());
-                        }
-                    }
-                    if let Err(e) = agent.shutdown().await {
-                        warn!(error = %e, "agent did not acknowledge shutdown");
-                    }
-                    crate::fault::point("stop.agent-shutdown");
-                    let _ = vm.wait_exit(SHUTDOWN_GRACE).await;
-                }
-                Err(e) => warn!(error = %e, "agent unreachable; stopping the VM without it"),
-            }
-        }
-        if let Err(e) = vm.stop(SHUTDOWN_GRACE).await {
-            warn!(error = %e, "hypervisor cleanup reported an error");
-        }
-        for c in pod.record.containers.values_mut() {
-            if matches!(c.state, State::Running | State::Paused) {
-                c.state = State::Stopped;
-                c.exit_code.get_or_insert(vc_proto::EXIT_CODE_VM_GONE);
-                c.finished_at.get_or_insert_with(now);
-            }
-        }
-        pod.unbind_all_logged();
-        pod.record.vm = None;
-    }
-
     /// Deletes a pod that is not running: its directory, share and records.
     pub async fn delete_pod(&self, id: &PodId) -> Result<(), RuntimeError> {
         let span = info_span!("pod", pod_id = %id);
@@ -463,26 +412,22 @@ impl Runtime {
 
     pub(super) fn status_of(&self, config: &PodConfig, record: &PodRecord) -> PodStatus {
         let state = effective_state(record);
-        let processes = match (&record.vm, state) {
-            (Some(vm), State::Running | State::Paused) => std::iter::once(ProcessInfo {
-                name: "qemu".to_owned(),
-                pid: vm.qemu.pid,
-            })
-            .chain(vm.daemons.iter().map(|d| ProcessInfo {
-                name: d.kind.name().to_owned(),
-                pid: d.process.pid,
-            }))
-            .collect(),
-            _ => Vec::new(),
+        let processes = match &record.vm {
+            Some(vm) => supervise::processes(vm, state),
+            None => Vec::new(),
         };
         PodStatus {
             id: config.id.clone(),
             state,
+            broken: match state {
+                State::Broken => supervise::pod_death(record),
+                _ => None,
+            },
             config: config.clone(),
             processes,
             console_log: record.vm.as_ref().map(|vm| vm.console_log.clone()),
             host_cgroup: match (&record.vm, state) {
-                (Some(vm), State::Running | State::Paused) => vm.cgroup.clone(),
+                (Some(vm), State::Running | State::Paused | State::Broken) => vm.cgroup.clone(),
                 _ => None,
             },
             containers: record
@@ -510,6 +455,9 @@ impl Runtime {
         let span = info_span!("pod", pod_id = %id);
         async move {
             let mut pod = self.lock(id).await?;
+            if let Some(e) = pod.broken_error() {
+                return Err(e);
+            }
             let next = pod.effective_state().apply("pod", t)?;
             let vm = pod.live_vm().ok_or(RuntimeError::PodNotRunning {
                 pod: id.clone(),
@@ -559,6 +507,9 @@ impl Runtime {
         pod: &LockedPod,
         operation: &'static str,
     ) -> Result<Vm, RuntimeError> {
+        if let Some(e) = pod.broken_error() {
+            return Err(e);
+        }
         let state = pod.effective_state();
         match (state, pod.live_vm()) {
             (State::Running, Some(vm)) => Ok(vm),
@@ -578,15 +529,27 @@ const BOOT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// How long to wait for the agent of a running pod.
 pub(super) const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Connects to a VM's agent. The VM's liveness is the probe, so a VM that dies
-/// while we wait or while a call is pending ends the wait at once.
+/// Connects to a VM's agent. The pidfds of QEMU and its helpers are watched
+/// (and QEMU's liveness is the probe), so a process that dies while we wait
+/// or while a call is pending ends the wait at once.
 pub(super) async fn connect_agent(
     vm: &Vm,
     deadline: Duration,
 ) -> Result<AgentClient, AgentClientError> {
+    connect_agent_with(vm, deadline, ConnectOptions::default().call_timeout).await
+}
+
+/// [`connect_agent`] with the timeout of each call.
+pub(super) async fn connect_agent_with(
+    vm: &Vm,
+    deadline: Duration,
+    call_timeout: Duration,
+) -> Result<AgentClient, AgentClientError> {
     let probe = vm.clone();
     let opts = ConnectOptions::default()
         .deadline(deadline)
+        .call_timeout(call_timeout)
+        .helpers(std::sync::Arc::new(HelperWatch::open(vm.record())))
         .vm_alive(move || probe.is_running());
     AgentClient::connect(vm.agent_addr(), &opts).await
 }

@@ -34,16 +34,29 @@ use crate::state::State;
 #[path = "process_tests.rs"]
 mod tests;
 
+/// Appends `extra` to `env`, each `KEY=VALUE` replacing an entry of `env`
+/// with the same key (an exec's environment overrides its container's).
+pub(crate) fn merge_env(env: &mut Vec<String>, extra: Vec<String>) {
+    let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_owned();
+    for kv in extra {
+        let k = key(&kv);
+        env.retain(|e| key(e) != k);
+        env.push(kv);
+    }
+}
+
 /// The most bytes [`Process::output`] keeps of each stream by default.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What to run with [`Runtime::exec_process`]. Fields left unset take the
-/// container's own value (its environment is extended by `env`).
+/// container's own value (its environment is extended by `env`; a variable
+/// `env` names replaces the container's).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessConfig {
     /// Program and arguments; `args[0]` is looked up in `PATH` when it has no `/`.
     pub args: Vec<String>,
-    /// More environment, `KEY=VALUE`, after the container's.
+    /// More environment, `KEY=VALUE`, after the container's; a key the
+    /// container has gets this value instead.
     pub env: Vec<String>,
     /// Working directory (default: the container's).
     pub cwd: Option<String>,
@@ -204,6 +217,7 @@ impl RuntimeError {
         match self {
             RuntimeError::Agent(e) => e.exit_code(),
             RuntimeError::Process(e) => e.exit_code(),
+            RuntimeError::HelperDied { .. } => Some(vc_proto::EXIT_CODE_VM_GONE),
             _ => None,
         }
     }
@@ -517,7 +531,7 @@ impl Runtime {
             let (agent, container) = self.running_container(pod_id, id, "exec").await?;
             let mut spec = container.process_spec();
             spec.args = config.args;
-            spec.env.extend(config.env);
+            merge_env(&mut spec.env, config.env);
             if let Some(cwd) = config.cwd {
                 spec.cwd = cwd;
             }

@@ -145,3 +145,13 @@ async fn process_waiter_gets_255_when_the_vm_is_gone() {
     assert!(err.vm_gone(), "{err:?}");
     assert_eq!(err.exit_code(), Some(vc_proto::EXIT_CODE_VM_GONE));
 }
+
+#[test]
+fn exec_environment_overrides_the_containers() {
+    let mut env = vec!["PATH=/bin".to_owned(), "A=1".to_owned(), "B=2".to_owned()];
+    super::merge_env(
+        &mut env,
+        vec!["A=3".to_owned(), "C=4".to_owned(), "PATH=/bin".to_owned()],
+    );
+    assert_eq!(env, ["B=2", "A=3", "C=4", "PATH=/bin"]);
+}

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ContainerConfig, PodConfig};
-use crate::hypervisor::VmRecord;
+use crate::hypervisor::{HelperDeath, VmRecord};
 use crate::id::{ContainerId, PodId};
 use crate::network::PodNetwork;
 use crate::state::State;
@@ -50,9 +50,13 @@ pub struct PodRecord {
     pub binds: Vec<std::path::PathBuf>,
     /// How far the start under way has got. A start holds the pod's lock
     /// throughout, so an operation that takes the lock and finds this set
-    /// knows that the start's caller died (see [`super::recover`]).
+    /// knows that the start's caller died (see the `recover` module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartPhase>,
+    /// Why the pod is [`State::Broken`]: the first of its VM's processes
+    /// seen dead while it ran, and how it ended.
+    #[serde(default)]
+    pub broken: Option<HelperDeath>,
 }
 
 /// The steps of a start that its record names.
@@ -92,6 +96,7 @@ impl PodRecord {
             containers: BTreeMap::new(),
             binds: Vec::new(),
             start: None,
+            broken: None,
         }
     }
 }
@@ -169,8 +174,11 @@ pub struct ProcessInfo {
 pub struct PodStatus {
     /// Its id.
     pub id: PodId,
-    /// Its state; a pod whose VM died is reported `stopped`.
+    /// Its state; a pod whose QEMU or helper died is reported `broken`.
     pub state: State,
+    /// Why it is broken: which process died and how.
+    #[serde(default)]
+    pub broken: Option<HelperDeath>,
     /// Its configuration.
     pub config: PodConfig,
     /// The hypervisor and helper processes while the VM runs.

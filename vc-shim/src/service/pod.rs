@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
 use tracing::{info, info_span, warn, Instrument};
-use vc_host::config::PodConfig;
 use vc_host::id::PodId;
 use vc_host::runtime::PodEvent;
 use vc_host::state::State;
@@ -42,11 +41,7 @@ impl Shared {
         let id = group::pod_id(owner)?;
         let span = info_span!("pod", pod_id = %id);
         async {
-            let mut config = PodConfig::new(id.clone());
-            config.vm = setup.config.vm.clone();
-            config.netns = bundle.netns.clone();
-            config.hostname = bundle.hostname.clone();
-            config.annotations = bundle.annotations.clone();
+            let config = bundle.pod_config(id.clone(), setup.config.vm.clone())?;
             let rt = &setup.runtime;
             let boot = async {
                 rt.create_pod(config).await?;

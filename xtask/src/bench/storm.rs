@@ -114,8 +114,8 @@ impl Bench {
     }
 }
 
-/// Each round: create the pods, start them one after another (timed), stop them, start them all
-/// at once (timed), stop and delete them. Returns the sequential and storm totals per round.
+/// Each round: create the pods, start them one after another (timed), stop, delete and create
+/// them again, start them all at once (timed), stop and delete them. Returns the sequential and storm totals per round.
 fn rounds(b: &Bench, ids: &[String], runs: u32) -> Result<(Vec<Duration>, Vec<Duration>)> {
     // One unmeasured boot first, so that both measured paths start with warm caches.
     b.virtc(&["pod", "create", "warm"])?;
@@ -135,7 +135,12 @@ fn rounds(b: &Bench, ids: &[String], runs: u32) -> Result<(Vec<Duration>, Vec<Du
             b.virtc(&["pod", "start", id])?;
         }
         let seq = t0.elapsed();
+        // A stopped pod cannot start again: the storm gets fresh pods of the same ids.
         stop_all(b, ids)?;
+        for id in ids {
+            b.virtc(&["pod", "delete", id])?;
+            b.virtc(&["pod", "create", id])?;
+        }
         let t0 = Instant::now();
         start_all(b, ids)?;
         let sto = t0.elapsed();

@@ -38,7 +38,7 @@ const PATH_ENV: &str = vc_host::config::DEFAULT_PATH;
 /// Options of `cargo xtask oci-image`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct Args {
-    /// Output directory [default: <workspace>/target/oci].
+    /// Output directory [default: target/oci in the workspace].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

@@ -1,4 +1,8 @@
 //! The command line of virtc.
+//!
+//! The doc comments here are clap's help text, where brackets mark optional
+//! parts (`UID[:GID]`), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

@@ -48,6 +48,9 @@ impl Printer {
             return self.json(pod);
         }
         println!("pod {}: {}", pod.id, pod.state);
+        if let Some(death) = &pod.broken {
+            println!("  broken  {death}");
+        }
         for proc in &pod.processes {
             println!("  process {:<20} pid {}", proc.name, proc.pid);
         }
