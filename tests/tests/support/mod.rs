@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest, IMAGE_DIR_ENV};
 
+pub mod containerd;
 pub mod faults;
 pub mod io;
 pub mod leaks;
@@ -125,10 +126,14 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Spawns `cmd` as the leader of a new process group; stdin is closed.
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        Self::spawn_with_stdin(name, cmd.stdin(Stdio::null()))
+    }
+
+    /// Spawns `cmd` as the leader of a new process group, with the stdin `cmd` was given.
+    pub fn spawn_with_stdin(name: &str, cmd: &mut Command) -> Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let child = cmd
             .process_group(0)
-            .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
         Ok(Self {

@@ -133,33 +133,12 @@ impl TestRuntime {
 
     /// This runtime's parent cgroup directories (one per hierarchy on v1).
     pub fn cgroup_parents(&self) -> Vec<PathBuf> {
-        let spec = vc_host::hypervisor::CgroupSpec {
-            parent: self.rt.config().host_cgroup.parent.clone(),
-            name: "probe".to_owned(),
-            limits: vc_host::hypervisor::CgroupLimits {
-                memory_bytes: 0,
-                pids_max: 0,
-            },
-        };
-        vc_host::hypervisor::cgroup::CgroupFacts::probe()
-            .and_then(|facts| vc_host::hypervisor::cgroup::plan(&facts, &spec))
-            .map(|plan| {
-                plan.dirs
-                    .iter()
-                    .filter_map(|d| d.parent().map(Path::to_path_buf))
-                    .collect()
-            })
-            .unwrap_or_default()
+        cgroup_parents(&self.rt.config().host_cgroup.parent)
     }
 
     /// Pod cgroups left under this runtime's parent cgroups.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
-        self.cgroup_parents()
-            .iter()
-            .filter_map(|p| std::fs::read_dir(p).ok())
-            .flat_map(|d| d.flatten().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect()
+        cgroups_under(&self.cgroup_parents())
     }
 
     /// The processes in this runtime's pod cgroups: every QEMU and helper
@@ -195,6 +174,38 @@ impl TestRuntime {
             }
         }
     }
+}
+
+/// The directories of the parent cgroup `parent` of pods (one per hierarchy on v1), as a
+/// runtime started by this process places it.
+pub fn cgroup_parents(parent: &Path) -> Vec<PathBuf> {
+    let spec = vc_host::hypervisor::CgroupSpec {
+        parent: parent.to_owned(),
+        name: "probe".to_owned(),
+        limits: vc_host::hypervisor::CgroupLimits {
+            memory_bytes: 0,
+            pids_max: 0,
+        },
+    };
+    vc_host::hypervisor::cgroup::CgroupFacts::probe()
+        .and_then(|facts| vc_host::hypervisor::cgroup::plan(&facts, &spec))
+        .map(|plan| {
+            plan.dirs
+                .iter()
+                .filter_map(|d| d.parent().map(Path::to_path_buf))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The cgroups (directories) under these parent cgroups.
+pub fn cgroups_under(parents: &[PathBuf]) -> Vec<PathBuf> {
+    parents
+        .iter()
+        .filter_map(|p| std::fs::read_dir(p).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect()
 }
 
 /// True when no process has this pid (a zombie counts as gone).
