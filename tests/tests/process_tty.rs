@@ -1,7 +1,7 @@
 //! `virtc container exec` as its own process: stdin piped with `-i`, the exit
 //! code passed through, and `-i -t` on a real pseudo-terminal (raw mode while
 //! it runs and restored after, the window size and its changes forwarded,
-//! typing reaching a shell); and a process whose VM dies while it is waited
+//! typing reaching a shell, the pty named in the container's own `/dev/pts`); and a process whose VM dies while it is waited
 //! for: the waiter gets the VM-gone error and code 255.
 
 mod support;
@@ -136,8 +136,11 @@ async fn virtc_exec_pipes_stdin_passes_codes_and_drives_a_terminal() -> Result<(
         );
         let mut seen = Vec::new();
         let write = |s: &[u8]| nix::unistd::write(&master, s).map(|_| ());
-        write(b"stty size\r")?;
-        let at = read_master_until(&master, &mut seen, 0, "33 77", SHORT)?;
+        // The pty is the container's own: its name exists in the container's
+        // /dev/pts, so `tty` can name it.
+        write(b"tty; stty size\r")?;
+        let at = read_master_until(&master, &mut seen, 0, "/dev/pts/", SHORT)?;
+        let at = read_master_until(&master, &mut seen, at, "33 77", SHORT)?;
         // Raw mode while it runs: the local terminal does not echo or edit.
         let during = tcgetattr(slave.as_fd())?;
         ensure!(

@@ -124,6 +124,8 @@ pub struct Container {
     id: String,
     dir: PathBuf,
     root: PathBuf,
+    /// The container's devpts instance, mounted in the agent's namespace.
+    pts: PathBuf,
     readonly_rootfs: bool,
     hostname: Option<CString>,
     ops: Vec<MountOp>,
@@ -136,6 +138,7 @@ pub struct Container {
 struct CreateGuard<'a> {
     dir: &'a Path,
     root: &'a Path,
+    pts: &'a Path,
     mounted: bool,
     armed: bool,
 }
@@ -143,6 +146,10 @@ struct CreateGuard<'a> {
 impl Drop for CreateGuard<'_> {
     fn drop(&mut self) {
         if !self.armed {
+            return;
+        }
+        if let Err(e) = rootfs::unmount_devpts(self.pts) {
+            tracing::warn!(error = %e, "cleanup after a failed create");
             return;
         }
         if self.mounted {
@@ -200,6 +207,7 @@ impl Container {
 
         let dir = paths.state_dir.join(&spec.id);
         let root = dir.join("root");
+        let pts = dir.join("pts");
         std::fs::create_dir_all(&paths.state_dir).map_err(|source| ContainerError::Io {
             action: "create",
             path: paths.state_dir.clone(),
@@ -219,6 +227,7 @@ impl Container {
         let mut guard = CreateGuard {
             dir: &dir,
             root: &root,
+            pts: &pts,
             mounted: false,
             armed: true,
         };
@@ -230,8 +239,9 @@ impl Container {
         rootfs::mount_rootfs(&spec.rootfs, &root, paths.device_wait)?;
         guard.mounted = true;
 
+        mounts::mount_devpts(&pts)?;
         let defaults = mounts::prepare_defaults(&root)?;
-        let mut ops = mounts::default_ops(&defaults, mounts::spec_has_shm(&spec.mounts))?;
+        let mut ops = mounts::default_ops(&defaults, &pts, mounts::spec_has_shm(&spec.mounts))?;
         let spec_mounts = device::resolve_mount_devices(
             &spec.mounts,
             paths.device_wait,
@@ -260,6 +270,7 @@ impl Container {
             id: spec.id.clone(),
             dir,
             root,
+            pts,
             readonly_rootfs: spec.readonly_rootfs,
             hostname,
             ops,
@@ -317,7 +328,13 @@ impl Container {
                 namespaces: open_namespaces(main_pid)?,
             },
         };
-        Ok(LaunchPlan { kind, process })
+        let ptmx = CString::new(self.pts.join("ptmx").as_os_str().as_bytes())
+            .map_err(|_| ContainerError::NulByte { what: "path" })?;
+        Ok(LaunchPlan {
+            kind,
+            process,
+            ptmx: Some(ptmx),
+        })
     }
 
     /// Changes the limits set in `r` (`None` leaves one as it is, `u64::MAX`
@@ -364,8 +381,11 @@ impl Container {
             }
         };
         note(self.cgroup.kill_and_remove());
+        let pts = rootfs::unmount_devpts(&self.pts);
+        let mut unmounted_ok = pts.is_ok();
+        note(pts);
         let unmounted = rootfs::unmount_rootfs(&self.root);
-        let unmounted_ok = unmounted.is_ok();
+        unmounted_ok &= unmounted.is_ok();
         note(unmounted);
         note(rootfs::remove_etc_copies(&self.dir.join("etc")));
         if unmounted_ok {

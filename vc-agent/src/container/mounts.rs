@@ -311,10 +311,35 @@ pub(crate) fn prepare_defaults(root: &Path) -> Result<DefaultTargets, ContainerE
     Ok(t)
 }
 
+/// The options of a container's devpts instance (see [`mount_devpts`]).
+pub(crate) const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=0620,gid=5";
+
+/// Mounts the container's own devpts instance on `dir`, in the agent's mount
+/// namespace, where the agent opens `ptmx` for the container's terminals: a pty
+/// made there is the container's, so `/dev/pts/N` exists in it and `tty` works.
+/// The container's `/dev/pts` is a bind of it (see [`default_ops`]).
+pub(crate) fn mount_devpts(dir: &Path) -> Result<(), ContainerError> {
+    mkdir_p(dir)?;
+    nix::mount::mount(
+        Some("devpts"),
+        dir,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(DEVPTS_OPTIONS),
+    )
+    .map_err(|source| ContainerError::Mount {
+        action: "mount the container's devpts instance on",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
 /// The default mounts: `/proc`, `/sys` and `/sys/fs/cgroup` (read-only), `/dev` (tmpfs) with its
-/// device nodes, `pts`, `shm` (unless `shm_from_spec`) and links.
+/// device nodes, `pts` (a bind of the container's devpts instance at `pts_source`, see
+/// [`mount_devpts`]), `shm` (unless `shm_from_spec`) and links.
 pub(crate) fn default_ops(
     t: &DefaultTargets,
+    pts_source: &Path,
     shm_from_spec: bool,
 ) -> Result<Vec<MountOp>, ContainerError> {
     let mut ops = Vec::new();
@@ -389,14 +414,21 @@ pub(crate) fn default_ops(
         path: cpath(&pts)?,
         mode: 0o755,
     });
-    ops.push(step_mount(
-        SetupStep::MountDevPts,
-        "devpts",
-        &pts,
-        "devpts",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?);
+    ops.push(MountOp::Mount {
+        step: SetupStep::MountDevPts,
+        index: 0,
+        source: Some(cpath(pts_source)?),
+        target: cpath(&pts)?,
+        fstype: None,
+        flags: MsFlags::MS_BIND,
+        data: None,
+    });
+    ops.push(MountOp::Remount {
+        step: SetupStep::MountDevPts,
+        index: 0,
+        target: cpath(&pts)?,
+        flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+    });
     // POSIX message queues of the container's own IPC namespace.
     let mqueue = t.dev.join("mqueue");
     ops.push(MountOp::Mkdir {
@@ -825,7 +857,7 @@ mod tests {
     fn dev_is_nosuid_and_noexec_but_keeps_its_devices() {
         let root = tempfile::tempdir().expect("tempdir");
         let t = prepare_defaults(root.path()).expect("defaults");
-        let ops = default_ops(&t, false).expect("ops");
+        let ops = default_ops(&t, Path::new("/run/vc/containers/c1/pts"), false).expect("ops");
         let dev = CString::new(t.dev.as_os_str().as_bytes()).expect("cstring");
         let flags = ops
             .iter()

@@ -205,6 +205,9 @@ pub(crate) enum PlanKind {
 pub struct LaunchPlan {
     pub(crate) kind: PlanKind,
     pub(crate) process: ProcessPlan,
+    /// The `ptmx` a terminal of this process is opened from: the container's
+    /// devpts instance; `None` for the VM's own (`/dev/ptmx`).
+    pub(crate) ptmx: Option<CString>,
 }
 
 impl LaunchPlan {
@@ -231,6 +234,7 @@ impl LaunchPlan {
         Ok(LaunchPlan {
             kind: PlanKind::Host,
             process: ProcessPlan::new(process, false)?,
+            ptmx: None,
         })
     }
 

@@ -89,6 +89,16 @@ pub(crate) fn mount_rootfs(
     Ok(())
 }
 
+/// Detaches the container's devpts instance and removes its mount point; one
+/// that was never made is fine.
+pub(crate) fn unmount_devpts(pts: &Path) -> Result<(), ContainerError> {
+    match umount2(pts, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(mount_err("unmount", pts)(e)),
+    }
+    remove_dir_if_exists(pts)
+}
+
 /// Detaches the rootfs mount; a root that is not mounted is fine.
 pub(crate) fn unmount_rootfs(root: &Path) -> Result<(), ContainerError> {
     match umount2(root, MntFlags::MNT_DETACH) {

@@ -22,6 +22,12 @@ pub trait Launch: Send {
     /// program. Returns only on failure. It must not allocate nor take locks: the
     /// child is a copy of a multi-threaded process.
     fn enter(&self) -> ChildFailure;
+
+    /// The `ptmx` a terminal for the child is opened from, so that the pty
+    /// belongs to the devpts instance the child sees; `None`: the VM's own.
+    fn ptmx(&self) -> Option<&std::ffi::CStr> {
+        None
+    }
 }
 
 /// Which part of the child's work failed.
@@ -168,6 +174,10 @@ impl ChildFailure {
 impl Launch for crate::container::LaunchPlan {
     fn clone_flags(&self) -> CloneFlags {
         crate::container::LaunchPlan::clone_flags(self)
+    }
+
+    fn ptmx(&self) -> Option<&std::ffi::CStr> {
+        self.ptmx.as_deref()
     }
 
     fn enter(&self) -> ChildFailure {

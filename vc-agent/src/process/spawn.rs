@@ -107,7 +107,8 @@ pub(crate) fn spawn(
     let (exit_tx, exit_rx) = watch::channel(None);
     let (pid, parent_stdio, status_r) = {
         let mut pids = live.lock();
-        let (child_stdio, parent_stdio) = stdio::create(terminal).map_err(SpawnError::Stdio)?;
+        let (child_stdio, parent_stdio) =
+            stdio::create(terminal, launch.ptmx()).map_err(SpawnError::Stdio)?;
         let (status_r, status_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
         let (child_fds, tty) = child_stdio.raw();

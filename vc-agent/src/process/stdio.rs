@@ -40,10 +40,15 @@ impl ChildStdio {
     }
 }
 
-/// Creates the stdio of one process: the child's ends and the agent's ends.
-pub(crate) fn create(terminal: bool) -> Result<(ChildStdio, ParentStdio), Errno> {
+/// Creates the stdio of one process: the child's ends and the agent's ends. A
+/// terminal comes from `ptmx` (the container's devpts instance), else from the
+/// VM's `/dev/ptmx`.
+pub(crate) fn create(
+    terminal: bool,
+    ptmx: Option<&std::ffi::CStr>,
+) -> Result<(ChildStdio, ParentStdio), Errno> {
     if terminal {
-        let (master, slave) = open_pty()?;
+        let (master, slave) = open_pty(ptmx)?;
         let child = ChildStdio {
             fds: [dup(&slave)?, dup(&slave)?, slave],
             terminal: true,
@@ -70,13 +75,32 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
-/// Opens a pty pair, both ends close-on-exec. The slave is opened through the
-/// master (`TIOCGPTPEER`), which needs no path and cannot race with another
-/// devpts instance.
-fn open_pty() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
-    nix::pty::grantpt(&master)?;
-    nix::pty::unlockpt(&master)?;
+/// Opens a pty pair, both ends close-on-exec, from `ptmx` (default
+/// `/dev/ptmx`). The slave is opened through the master (`TIOCGPTPEER`), which
+/// needs no path and cannot race with another devpts instance.
+fn open_pty(ptmx: Option<&std::ffi::CStr>) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = match ptmx {
+        None => {
+            let master = nix::pty::posix_openpt(flags)?;
+            nix::pty::grantpt(&master)?;
+            nix::pty::unlockpt(&master)?;
+            // SAFETY: `into_raw_fd` hands over the master's fd, which nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) }
+        }
+        Some(path) => {
+            let fd = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())?;
+            // SAFETY: `open` just returned this descriptor and nothing else owns it.
+            let master = unsafe { OwnedFd::from_raw_fd(fd) };
+            let unlock: libc::c_int = 0;
+            // SAFETY: TIOCSPTLCK reads one int through the pointer, which is
+            // valid for the call (this is what `unlockpt` does; devpts needs no
+            // `grantpt`).
+            let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) };
+            Errno::result(rc)?;
+            master
+        }
+    };
     // SAFETY: the master fd is open for the whole call; TIOCGPTPEER takes open(2)
     // flags by value and returns a new fd or -1.
     let slave = unsafe {
@@ -89,8 +113,6 @@ fn open_pty() -> Result<(OwnedFd, OwnedFd), Errno> {
     let slave = Errno::result(slave)?;
     // SAFETY: TIOCGPTPEER returned a new fd that nothing else owns.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    // SAFETY: `into_raw_fd` hands over the master's fd, which nothing else owns.
-    let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
     Ok((master, slave))
 }
 
