@@ -31,7 +31,7 @@ use crate::store::Store;
 
 pub use error::RuntimeError;
 pub use guest::GuestImage;
-pub use process::{Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
+pub use process::{ExecEnv, Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
 pub use record::{ContainerStatus, PodStatus, ProcessInfo, StartPhase};
 pub use resources::{PodEvent, PodEvents};
 

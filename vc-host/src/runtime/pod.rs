@@ -186,10 +186,7 @@ impl Runtime {
             let permit = match self.admission().admit(id.as_str()).await {
                 Ok(permit) => permit,
                 Err(e) => {
-                    pod.record.start = None;
-                    net::teardown_network(&mut pod).await;
-                    pod.unbind_all_logged();
-                    pod.save()?;
+                    undo_prepared(&mut pod).await?;
                     return Err(e.into());
                 }
             };
@@ -211,10 +208,7 @@ impl Runtime {
             let vm = match QemuHypervisor::new(self.store.root()).launch(&spec).await {
                 Ok(vm) => vm,
                 Err(e) => {
-                    pod.record.start = None;
-                    net::teardown_network(&mut pod).await;
-                    pod.unbind_all_logged();
-                    pod.save()?;
+                    undo_prepared(&mut pod).await?;
                     return Err(e.into());
                 }
             };
@@ -592,6 +586,16 @@ async fn wait_for_agent_ready(
         deadline.report_slow(pod, now);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Undoes what a start prepared before its VM existed (the network and the
+/// share's binds) and records that no start is under way.
+async fn undo_prepared(pod: &mut LockedPod) -> Result<(), RuntimeError> {
+    pod.record.start = None;
+    net::teardown_network(pod).await;
+    pod.unbind_all_logged();
+    pod.save()?;
+    Ok(())
 }
 
 /// The disks a pod boots with: on microvm, which has no hotplug, every block

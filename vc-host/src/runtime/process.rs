@@ -26,7 +26,7 @@ use super::{Runtime, RuntimeError};
 use crate::agent::{
     AgentClient, AgentClientError, Output, ProcessOutput, ProcessStdin, ProcessTty,
 };
-use crate::config::UserConfig;
+use crate::config::{ContainerConfig, UserConfig, DEFAULT_PATH};
 use crate::id::{ContainerId, PodId};
 use crate::state::State;
 
@@ -69,6 +69,18 @@ pub struct ProcessConfig {
     pub stdin: bool,
 }
 
+/// How an exec's environment combines with its container's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecEnv {
+    /// The container's environment, each variable the exec names replaced
+    /// (virtc, the library's default).
+    Extend,
+    /// The exec's environment alone when it has one (an OCI exec process
+    /// carries its whole environment: containerd copies the container's and
+    /// changes what it is told to); `PATH` gets the default when missing.
+    Replace,
+}
+
 impl ProcessConfig {
     /// A process running `args` with the container's settings, no terminal, no stdin.
     pub fn new<S: Into<String>>(args: impl IntoIterator<Item = S>) -> Self {
@@ -76,6 +88,36 @@ impl ProcessConfig {
             args: args.into_iter().map(Into::into).collect(),
             ..Self::default()
         }
+    }
+
+    /// The agent's process spec for this exec in `container`: the
+    /// container's settings with this config's on top, its environment
+    /// combined as `env` says.
+    pub fn exec_spec(self, container: &ContainerConfig, env: ExecEnv) -> ProcessSpec {
+        let mut spec = container.process_spec();
+        spec.args = self.args;
+        match env {
+            ExecEnv::Extend => merge_env(&mut spec.env, self.env),
+            ExecEnv::Replace if self.env.is_empty() => {}
+            ExecEnv::Replace => {
+                spec.env = self.env;
+                if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
+                    spec.env.insert(0, DEFAULT_PATH.to_owned());
+                }
+            }
+        }
+        if let Some(cwd) = self.cwd {
+            spec.cwd = cwd;
+        }
+        if let Some(user) = self.user {
+            spec.user = vc_proto::User {
+                uid: user.uid,
+                gid: user.gid,
+                additional_gids: user.additional_gids,
+            };
+        }
+        spec.terminal = self.terminal;
+        spec
     }
 
     /// With a pseudo-terminal.
@@ -529,25 +571,13 @@ impl Runtime {
         let span = info_span!("exec", pod_id = %pod_id, container_id = %id);
         async move {
             let (agent, container) = self.running_container(pod_id, id, "exec").await?;
-            let mut spec = container.process_spec();
-            spec.args = config.args;
-            merge_env(&mut spec.env, config.env);
-            if let Some(cwd) = config.cwd {
-                spec.cwd = cwd;
-            }
-            if let Some(user) = config.user {
-                spec.user = vc_proto::User {
-                    uid: user.uid,
-                    gid: user.gid,
-                    additional_gids: user.additional_gids,
-                };
-            }
-            spec.terminal = config.terminal;
+            let stdin = config.stdin;
+            let spec = config.exec_spec(&container, ExecEnv::Extend);
             let reference = ProcessRef {
                 container_id: id.to_string(),
                 exec_id: Some(unique_exec_id()),
             };
-            let process = Process::spawn(&agent, reference, spec, config.stdin).await?;
+            let process = Process::spawn(&agent, reference, spec, stdin).await?;
             info!(process = %process.name, "exec started");
             Ok(process)
         }

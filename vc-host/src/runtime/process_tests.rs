@@ -155,3 +155,46 @@ fn exec_environment_overrides_the_containers() {
     );
     assert_eq!(env, ["B=2", "A=3", "C=4", "PATH=/bin"]);
 }
+
+fn container_with_env(env: &[&str]) -> crate::config::ContainerConfig {
+    let id = "c1".parse().expect("a valid container id");
+    let mut c = crate::config::ContainerConfig::new(id, "/rootfs", vec!["sh".to_owned()]);
+    c.env = env.iter().map(|e| (*e).to_owned()).collect();
+    c.cwd = "/work".to_owned();
+    c
+}
+
+#[test]
+fn an_exec_spec_takes_the_containers_settings_under_its_own() {
+    let container = container_with_env(&["PATH=/bin", "A=1"]);
+    let mut config = super::ProcessConfig::new(["ls", "-l"]);
+    config.env = vec!["A=2".to_owned()];
+    config.user = Some(crate::config::UserConfig {
+        uid: 7,
+        gid: 8,
+        additional_gids: vec![9],
+    });
+    config.terminal = true;
+    let spec = config.exec_spec(&container, super::ExecEnv::Extend);
+    assert_eq!(spec.args, ["ls", "-l"]);
+    assert_eq!(spec.env, ["PATH=/bin", "A=2"]);
+    assert_eq!(spec.cwd, "/work", "the container's cwd when unset");
+    assert_eq!((spec.user.uid, spec.user.gid), (7, 8));
+    assert_eq!(spec.user.additional_gids, [9]);
+    assert!(spec.terminal);
+}
+
+#[test]
+fn an_oci_exec_environment_replaces_the_containers() {
+    let container = container_with_env(&["PATH=/bin", "A=1"]);
+    let mut config = super::ProcessConfig::new(["env"]);
+    config.env = vec!["B=2".to_owned()];
+    config.cwd = Some("/tmp".to_owned());
+    let spec = config.exec_spec(&container, super::ExecEnv::Replace);
+    assert_eq!(spec.env, [crate::config::DEFAULT_PATH, "B=2"]);
+    assert_eq!(spec.cwd, "/tmp");
+
+    let inherit = super::ProcessConfig::new(["env"]);
+    let spec = inherit.exec_spec(&container, super::ExecEnv::Replace);
+    assert_eq!(spec.env, ["PATH=/bin", "A=1"], "no env: the container's");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use containerd_shim::api::{CloseIORequest, ExecProcessRequest, ResizePtyRequest};
 use containerd_shim::protos::events::task::TaskExecAdded;
 use tracing::info;
-use vc_host::runtime::Process;
+use vc_host::runtime::{ExecEnv, Process};
 use vc_proto::ProcessRef;
 
 use super::io::Fifos;
@@ -103,27 +103,8 @@ impl Shared {
             rt.container_status(&pod.id, &task.container),
         )
         .await?;
-        let mut spec = status.config.process_spec();
-        spec.args = config.args;
-        // An OCI exec's process carries its whole environment (containerd
-        // copies the container's and changes what it is told to).
-        if !config.env.is_empty() {
-            spec.env = config.env;
-            if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
-                spec.env.insert(0, vc_host::config::DEFAULT_PATH.to_owned());
-            }
-        }
-        if let Some(cwd) = config.cwd {
-            spec.cwd = cwd;
-        }
-        if let Some(user) = config.user {
-            spec.user = vc_proto::User {
-                uid: user.uid,
-                gid: user.gid,
-                additional_gids: user.additional_gids,
-            };
-        }
-        spec.terminal = config.terminal;
+        let terminal = config.terminal;
+        let spec = config.exec_spec(&status.config, ExecEnv::Replace);
         let fifos = Fifos::open(&proc.stdio)?;
         let deadline = self.timeouts().call();
         let pid = match tokio::time::timeout(deadline, pod.agent.exec(&proc.reference, spec)).await
@@ -140,7 +121,7 @@ impl Shared {
             Process::attach(
                 &pod.agent,
                 proc.reference.clone(),
-                config.terminal,
+                terminal,
                 fifos.has_stdin(),
             )
             .await
