@@ -2,8 +2,8 @@
 //! host preparation ([`deps`]), the guest image ([`image`], with [`agent`] and [`kernel`]), the
 //! container test rootfs ([`rootfs`]), OCI image archives of it ([`oci`]), the installation
 //! ([`install`]), the full test run ([`test`](mod@test)), the demo ([`demo`]), the benchmarks
-//! ([`bench`](mod@bench)) and the fuzzers ([`fuzz`]). Shared paths and process helpers are in
-//! [`ctx`].
+//! ([`bench`](mod@bench)), the soak ([`soak`]) and the fuzzers ([`fuzz`]). Shared paths and
+//! process helpers are in [`ctx`].
 
 mod agent;
 mod bench;
@@ -16,6 +16,7 @@ mod install;
 mod kernel;
 mod oci;
 mod rootfs;
+mod soak;
 mod test;
 
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ enum Cmd {
     Demo,
     /// Benchmarks.
     Bench(bench::Args),
+    /// Cycle pods through every verb (create, start, exec, a volume, update, stop, delete; every
+    /// other pod in a network namespace) and account for leaks after every 10 cycles.
+    Soak(soak::Args),
     /// Run the fuzz targets of fuzz/ with libFuzzer (nightly), each for a bounded time.
     Fuzz(fuzz::Args),
 }
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test::run(&ctx, &args),
         Cmd::Demo => demo::run(&ctx),
         Cmd::Bench(args) => bench::run(&ctx, &args),
+        Cmd::Soak(args) => soak::run(&ctx, &args),
         Cmd::Fuzz(args) => fuzz::run(&ctx, &args),
     });
     match result {

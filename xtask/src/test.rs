@@ -5,6 +5,8 @@
 //! failure.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -32,7 +34,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let start = Instant::now();
-    let total = 8;
+    let total = 6;
     let mut n = 0;
     let mut stage = |what: &str| {
         n += 1;
@@ -44,19 +46,8 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
     stage("host dependencies");
     deps::run(ctx)?;
-    stage("guest image");
-    let image = image::run(ctx, &image::Args::default())?;
-    let image_dir = image
-        .paths
-        .manifest
-        .parent()
-        .context("the image has no directory")?
-        .to_owned();
-    stage("container rootfs");
-    let rootfs = rootfs::run(ctx, &rootfs::Args::default())?;
-    stage("OCI image archives");
-    let oci_dir = oci::default_dir(ctx);
-    oci::build(&rootfs, &oci_dir)?;
+    stage("guest image, container rootfs, OCI image archives");
+    let inputs = Inputs::prepare(ctx)?;
 
     stage("cargo fmt --check");
     ctx::run(ctx.cargo().args(["fmt", "--all", "--check"]))?;
@@ -78,29 +69,63 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     )?;
 
     stage("cargo test");
-    let mut path = OsString::from(ctx.tools_bin());
-    if let Some(old) = std::env::var_os("PATH") {
-        path.push(":");
-        path.push(old);
-    }
     ctx::run(
-        ctx.cargo()
-            .args([
-                "test",
-                "--workspace",
-                "--",
-                &format!("--test-threads={TEST_THREADS}"),
-            ])
-            .args(&args.test_args)
-            .env(IMAGE_DIR_ENV, &image_dir)
-            .env(ROOTFS_ENV, &rootfs)
-            .env(oci::OCI_DIR_ENV, &oci_dir)
-            .env(CACHE_DIR_ENV, &ctx.cache)
-            .env("PATH", path),
+        inputs
+            .cargo_test(ctx)
+            .args(["--workspace", "--"])
+            .arg(format!("--test-threads={TEST_THREADS}"))
+            .args(&args.test_args),
     )?;
     ctx::step(format!(
         "all checks and tests passed in {:.0} s",
         start.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// What the end-to-end tests start from: the guest image, the container rootfs and the OCI image
+/// archives, built (or found up to date) here.
+pub(crate) struct Inputs {
+    image_dir: PathBuf,
+    rootfs: PathBuf,
+    oci_dir: PathBuf,
+}
+
+impl Inputs {
+    /// Builds the guest image from this checkout's agent, the rootfs and the OCI archives.
+    pub(crate) fn prepare(ctx: &Ctx) -> Result<Self> {
+        let image = image::run(ctx, &image::Args::default())?;
+        let image_dir = image
+            .paths
+            .manifest
+            .parent()
+            .context("the image has no directory")?
+            .to_owned();
+        let rootfs = rootfs::run(ctx, &rootfs::Args::default())?;
+        let oci_dir = oci::default_dir(ctx);
+        oci::build(&rootfs, &oci_dir)?;
+        Ok(Self {
+            image_dir,
+            rootfs,
+            oci_dir,
+        })
+    }
+
+    /// `cargo test` with the environment the tests need: the image, the rootfs, the OCI
+    /// archives, the cache, and the helper tools on `PATH`.
+    pub(crate) fn cargo_test(&self, ctx: &Ctx) -> Command {
+        let mut path = OsString::from(ctx.tools_bin());
+        if let Some(old) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(old);
+        }
+        let mut cmd = ctx.cargo();
+        cmd.arg("test")
+            .env(IMAGE_DIR_ENV, &self.image_dir)
+            .env(ROOTFS_ENV, &self.rootfs)
+            .env(oci::OCI_DIR_ENV, &self.oci_dir)
+            .env(CACHE_DIR_ENV, &ctx.cache)
+            .env("PATH", path);
+        cmd
+    }
 }

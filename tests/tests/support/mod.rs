@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest, IMAGE_DIR_ENV};
 
+pub mod account;
 pub mod containerd;
 pub mod faults;
 pub mod io;
 pub mod leaks;
 pub mod net;
 pub mod pod;
+pub mod soak;
 pub mod virtc;
 
 /// A private copy of a rootfs (`cp -a`), for containers that write to it.
@@ -157,6 +159,19 @@ impl ChildGuard {
                 .with_context(|| format!("cannot check on {}", self.name))?;
         }
         Ok(self.reaped)
+    }
+
+    /// Waits for the process to end.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.reaped {
+            return Ok(status);
+        }
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("cannot wait for {}", self.name))?;
+        self.reaped = Some(status);
+        Ok(status)
     }
 
     /// Kills the process group with SIGKILL and reaps the leader.
