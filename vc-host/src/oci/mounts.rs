@@ -130,6 +130,13 @@ pub(super) fn storage(
         let options = m.options().clone().unwrap_or_default();
         let typ = m.typ().clone().unwrap_or_default();
         let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if dest == "/dev/shm" {
+            // containerd's default spec has a tmpfs here and CRI adds its
+            // sandbox's shm bind after it: as with runc, the last one wins.
+            out.shm_size_bytes = None;
+            shm(&field, m, &typ, bind, &options, role, &mut out)?;
+            continue;
+        }
         if !seen.insert(dest.clone()) {
             return Err(OciError::unsupported(
                 format!("{field}.destination"),
@@ -138,10 +145,6 @@ pub(super) fn storage(
         }
         if let Some(guest) = GUEST_MOUNTS.iter().find(|g| g.dest == dest && !bind) {
             check_guest_mount(&field, &typ, &options, guest)?;
-            continue;
-        }
-        if dest == "/dev/shm" {
-            shm(&field, m, &typ, bind, &options, role, &mut out)?;
             continue;
         }
         check_container_path(&dest).map_err(|r| {

@@ -224,6 +224,54 @@ fn dev_shm_size_comes_from_its_tmpfs() {
 }
 
 #[test]
+fn the_last_mount_at_dev_shm_wins() {
+    // CRI: containerd's default tmpfs (64 MiB), then the sandbox's shm bind,
+    // which becomes the container's own tmpfs of the guest's default size.
+    let cri = |v: &mut Value| {
+        set(
+            v,
+            "/annotations",
+            json!({"io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.sandbox-id": "s1"}),
+        );
+        set(
+            v,
+            "/mounts/-",
+            json!({"destination": "/dev/shm", "type": "bind",
+            "source": "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/s1/shm",
+            "options": ["rbind", "ro"]}),
+        );
+    };
+    let c = with(cri).expect("maps").container;
+    assert_eq!(c.shm_size_bytes, None);
+    assert!(c.volumes.is_empty(), "the shm bind is no volume");
+    // Two tmpfs: the second one's size.
+    let c = with(|v| {
+        set(
+            v,
+            "/mounts/-",
+            json!({"destination": "/dev/shm", "type": "tmpfs",
+            "source": "shm", "options": ["nosuid", "size=8m"]}),
+        )
+    })
+    .expect("maps")
+    .container;
+    assert_eq!(c.shm_size_bytes, Some(8 << 20));
+    // A later mount at /dev/shm is checked like the first: the host's
+    // /dev/shm is still refused, naming the second mount.
+    let err = with(|v| {
+        set(
+            v,
+            "/mounts/-",
+            json!({"destination": "/dev/shm", "type": "bind",
+            "source": "/dev/shm", "options": ["rbind"]}),
+        )
+    })
+    .expect_err("host IPC");
+    assert_eq!(err.field(), Some("mounts[7].source"), "{err}");
+}
+
+#[test]
 fn resources_map_with_the_kernels_share_conversion() {
     assert_eq!(resources::shares_to_weight(2), 1);
     assert_eq!(resources::shares_to_weight(1024), 39);
