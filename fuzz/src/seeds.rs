@@ -187,6 +187,9 @@ fn agent_server_seeds() -> Vec<Seed> {
         Request::Stats {
             container_id: "c".to_owned(),
         },
+        Request::ContainerPids {
+            container_id: "c".to_owned(),
+        },
         Request::StartContainer {
             container_id: "c".to_owned(),
         },

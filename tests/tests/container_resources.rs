@@ -1,7 +1,7 @@
 //! Live resource changes on real pod VMs: a memory limit lowered under a
 //! running process OOM-kills it and the OOM event arrives; a pids limit raised
-//! while a process is refused forks lets it fork; stats follow what the
-//! container does; the container sees its new limits in its own
+//! while a process is refused forks lets it fork; stats and the list of the
+//! container's processes follow what the container does; the container sees its new limits in its own
 //! `/sys/fs/cgroup`; and the same through `virtc container update|stats` and
 //! `virtc pod events`.
 
@@ -79,7 +79,7 @@ async fn memory_limit_lowered_live_oom_kills_and_reports_the_event() -> Result<(
     );
     let id = hog.id.clone();
     t.rt.create_container(&pod, hog).await?;
-    t.rt.start_container(&pod, &id).await?;
+    let main_pid = t.rt.start_container(&pod, &id).await?.pid;
     let agent = t.rt.pod_agent(&pod).await?;
     let mut stdout = agent.attach(&main_process(&id), StreamKind::Stdout).await?;
     let mut line = [0u8; 8];
@@ -88,6 +88,24 @@ async fn memory_limit_lowered_live_oom_kills_and_reports_the_event() -> Result<(
     })
     .await?;
     assert_eq!(&line, b"holding\n");
+    // The container's processes: the shell and the `sleep` it started, which
+    // only the container's cgroup knows of.
+    let pids = bounded("waiting for the shell's child", async {
+        loop {
+            let pids = t.rt.container_pids(&pod, &id).await?;
+            if pids.len() >= 2 {
+                return Ok(pids);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await?;
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.windows(2).all(|w| w[0] < w[1]), "ascending: {pids:?}");
+    assert!(
+        main_pid.is_some_and(|p| pids.contains(&p)),
+        "{main_pid:?} {pids:?}"
+    );
     let before = stats_until(&t, &pod, &id, "48 MiB in use", |s| {
         s.memory_usage_bytes > 40 << 20
     })

@@ -257,6 +257,17 @@ async fn lifecycle_exec_pause_stop_remove() {
         client.call(Request::Wait { process: exec_ref }).await,
         Response::Exited(0)
     );
+    // The exec has exited: the cgroup holds the main process alone.
+    let pids = Request::ContainerPids {
+        container_id: id.into(),
+    };
+    assert_eq!(client.call(pids).await, Response::Pids(vec![pid]));
+    let missing = client
+        .call(Request::ContainerPids {
+            container_id: "nope".into(),
+        })
+        .await;
+    assert!(matches!(missing, Response::Error(e) if e.code == ErrorCode::NotFound));
 
     let pause = Request::PauseContainer {
         container_id: id.into(),

@@ -116,6 +116,24 @@ fn samples_cover_every_error_code_and_stream_kind() {
 }
 
 #[test]
+fn the_largest_pids_reply_fits_one_frame_and_the_decode_budget() {
+    // The largest pids, each five bytes: the worst case of the bound.
+    let pids: Vec<u32> = (0..vc_proto::MAX_CONTAINER_PIDS as u32)
+        .map(|i| u32::MAX - i)
+        .collect();
+    let bytes = codec::encode(&Response::Pids(pids.clone())).expect("encodes");
+    assert!(
+        bytes.len() <= vc_proto::DEFAULT_MAX_PAYLOAD as usize,
+        "{} bytes",
+        bytes.len()
+    );
+    assert_eq!(
+        codec::decode::<Response>(&bytes).expect("decodes"),
+        Response::Pids(pids)
+    );
+}
+
+#[test]
 fn request_names_are_distinct() {
     let names: BTreeSet<&str> = common::requests().iter().map(Request::name).collect();
     assert_eq!(names.len(), common::REQUEST_VARIANTS);
@@ -351,6 +369,18 @@ fn payload_encodings_are_pinned() {
                 v.push(1);
                 v
             },
+        ),
+        (
+            codec::encode(&Request::ContainerPids {
+                container_id: "c1".into(),
+            })
+            .expect("encodes"),
+            vec![23, 2, b'c', b'1'],
+        ),
+        (
+            // Appended variant 11; 300 takes three bytes (251 = u16 follows).
+            codec::encode(&Response::Pids(vec![1, 300])).expect("encodes"),
+            vec![11, 2, 1, 251, 0x2c, 0x01],
         ),
         (
             codec::encode(&vc_proto::Seccomp::Profile(vc_proto::SeccompProfile {

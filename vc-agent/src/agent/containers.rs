@@ -472,6 +472,27 @@ impl Agent {
         Ok(Response::Stats(stats))
     }
 
+    /// Every process of the container's cgroup, ascending, at most
+    /// [`vc_proto::MAX_CONTAINER_PIDS`] (the lowest ones past that).
+    pub(super) async fn container_pids(self: &Arc<Self>, id: &str) -> Result<Response, AgentError> {
+        let container = self.container(id)?;
+        let mut pids: Vec<u32> = blocking(move || container.pids())
+            .await?
+            .into_iter()
+            .filter_map(|p| u32::try_from(p).ok())
+            .collect();
+        pids.sort_unstable();
+        if pids.len() > vc_proto::MAX_CONTAINER_PIDS {
+            tracing::warn!(
+                container = id,
+                processes = pids.len(),
+                "more processes than a pids reply carries; answering with the lowest"
+            );
+            pids.truncate(vc_proto::MAX_CONTAINER_PIDS);
+        }
+        Ok(Response::Pids(pids))
+    }
+
     /// The launch plan of an exec in a running container.
     pub(super) fn exec_plan(
         &self,

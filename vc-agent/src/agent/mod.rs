@@ -166,6 +166,7 @@ impl Agent {
                 resources,
             } => self.update_resources(&container_id, resources).await,
             Request::Stats { container_id } => self.stats(&container_id).await,
+            Request::ContainerPids { container_id } => self.container_pids(&container_id).await,
             Request::NextEvent => Ok(Response::Event(self.events.next().await)),
             Request::ListInterfaces => self.list_interfaces().await,
             Request::ListRoutes => self.list_routes().await,

@@ -144,6 +144,16 @@ pub enum AgentClientError {
         /// Name of the response variant received.
         got: &'static str,
     },
+    /// The agent's reply holds more items than the protocol allows.
+    #[error("the agent answered {request} with {items} items, more than the {limit} allowed")]
+    OversizedReply {
+        /// The request.
+        request: &'static str,
+        /// Items in the reply.
+        items: usize,
+        /// The protocol's limit.
+        limit: usize,
+    },
     /// The agent's response frame did not decode.
     #[error("the agent's response to {request} is malformed")]
     BadResponse {

@@ -26,6 +26,7 @@ pub(crate) fn response_name(response: &Response) -> &'static str {
         Response::Event(_) => "event",
         Response::Interfaces(_) => "interfaces",
         Response::Routes(_) => "routes",
+        Response::Pids(_) => "pids",
     }
 }
 
@@ -263,6 +264,31 @@ impl AgentClient {
             },
         )
         .await
+    }
+
+    /// The pids (in the guest) of every process of a container, ascending.
+    /// A reply longer than [`vc_proto::MAX_CONTAINER_PIDS`] is refused
+    /// ([`AgentClientError::OversizedReply`]): the agent never sends one.
+    pub async fn container_pids(&self, container_id: &str) -> Result<Vec<u32>, AgentClientError> {
+        let pids = self
+            .ask(
+                Request::ContainerPids {
+                    container_id: container_id.to_owned(),
+                },
+                |r| match r {
+                    Response::Pids(p) => Ok(p),
+                    r => Err(r),
+                },
+            )
+            .await?;
+        if pids.len() > vc_proto::MAX_CONTAINER_PIDS {
+            return Err(AgentClientError::OversizedReply {
+                request: "container-pids",
+                items: pids.len(),
+                limit: vc_proto::MAX_CONTAINER_PIDS,
+            });
+        }
+        Ok(pids)
     }
 
     /// The next event (OOM kill, process exit). No timeout; ended by the VM

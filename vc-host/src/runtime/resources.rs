@@ -1,6 +1,6 @@
 //! What a container uses and may use: live limit updates, usage statistics
-//! from its cgroup in the guest, and the pod's event stream (OOM kills and
-//! process exits).
+//! and the list of its processes from its cgroup in the guest, and the pod's
+//! event stream (OOM kills and process exits).
 
 use tracing::{debug, info, info_span, Instrument};
 use vc_proto::{ContainerStats, Event};
@@ -153,13 +153,35 @@ impl Runtime {
         pod_id: &PodId,
         id: &ContainerId,
     ) -> Result<ContainerStats, RuntimeError> {
-        let agent = {
-            let pod = self.lock(pod_id).await?;
-            pod.container(id)?;
-            let vm = self.running_vm(&pod, "container stats")?;
-            connect_agent(&vm, CONNECT_DEADLINE).await?
-        };
+        let agent = self.container_agent(pod_id, id, "container stats").await?;
         Ok(agent.stats(id.as_str()).await?)
+    }
+
+    /// The pids (in the guest) of every process of a container, ascending:
+    /// its main process, its execs and whatever they started, read from the
+    /// container's cgroup in the guest (what `ctr task ps` lists). At most
+    /// [`vc_proto::MAX_CONTAINER_PIDS`].
+    pub async fn container_pids(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+    ) -> Result<Vec<u32>, RuntimeError> {
+        let agent = self.container_agent(pod_id, id, "container pids").await?;
+        Ok(agent.container_pids(id.as_str()).await?)
+    }
+
+    /// The agent of the running pod that holds container `id`, for a
+    /// read-only call (`what`); the pod's lock is not held during the call.
+    async fn container_agent(
+        &self,
+        pod_id: &PodId,
+        id: &ContainerId,
+        what: &'static str,
+    ) -> Result<AgentClient, RuntimeError> {
+        let pod = self.lock(pod_id).await?;
+        pod.container(id)?;
+        let vm = self.running_vm(&pod, what)?;
+        Ok(connect_agent(&vm, CONNECT_DEADLINE).await?)
     }
 
     /// The event stream of a running pod: OOM kills and process exits.

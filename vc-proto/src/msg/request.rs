@@ -128,7 +128,23 @@ pub enum Request {
         /// Its seccomp filter.
         seccomp: Seccomp,
     },
+    /// The pids (in the guest's PID namespace) of every process in a
+    /// container's cgroup, in ascending order: the main process, its execs and
+    /// everything they started. At most [`MAX_CONTAINER_PIDS`]. An agent older
+    /// than this variant answers [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported).
+    /// Reply: `Pids`.
+    ContainerPids {
+        /// Container id.
+        container_id: String,
+    },
 }
+
+/// The most pids a [`Response::Pids`](crate::Response::Pids) carries (at
+/// most 320 KiB encoded). The guest kernel's default `pid_max` is 32768, or
+/// 1024 per vCPU above 32 vCPUs, so only a VM of more than 64 vCPUs can hold a
+/// container with more processes; the agent then answers with the lowest this
+/// many. A host refuses a longer reply.
+pub const MAX_CONTAINER_PIDS: usize = 65_536;
 
 impl Request {
     /// A short name of the request, for logs and errors.
@@ -157,6 +173,7 @@ impl Request {
             Request::ListRoutes => "list-routes",
             Request::Shutdown => "shutdown",
             Request::CreateContainerV2 { .. } => "create-container-v2",
+            Request::ContainerPids { .. } => "container-pids",
         }
     }
 }

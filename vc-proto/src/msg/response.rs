@@ -33,6 +33,9 @@ pub enum Response {
     Interfaces(Vec<GuestInterface>),
     /// Reply to `ListRoutes`.
     Routes(Vec<Route>),
+    /// Reply to `ContainerPids`: guest pids in ascending order, at most
+    /// [`MAX_CONTAINER_PIDS`](crate::MAX_CONTAINER_PIDS).
+    Pids(Vec<u32>),
 }
 
 /// A failure reported by the agent, displayed with the message's control

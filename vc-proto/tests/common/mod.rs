@@ -230,6 +230,7 @@ pub fn requests() -> Vec<Request> {
             spec: container_spec(),
             seccomp: Seccomp::Profile(seccomp_profile()),
         },
+        Request::ContainerPids { container_id: id() },
     ]
 }
 
@@ -278,7 +279,7 @@ pub fn seccomp_profile() -> SeccompProfile {
 }
 
 /// Number of `Request` variants: one more than the highest `request_index`.
-pub const REQUEST_VARIANTS: usize = 23;
+pub const REQUEST_VARIANTS: usize = 24;
 
 /// The variant's position; exhaustive, so a new variant must be added here.
 pub fn request_index(request: &Request) -> usize {
@@ -306,6 +307,7 @@ pub fn request_index(request: &Request) -> usize {
         Request::ListRoutes => 20,
         Request::Shutdown => 21,
         Request::CreateContainerV2 { .. } => 22,
+        Request::ContainerPids { .. } => 23,
     }
 }
 
@@ -401,6 +403,8 @@ pub fn responses() -> Vec<Response> {
     ]));
     out.push(Response::Interfaces(vec![]));
     out.push(Response::Routes(routes()));
+    out.push(Response::Pids(vec![1, 42, 4_194_303]));
+    out.push(Response::Pids(vec![]));
     out
 }
 
@@ -418,7 +422,7 @@ pub fn error_codes() -> Vec<ErrorCode> {
 }
 
 /// Number of `Response` variants: one more than the highest `response_index`.
-pub const RESPONSE_VARIANTS: usize = 11;
+pub const RESPONSE_VARIANTS: usize = 12;
 
 /// The variant's position; exhaustive, so a new variant must be added here.
 pub fn response_index(response: &Response) -> usize {
@@ -434,6 +438,7 @@ pub fn response_index(response: &Response) -> usize {
         Response::Event(_) => 8,
         Response::Interfaces(_) => 9,
         Response::Routes(_) => 10,
+        Response::Pids(_) => 11,
     }
 }
 

@@ -285,6 +285,7 @@ pub fn request() -> impl Strategy<Value = Request> {
         text().prop_map(|container_id| Request::Stats { container_id }),
         (container_spec(), seccomp())
             .prop_map(|(spec, seccomp)| Request::CreateContainerV2 { spec, seccomp }),
+        text().prop_map(|container_id| Request::ContainerPids { container_id }),
     ]
 }
 
@@ -473,5 +474,6 @@ pub fn response() -> impl Strategy<Value = Response> {
         event().prop_map(Response::Event),
         vec(guest_interface, 0..3).prop_map(Response::Interfaces),
         vec(route(), 0..4).prop_map(Response::Routes),
+        vec(any::<u32>(), 0..8).prop_map(Response::Pids),
     ]
 }

@@ -4,15 +4,17 @@
 //! runtime, the pod it serves (made by the first task of its group, the
 //! sandbox or a plain container), the tasks (vc containers) in that pod, and
 //! the publisher for events. The RPCs are in [`task`] (the container's
-//! lifecycle), [`exec`] (more processes, stdio control), and [`pod`] (the
-//! VM: boot, watch, tear down); the byte copying is in [`io`], events in
-//! [`events`], metrics in [`stats`].
+//! lifecycle), [`exec`] (more processes, stdio control), [`ps`] (the
+//! container's processes), and [`pod`] (the VM: boot, watch, tear down);
+//! the byte copying is in [`io`], events in [`events`], metrics in
+//! [`stats`].
 
 mod error;
 mod events;
 mod exec;
 mod io;
 mod pod;
+mod ps;
 mod rpc;
 mod state;
 mod stats;

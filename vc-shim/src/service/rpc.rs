@@ -56,8 +56,8 @@ impl Task for Service {
     }
 
     async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        let _span = info_span!("pids", container_id = %req.id).entered();
-        reply("pids", self.shared.pids(req))
+        let span = info_span!("pids", container_id = %req.id);
+        reply("pids", self.shared.pids(req).instrument(span).await)
     }
 
     async fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {

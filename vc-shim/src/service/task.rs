@@ -1,19 +1,19 @@
 //! The container's lifecycle RPCs: Create, Start, Delete, State, Kill,
-//! Wait, Pids, Pause, Resume, Update, Stats, Connect, Shutdown.
+//! Wait, Pause, Resume, Update, Stats, Connect, Shutdown.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use containerd_shim::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResumeRequest,
-    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
-    UpdateTaskRequest, WaitRequest, WaitResponse,
+    DeleteResponse, KillRequest, PauseRequest, ResumeRequest, StartRequest, StartResponse,
+    StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
 };
-use containerd_shim::protos::types::task::{ProcessInfo, Status};
+use containerd_shim::protos::types::task::Status;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use vc_host::runtime::Process;
@@ -484,23 +484,6 @@ impl Shared {
             exit_status: exit.code,
             exited_at: Some(timestamp(exit.at)).into(),
             ..WaitResponse::default()
-        })
-    }
-
-    pub(super) fn pids(&self, req: PidsRequest) -> Result<PidsResponse, ServiceError> {
-        let task = self.task(&req.id)?;
-        let processes = task
-            .processes()
-            .iter()
-            .filter(|p| p.phase() == Phase::Running && p.pid() != 0)
-            .map(|p| ProcessInfo {
-                pid: p.pid(),
-                ..ProcessInfo::default()
-            })
-            .collect();
-        Ok(PidsResponse {
-            processes,
-            ..PidsResponse::default()
         })
     }
 

@@ -89,6 +89,49 @@ async fn agent_call_typed_methods_unpack_their_replies() {
 }
 
 #[tokio::test]
+async fn agent_call_container_pids_are_bounded() {
+    let (client, agent) = pair().await;
+    serve(agent, |request| match request {
+        Request::ContainerPids { container_id } if container_id == "c1" => {
+            Some(Response::Pids(vec![1, 7, 42]))
+        }
+        Request::ContainerPids { container_id } if container_id == "big" => Some(Response::Pids(
+            (0..=vc_proto::MAX_CONTAINER_PIDS as u32).collect(),
+        )),
+        _ => Some(Response::Ok),
+    });
+    assert_eq!(client.container_pids("c1").await.expect("pids"), [1, 7, 42]);
+    let err = client
+        .container_pids("big")
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(
+            err,
+            AgentClientError::OversizedReply {
+                request: "container-pids",
+                items,
+                limit: vc_proto::MAX_CONTAINER_PIDS,
+            } if items == vc_proto::MAX_CONTAINER_PIDS + 1
+        ),
+        "{err:?}"
+    );
+    let err = client.container_pids("c2").await.expect_err("wrong reply");
+    assert!(
+        matches!(
+            err,
+            AgentClientError::UnexpectedResponse {
+                request: "container-pids",
+                got: "ok"
+            }
+        ),
+        "{err:?}"
+    );
+    // The connection is still usable.
+    assert_eq!(client.container_pids("c1").await.expect("pids").len(), 3);
+}
+
+#[tokio::test]
 async fn agent_call_out_of_order_responses_reach_their_callers() {
     let (client, mut agent) = pair().await;
     let calls = tokio::spawn({
