@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 
 use super::net::{ip, run, Netns};
 use super::pod::{cgroups_under, pid_gone, TestRuntime};
@@ -201,6 +201,77 @@ impl Scope<'_> {
         put("temporary files", temps);
         ledger.by_design = by_design;
         Ok(ledger)
+    }
+}
+
+impl Scope<'_> {
+    /// Proves that every category can fail: plants one leftover of each kind
+    /// (a child process, an open file, a tmpfs mount, a tap, a cgroup, a file
+    /// under the root, a pod lock file, a temporary file), checks that the
+    /// accounting names each in its category, removes them, and checks that
+    /// it comes out clean again.
+    pub fn calibrate(&self, base: &Baseline) -> Result<()> {
+        use std::process::{Command, Stdio};
+        let root = self.t.root();
+        let mut sleeper = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .context("cannot start sleep")?;
+        let planted = (|| -> Result<Ledger> {
+            let _fd = std::fs::File::open("/dev/null")?;
+            let mnt = self.scratch.join("plant");
+            std::fs::create_dir(&mnt)?;
+            nix::mount::mount(
+                Some("tmpfs"),
+                &mnt,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )?;
+            self.netns
+                .ip(&["tuntap", "add", "dev", "vcplant", "mode", "tap"])?;
+            let parent = self
+                .t
+                .cgroup_parents()
+                .into_iter()
+                .next()
+                .context("no cgroup")?;
+            std::fs::create_dir_all(parent.join("plant"))?;
+            std::fs::write(root.join("plant"), "")?;
+            std::fs::write(root.join("locks/plant.lock"), "")?;
+            std::fs::write(std::env::temp_dir().join("vcplant"), "")?;
+            self.account(base)
+        })();
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        let _ = nix::mount::umount(&self.scratch.join("plant"));
+        let _ = std::fs::remove_dir(self.scratch.join("plant"));
+        let _ = self
+            .netns
+            .ip(&["tuntap", "del", "dev", "vcplant", "mode", "tap"]);
+        for p in self.t.cgroup_parents() {
+            let _ = std::fs::remove_dir(p.join("plant"));
+        }
+        for f in [
+            root.join("plant"),
+            root.join("locks/plant.lock"),
+            std::env::temp_dir().join("vcplant"),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+        let planted = planted?;
+        let blind: Vec<_> = CATEGORIES
+            .iter()
+            .filter(|c| planted.left[*c].is_empty())
+            .collect();
+        ensure!(
+            blind.is_empty(),
+            "the accounting did not see what was planted in {blind:?}:\n{}",
+            planted.table()
+        );
+        self.account(base)?
+            .ensure_clean("after removing what the calibration planted")
     }
 }
 

@@ -59,7 +59,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut all: Vec<f64> = self.cycles.iter().map(|c| c.0.as_secs_f64()).collect();
         all.sort_by(f64::total_cmp);
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let mean = |v: &[f64]| v.iter().fold(0.0, |a, b| a + b) / v.len().max(1) as f64;
         let pick = |net: bool| -> Vec<f64> {
             self.cycles
                 .iter()
@@ -148,6 +148,8 @@ impl Soak {
             .build()
             .context("cannot start the async runtime")?;
         let base = self.scope().baseline()?;
+        self.scope().calibrate(&base)?;
+        eprintln!("soak: the accounting sees a planted leftover in each category");
         let start = Instant::now();
         let mut report = Report::default();
         for i in 1..=cycles {
