@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod beneath;
+mod blocking;
 pub mod config;
 pub mod fault;
 pub mod hypervisor;
@@ -37,6 +38,12 @@ pub mod store;
 pub mod vsock;
 
 pub use runtime::{Runtime, RuntimeError};
+
+/// Aids for the end-to-end tests. Not an API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::blocking::Ticker;
+}
 
 /// Entry points for the fuzz targets of `fuzz/` into code that is not public:
 /// parsers of what the guest or the host kernel wrote. Not an API.

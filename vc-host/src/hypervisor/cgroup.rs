@@ -42,6 +42,9 @@ pub const CONTROLLERS: [&str; 2] = ["memory", "pids"];
 /// How long removing a cgroup waits for its last tasks to leave.
 const REMOVE_WAIT: Duration = Duration::from_secs(3);
 
+/// How often a busy cgroup's removal is retried.
+const REMOVE_POLL: Duration = Duration::from_millis(10);
+
 /// Which cgroup interface the host offers for memory and pids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -421,37 +424,60 @@ pub fn create(plan: &CgroupPlan, limits: CgroupLimits) -> Result<CgroupRecord, C
         Ok(()) => Ok(record),
         Err(e) => {
             if !matches!(e, CgroupError::InUse { .. }) {
-                let _ = remove(&record);
+                let _ = remove_blocking(&record);
             }
             Err(e)
         }
     }
 }
 
-/// Removes the pod's cgroup directories, waiting (bounded) for tasks that
-/// are still leaving. Directories already gone are fine.
-pub fn remove(record: &CgroupRecord) -> Result<(), CgroupError> {
+/// Removes the pod's cgroup directories, waiting (bounded by
+/// [`REMOVE_WAIT`]) for tasks that are still leaving; directories already
+/// gone are fine. Each attempt runs on the blocking pool and the waits
+/// between them are async sleeps, so the caller's thread keeps serving other
+/// tasks while the cgroup drains.
+pub async fn remove(record: &CgroupRecord) -> Result<(), CgroupError> {
     let deadline = Instant::now() + REMOVE_WAIT;
+    loop {
+        let dirs = record.dirs.clone();
+        let last = Instant::now() >= deadline;
+        match crate::blocking::run(move || remove_dirs(&dirs, last)).await {
+            Some(result) => return result,
+            None => tokio::time::sleep(REMOVE_POLL).await,
+        }
+    }
+}
+
+/// [`remove`] for callers that cannot await (drop guards handing it to
+/// [`crate::blocking::detach`]): the same bounded wait, sleeping the thread.
+pub fn remove_blocking(record: &CgroupRecord) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + REMOVE_WAIT;
+    loop {
+        match remove_dirs(&record.dirs, Instant::now() >= deadline) {
+            Some(result) => return result,
+            None => std::thread::sleep(REMOVE_POLL),
+        }
+    }
+}
+
+/// One attempt at removing `dirs`: `None` when one is still busy (tasks
+/// leaving) and `last` is false, so the caller should try again.
+fn remove_dirs(dirs: &[PathBuf], last: bool) -> Option<Result<(), CgroupError>> {
     let mut first = None;
-    for dir in &record.dirs {
-        loop {
-            match std::fs::remove_dir(dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(source) => {
-                    first.get_or_insert(CgroupError::Remove {
-                        path: dir.clone(),
-                        source,
-                    });
-                    break;
-                }
+    for dir in dirs {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && !last => return None,
+            Err(source) => {
+                first.get_or_insert(CgroupError::Remove {
+                    path: dir.clone(),
+                    source,
+                });
             }
         }
     }
-    first.map_or(Ok(()), Err)
+    Some(first.map_or(Ok(()), Err))
 }
 
 /// Open `cgroup.procs` files of a pod's cgroup: a child writes `0` to each
@@ -654,5 +680,73 @@ mod tests {
         assert!(a.starts_with("p-") && a.len() == 10, "{a}");
         assert_ne!(a, b);
         assert_eq!(a, name_for(Some("p"), Path::new("/run/a/pods/p/vm")));
+    }
+
+    /// Privileged (root, a memory and a pids hierarchy): removing a cgroup
+    /// that still holds a process waits for it to leave without holding the
+    /// caller's thread. On this single-threaded runtime the member is killed
+    /// by another task once the ticker has ticked 20 times during the
+    /// removal: a removal that blocked the thread would keep that task from
+    /// ever running and fail with EBUSY after its 3 s.
+    #[tokio::test(flavor = "current_thread")]
+    async fn removal_waits_for_a_draining_cgroup_without_holding_the_thread() {
+        use crate::blocking::Ticker;
+        use crate::hypervisor::process::Detached;
+
+        let parent = format!("vc-unit-drain-{}", std::process::id());
+        let spec = CgroupSpec {
+            parent: PathBuf::from(&parent),
+            name: "member".to_owned(),
+            limits: CgroupLimits {
+                memory_bytes: 64 << 20,
+                pids_max: 16,
+            },
+        };
+        let facts = CgroupFacts::probe().expect("cgroup facts");
+        let plan = plan(&facts, &spec).expect("plan");
+        let record = create(&plan, spec.limits).expect("create (needs root)");
+        let join = CgroupJoin::open(&record).expect("cgroup.procs");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let member = Detached {
+            program: Path::new("/bin/sleep"),
+            args: vec!["60".into()],
+            log: &dir.path().join("sleep.log"),
+            netns: None,
+            inherit: Vec::new(),
+            user: None,
+            cwd: None,
+            cgroups: join.fds(),
+        }
+        .spawn()
+        .expect("spawn a member");
+        drop(join);
+        assert!(has_procs(&record.dirs[0]), "the member joined");
+
+        let ticker = std::sync::Arc::new(Ticker::start());
+        let counter = std::sync::Arc::clone(&ticker);
+        let leaver = tokio::spawn(async move {
+            counter.wait_ticks(20).await;
+            member.kill(Duration::from_secs(5)).await
+        });
+        let started = Instant::now();
+        let removed = remove(&record).await;
+        let took = started.elapsed();
+        let longest = ticker.longest();
+        // Whatever happened, nothing is left behind.
+        let killed = leaver.await.expect("the leaver task");
+        let _ = remove(&record).await;
+        for d in &record.dirs {
+            if let Some(p) = d.parent() {
+                let _ = std::fs::remove_dir(p);
+            }
+        }
+        killed.expect("the member was killed");
+        removed.expect("removed once the member left");
+        assert!(took < REMOVE_WAIT, "took {took:?}");
+        assert!(
+            longest < Duration::from_millis(500),
+            "the thread was held for {longest:?}"
+        );
+        assert!(record.dirs.iter().all(|d| !d.exists()));
     }
 }

@@ -75,13 +75,15 @@ impl LaunchJournal {
 /// caller recorded, if any, is stopped: a live VM's processes are in its
 /// journal too.
 pub async fn reap(run_dir: &Path) -> usize {
-    let journal = match LaunchJournal::read(run_dir) {
+    let dir = run_dir.to_owned();
+    let journal = match crate::blocking::run(move || LaunchJournal::read(&dir)).await {
         Ok(Some(j)) => j,
         Ok(None) => return 0,
         Err(e) => {
             // A torn or foreign file names nothing we may act on.
             warn!(error = %e, "unreadable launch journal ignored");
-            remove_files(&[journal_path(run_dir)]);
+            let journal = journal_path(run_dir);
+            crate::blocking::run(move || remove_files(&[journal])).await;
             return 0;
         }
     };
@@ -100,15 +102,16 @@ pub async fn reap(run_dir: &Path) -> usize {
     for p in journal.qemu.into_iter().chain(journal.daemons) {
         kill(p).await;
     }
-    if let Some(cg) = &journal.cgroup {
-        for p in cgroup_members(cg) {
+    if let Some(cg) = journal.cgroup.clone() {
+        for p in crate::blocking::run(move || cgroup_members(&cg)).await {
             kill(p).await;
         }
     }
-    remove_files(&journal.cleanup);
-    remove_files(&[journal_path(run_dir)]);
+    let mut files = journal.cleanup.clone();
+    files.push(journal_path(run_dir));
+    crate::blocking::run(move || remove_files(&files)).await;
     if let Some(cg) = &journal.cgroup {
-        if let Err(e) = cgroup::remove(cg) {
+        if let Err(e) = cgroup::remove(cg).await {
             warn!(error = %e, "cannot remove the host cgroup of an interrupted launch");
         }
     }

@@ -340,128 +340,232 @@ pub struct Detached<'a> {
 }
 
 impl Detached<'_> {
-    /// Starts the program in a new session and returns its record.
+    /// Starts the program in a new session and returns its record. This
+    /// forks and waits for the child's `exec`: from async code use
+    /// [`Self::spawn_async`].
     pub fn spawn(&self) -> Result<ProcessRecord, ProcessError> {
-        let log_error = |source| ProcessError::Log {
-            path: self.log.to_path_buf(),
-            source,
+        let fds = ChildFds {
+            netns: self.netns.map(AsRawFd::as_raw_fd),
+            inherit: self.inherit.iter().map(|&fd| (fd, fd)).collect(),
+            cgroups: self.cgroups.clone(),
         };
-        // 0600: what the guest prints is nobody else's business.
-        let log = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.log)
-            .map_err(log_error)?;
-        log.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(log_error)?;
-        let log_err = log.try_clone().map_err(log_error)?;
+        spawn_detached(&self.owned_parts(), &fds)
+    }
+
+    /// [`Self::spawn`] on the blocking pool ([`crate::blocking`]): the fork,
+    /// the child's cgroup join (a v1 cgroup migration can wait for an RCU
+    /// grace period) and its `exec` do not hold the caller's thread. The
+    /// descriptors are duplicated first and the child puts each inherited
+    /// one back at its number, so the spawn never touches a descriptor its
+    /// caller closed meanwhile (a launch dropped half-way).
+    pub async fn spawn_async(&self) -> Result<ProcessRecord, ProcessError> {
         let spawn_error = |source| ProcessError::Spawn {
             program: self.program.to_path_buf(),
             source,
         };
-        // Run by descriptor when the user changes: the user may not be able
-        // to reach the program's directory.
-        let program_fd = match self.user {
-            Some(_) => Some(
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_PATH)
-                    .open(self.program)
-                    .map_err(spawn_error)?,
-            ),
-            None => None,
-        };
-        let mut cmd = match &program_fd {
-            Some(fd) => {
-                let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-                cmd.arg0(self.program);
-                cmd
-            }
-            None => Command::new(self.program),
-        };
-        cmd.args(&self.args)
-            .current_dir(self.cwd.unwrap_or(Path::new("/")))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let netns = self.netns.map(|f| f.as_raw_fd());
-        let inherit = self.inherit.clone();
-        let ids = self.user.map(|u| {
-            (
-                u.uid,
-                u.gid,
-                u.groups
+        let netns = self
+            .netns
+            .map(|f| dup(f.as_raw_fd()))
+            .transpose()
+            .map_err(spawn_error)?;
+        let inherit = self
+            .inherit
+            .iter()
+            .map(|&fd| Ok((dup(fd)?, fd)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(spawn_error)?;
+        let cgroups = self
+            .cgroups
+            .iter()
+            .map(|&fd| dup(fd))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(spawn_error)?;
+        let parts = self.owned_parts();
+        crate::blocking::run(move || {
+            let fds = ChildFds {
+                netns: netns.as_ref().map(AsRawFd::as_raw_fd),
+                inherit: inherit
                     .iter()
-                    .map(|&g| g as libc::gid_t)
-                    .collect::<Vec<_>>(),
-            )
-        });
-        let cgroups = self.cgroups.clone();
-        // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls (setsid, write, setns, fcntl,
-        // setgroups, setresgid, setresuid, prctl) on plain integers, a static
-        // buffer and slices allocated before the fork; it allocates nothing
-        // and takes no locks. The cgroups are joined while still root: their
-        // `cgroup.procs` descriptors were opened by root.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
+                    .map(|(copy, at)| (copy.as_raw_fd(), *at))
+                    .collect(),
+                cgroups: cgroups.iter().map(AsRawFd::as_raw_fd).collect(),
+            };
+            spawn_detached(&parts, &fds)
+        })
+        .await
+    }
+
+    fn owned_parts(&self) -> Parts {
+        Parts {
+            program: self.program.to_path_buf(),
+            args: self.args.clone(),
+            log: self.log.to_path_buf(),
+            user: self.user.cloned(),
+            cwd: self.cwd.map(Path::to_path_buf),
+        }
+    }
+}
+
+/// A close-on-exec duplicate of descriptor `fd`, which the caller holds
+/// open.
+fn dup(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes a descriptor number and returns
+    // a new descriptor or -1; no memory is passed. A closed `fd` is EBADF.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us and nothing
+    // else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// The owned, descriptor-free part of a [`Detached`].
+struct Parts {
+    program: PathBuf,
+    args: Vec<OsString>,
+    log: PathBuf,
+    user: Option<VmmUser>,
+    cwd: Option<PathBuf>,
+}
+
+/// The descriptors a child uses between fork and exec.
+struct ChildFds {
+    netns: Option<RawFd>,
+    /// `(open descriptor, number in the child)`: put at that number (or, when
+    /// it is already there, its close-on-exec flag cleared) so it survives
+    /// `exec`.
+    inherit: Vec<(RawFd, RawFd)>,
+    cgroups: Vec<RawFd>,
+}
+
+fn spawn_detached(parts: &Parts, fds: &ChildFds) -> Result<ProcessRecord, ProcessError> {
+    let log_error = |source| ProcessError::Log {
+        path: parts.log.clone(),
+        source,
+    };
+    // 0600: what the guest prints is nobody else's business.
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&parts.log)
+        .map_err(log_error)?;
+    log.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(log_error)?;
+    let log_err = log.try_clone().map_err(log_error)?;
+    let spawn_error = |source| ProcessError::Spawn {
+        program: parts.program.clone(),
+        source,
+    };
+    // Run by descriptor when the user changes: the user may not be able
+    // to reach the program's directory.
+    let program_fd = match parts.user {
+        Some(_) => Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open(&parts.program)
+                .map_err(spawn_error)?,
+        ),
+        None => None,
+    };
+    let mut cmd = match &program_fd {
+        Some(fd) => {
+            let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            cmd.arg0(&parts.program);
+            cmd
+        }
+        None => Command::new(&parts.program),
+    };
+    cmd.args(&parts.args)
+        .current_dir(parts.cwd.as_deref().unwrap_or(Path::new("/")))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    let netns = fds.netns;
+    let inherit = fds.inherit.clone();
+    let ids = parts.user.as_ref().map(|u| {
+        (
+            u.uid,
+            u.gid,
+            u.groups
+                .iter()
+                .map(|&g| g as libc::gid_t)
+                .collect::<Vec<_>>(),
+        )
+    });
+    let cgroups = fds.cgroups.clone();
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (setsid, write, setns, dup2, fcntl,
+    // setgroups, setresgid, setresuid, prctl) on plain integers, a static
+    // buffer and slices allocated before the fork; it allocates nothing
+    // and takes no locks. The cgroups are joined while still root: their
+    // `cgroup.procs` descriptors were opened by root.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writer itself (v1 and v2 alike).
+            for &fd in &cgroups {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // "0" moves the writer itself (v1 and v2 alike).
-                for &fd in &cgroups {
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+            }
+            if let Some(fd) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                if let Some(fd) = netns {
-                    if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+            }
+            for &(fd, at) in &inherit {
+                // dup2 leaves the copy without close-on-exec; a descriptor
+                // already at its number needs the flag cleared instead.
+                let rc = if fd == at {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, at)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                for &fd in &inherit {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+            }
+            if let Some((uid, gid, groups)) = &ids {
+                // Groups and gid first: after setresuid the process may
+                // no longer change them.
+                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                    || libc::setresgid(*gid, *gid, *gid) < 0
+                    || libc::setresuid(*uid, *uid, *uid) < 0
+                    || libc::prctl(
+                        libc::PR_SET_NO_NEW_PRIVS,
+                        1 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
-                if let Some((uid, gid, groups)) = &ids {
-                    // Groups and gid first: after setresuid the process may
-                    // no longer change them.
-                    if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                        || libc::setresgid(*gid, *gid, *gid) < 0
-                        || libc::setresuid(*uid, *uid, *uid) < 0
-                        || libc::prctl(
-                            libc::PR_SET_NO_NEW_PRIVS,
-                            1 as libc::c_ulong,
-                            0 as libc::c_ulong,
-                            0 as libc::c_ulong,
-                            0 as libc::c_ulong,
-                        ) < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(spawn_error)?;
-        drop(program_fd);
-        let pid = i32::try_from(child.id()).map_err(|_| ProcessError::Vanished {
-            program: self.program.to_path_buf(),
-            pid: -1,
-        })?;
-        // Dropping `child` neither waits nor kills; the process stays our
-        // child (and unreaped) until `is_alive` sees it exit, so its /proc
-        // entry is there to read.
-        drop(child);
-        ProcessRecord::of(pid).ok_or_else(|| ProcessError::Vanished {
-            program: self.program.to_path_buf(),
-            pid,
-        })
+            }
+            Ok(())
+        });
     }
+    let child = cmd.spawn().map_err(spawn_error)?;
+    drop(program_fd);
+    let pid = i32::try_from(child.id()).map_err(|_| ProcessError::Vanished {
+        program: parts.program.clone(),
+        pid: -1,
+    })?;
+    // Dropping `child` neither waits nor kills; the process stays our
+    // child (and unreaped) until `is_alive` sees it exit, so its /proc
+    // entry is there to read.
+    drop(child);
+    ProcessRecord::of(pid).ok_or_else(|| ProcessError::Vanished {
+        program: parts.program.clone(),
+        pid,
+    })
 }
 
 #[cfg(test)]

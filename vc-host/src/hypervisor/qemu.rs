@@ -70,14 +70,26 @@ impl QemuHypervisor {
 impl Hypervisor for QemuHypervisor {
     async fn launch(&self, spec: &VmSpec) -> Result<Vm, HypervisorError> {
         let span = info_span!("vm", name = spec.name.as_deref().unwrap_or(""));
-        self.launch_inner(spec).instrument(span).await
+        let mut started = None;
+        let launched = self
+            .launch_inner(spec, &mut started)
+            .instrument(span.clone())
+            .await;
+        // A failed launch stops what it started before returning, without
+        // blocking the caller's thread; a dropped one leaves it to the
+        // guard's `Drop`.
+        if let (Err(_), Some(started)) = (&launched, started) {
+            started.stop().instrument(span).await;
+        }
+        launched
     }
 }
 
-/// What a launch has started so far; dropped before [`Self::disarm`] (an
-/// error, or the launch future dropped), it kills all of it and removes the
-/// sockets. [`Self::journal`] keeps a copy on disk for a launcher that dies
-/// without dropping anything ([`super::journal`]).
+/// What a launch has started so far. A failed launch [`Self::stop`]s it:
+/// kills all of it and removes the sockets and the cgroup. Dropped while
+/// still armed (the launch future dropped half-way), it does the same on the
+/// blocking pool. [`Self::journal`] keeps a copy on disk for a launcher that
+/// dies without dropping anything ([`super::journal`]).
 #[derive(Debug)]
 struct Started {
     run_dir: PathBuf,
@@ -107,36 +119,78 @@ impl Started {
         self.armed = false;
     }
 
-    /// Writes what is started so far to the run directory's launch journal.
-    fn journal(&self) -> Result<(), HypervisorError> {
-        LaunchJournal {
+    /// Writes what is started so far to the run directory's launch journal
+    /// (fsynced, on the blocking pool).
+    async fn journal(&self) -> Result<(), HypervisorError> {
+        let journal = LaunchJournal {
             qemu: self.qemu,
             daemons: self.daemons.iter().map(|d| d.process).collect(),
             cleanup: self.cleanup.clone(),
             cgroup: self.cgroup.clone(),
+        };
+        let run_dir = self.run_dir.clone();
+        crate::blocking::run(move || journal.write(&run_dir))
+            .await
+            .map_err(HypervisorError::Journal)
+    }
+
+    /// The processes started, QEMU first.
+    fn processes(&self) -> Vec<ProcessRecord> {
+        self.qemu
+            .iter()
+            .copied()
+            .chain(self.daemons.iter().map(|d| d.process))
+            .collect()
+    }
+
+    /// Stops what was started (unless disarmed): SIGKILL and an async wait
+    /// for each process, then the files and the cgroup. Disarmed only at the
+    /// end: if this is dropped half-way, `Drop` does it all again (every
+    /// step is idempotent).
+    async fn stop(mut self) {
+        if !self.armed {
+            return;
         }
-        .write(&self.run_dir)
-        .map_err(HypervisorError::Journal)
+        for p in self.processes() {
+            if let Err(e) = p.kill(FAILED_LAUNCH_KILL_WAIT).await {
+                warn!(pid = p.pid, error = %e, "cannot kill a process of a failed launch");
+            }
+        }
+        let files = self.cleanup.clone();
+        crate::blocking::run(move || remove_files(&files)).await;
+        if let Some(cgroup) = &self.cgroup {
+            if let Err(e) = cgroup::remove(cgroup).await {
+                warn!(error = %e, "cannot remove the VM's host cgroup");
+            }
+        }
+        self.disarm();
     }
 }
+
+/// How long each process of a failed launch gets to be gone after SIGKILL.
+const FAILED_LAUNCH_KILL_WAIT: Duration = Duration::from_secs(1);
 
 impl Drop for Started {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        if let Some(q) = &self.qemu {
-            q.kill_now();
-        }
-        for d in &self.daemons {
-            d.process.kill_now();
-        }
-        remove_files(&self.cleanup);
-        if let Some(cgroup) = &self.cgroup {
-            if let Err(e) = cgroup::remove(cgroup) {
-                warn!(error = %e, "cannot remove the VM's host cgroup");
+        let processes = self.processes();
+        let files = std::mem::take(&mut self.cleanup);
+        let cgroup = self.cgroup.take();
+        // Killing waits for each process to be reaped: not on the thread
+        // that dropped the launch.
+        crate::blocking::detach(move || {
+            for p in processes {
+                p.kill_now();
             }
-        }
+            remove_files(&files);
+            if let Some(cgroup) = &cgroup {
+                if let Err(e) = cgroup::remove_blocking(cgroup) {
+                    warn!(error = %e, "cannot remove the VM's host cgroup");
+                }
+            }
+        });
     }
 }
 
@@ -162,7 +216,13 @@ fn daemon_error(kind: DaemonKind, socket: &Path, log: &Path, why: SocketWait) ->
 }
 
 impl QemuHypervisor {
-    async fn launch_inner(&self, spec: &VmSpec) -> Result<Vm, HypervisorError> {
+    /// Launches the VM; what it starts is kept in `started` (for [`Hypervisor::launch`] to
+    /// stop if this fails).
+    async fn launch_inner(
+        &self,
+        spec: &VmSpec,
+        started: &mut Option<Started>,
+    ) -> Result<Vm, HypervisorError> {
         let t0 = Instant::now();
         let s = &spec.settings;
         let layout = RunLayout::new(&spec.run_dir);
@@ -227,7 +287,7 @@ impl QemuHypervisor {
         std::fs::set_permissions(&layout.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(run_dir_error)?;
 
-        let mut started = Started::new(&layout.dir);
+        let started = started.insert(Started::new(&layout.dir));
         started.cleanup.push(layout.qmp_socket.clone());
         started.cleanup.push(layout.console_socket.clone());
         if s.vsock == VsockKind::Hybrid {
@@ -255,13 +315,17 @@ impl QemuHypervisor {
         started.cleanup.push(journal_path(&layout.dir));
 
         // Every process joins the pod's cgroup in its child, before exec.
-        let join = match &spec.cgroup {
+        let join = match spec.cgroup.clone() {
             Some(cg) => {
-                let plan = cgroup::plan(&CgroupFacts::probe()?, cg)?;
-                let record = cgroup::create(&plan, cg.limits)?;
+                // cgroupfs calls (mkdir, limits) on the blocking pool.
+                let record = crate::blocking::run(move || {
+                    let plan = cgroup::plan(&CgroupFacts::probe()?, &cg)?;
+                    cgroup::create(&plan, cg.limits)
+                })
+                .await?;
                 started.cgroup = Some(record.clone());
                 debug!(dirs = ?record.dirs, limits = ?record.limits, "host cgroup created");
-                started.journal()?;
+                started.journal().await?;
                 Some(CgroupJoin::open(&record)?)
             }
             None => None,
@@ -279,7 +343,7 @@ impl QemuHypervisor {
         // It stays root: the launcher connects to its socket and hands the
         // connection to QEMU, which reaches nothing in the run directory.
         self.start_daemon(
-            &mut started,
+            started,
             DaemonKind::ConsoleLog,
             Detached {
                 program: &s.console_log,
@@ -296,7 +360,8 @@ impl QemuHypervisor {
                 cgroups: cgroups.clone(),
             },
             &layout.console_socket,
-        )?;
+        )
+        .await?;
         if let Some(bin) = &vsock_bin {
             // The unprivileged daemon makes its sockets in a directory of its
             // own, named relative to it.
@@ -306,7 +371,7 @@ impl QemuHypervisor {
                 Path::new(file_name(&layout.vsock_uds)),
             );
             self.start_daemon(
-                &mut started,
+                started,
                 DaemonKind::VhostDeviceVsock,
                 Detached {
                     program: bin,
@@ -319,7 +384,8 @@ impl QemuHypervisor {
                     cgroups: cgroups.clone(),
                 },
                 &layout.vsock_vhost_socket,
-            )?;
+            )
+            .await?;
         }
         if let Some((bin, dir)) = &fs {
             // virtiofsd keeps root (it serves files as the guest's uids)
@@ -327,7 +393,7 @@ impl QemuHypervisor {
             let sandbox = effective_sandbox(s.virtiofs_sandbox, dir);
             let args = virtiofsd_args(&layout.fs_socket, dir, s.virtiofs_cache, sandbox);
             self.start_daemon(
-                &mut started,
+                started,
                 DaemonKind::Virtiofsd,
                 Detached {
                     program: bin,
@@ -340,7 +406,8 @@ impl QemuHypervisor {
                     cgroups: cgroups.clone(),
                 },
                 &layout.fs_socket,
-            )?;
+            )
+            .await?;
         }
         let mut connections = Vec::new();
         for d in &started.daemons {
@@ -353,7 +420,8 @@ impl QemuHypervisor {
         crate::fault::point("start.helpers-spawned");
 
         let cid = cid_lease.as_ref().map(|l| l.cid());
-        let (mut handoff, fds) = hand_over(spec, &layout, netns.as_ref(), connections)?;
+        let taps = open_taps(spec, netns.as_ref()).await?;
+        let (mut handoff, fds) = hand_over(spec, &layout, taps, connections)?;
         let cmd = QemuCommand::build(spec, &fds, cid);
         let args = cmd.args();
         debug!(program = %cmd.program.display(), ?args, user = user.map(|u| u.name.as_str()), "starting QEMU");
@@ -370,13 +438,14 @@ impl QemuHypervisor {
             cwd: None,
             cgroups,
         }
-        .spawn()
+        .spawn_async()
+        .await
         .map_err(|source| HypervisorError::Start {
             what: "QEMU",
             source,
         })?;
         started.qemu = Some(qemu);
-        started.journal()?;
+        started.journal().await?;
         crate::fault::point("start.qemu-spawned");
         // QEMU holds the CID lock and every handed-over descriptor from here
         // on.
@@ -423,7 +492,7 @@ impl QemuHypervisor {
         Ok(Vm::new(record))
     }
 
-    fn start_daemon(
+    async fn start_daemon(
         &self,
         started: &mut Started,
         kind: DaemonKind,
@@ -437,17 +506,20 @@ impl QemuHypervisor {
             user = daemon.user.map(|u| u.name.as_str()),
             "starting helper daemon"
         );
-        let process = daemon.spawn().map_err(|source| HypervisorError::Start {
-            what: kind.name(),
-            source,
-        })?;
+        let process = daemon
+            .spawn_async()
+            .await
+            .map_err(|source| HypervisorError::Start {
+                what: kind.name(),
+                source,
+            })?;
         started.daemons.push(DaemonRecord {
             kind,
             process,
             socket: socket.to_path_buf(),
             log: daemon.log.to_path_buf(),
         });
-        started.journal()
+        started.journal().await
     }
 }
 
@@ -457,13 +529,35 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
     path.file_name().unwrap_or(path.as_os_str())
 }
 
+/// Opens one queue of each of the VM's taps, inside its network namespace,
+/// on a thread of its own (`setns`) that the blocking pool waits for.
+async fn open_taps(
+    spec: &VmSpec,
+    netns: Option<&File>,
+) -> Result<Vec<std::os::fd::OwnedFd>, HypervisorError> {
+    if spec.taps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = spec.taps.iter().map(|t| t.ifname.clone()).collect();
+    let netns = netns
+        .map(File::try_clone)
+        .transpose()
+        .map_err(|source| HypervisorError::Tap {
+            ifname: names.join(","),
+            source,
+        })?;
+    crate::blocking::run(move || crate::network::open_tap_queues(netns.as_ref(), &names))
+        .await
+        .map_err(|(ifname, source)| HypervisorError::Tap { ifname, source })
+}
+
 /// Opens everything QEMU uses, in the launching process: kernel and initrd,
 /// the connection to the console logger, monitor socket (listening), the connections made to
 /// the daemons' sockets (`connections`, by [`connect_when_listening`]), tap queues, disks. QEMU then opens nothing of the VM by path.
 fn hand_over(
     spec: &VmSpec,
     layout: &RunLayout,
-    netns: Option<&File>,
+    taps: Vec<std::os::fd::OwnedFd>,
     mut connections: Vec<(DaemonKind, std::os::unix::net::UnixStream)>,
 ) -> Result<(Handoff, QemuFds), HypervisorError> {
     let s = &spec.settings;
@@ -505,12 +599,7 @@ fn hand_over(
         Some(_) => Some(take(DaemonKind::Virtiofsd, &layout.fs_socket)?),
         None => None,
     };
-    let names: Vec<String> = spec.taps.iter().map(|t| t.ifname.clone()).collect();
-    let taps = crate::network::open_tap_queues(netns, &names)
-        .map_err(|(ifname, source)| HypervisorError::Tap { ifname, source })?
-        .into_iter()
-        .map(|fd| h.keep(fd))
-        .collect();
+    let taps = taps.into_iter().map(|fd| h.keep(fd)).collect();
     let disks = spec
         .disks
         .iter()

@@ -303,10 +303,11 @@ impl Vm {
                 });
             }
         }
-        remove_files(&self.record.cleanup);
+        let cleanup = self.record.cleanup.clone();
+        crate::blocking::run(move || remove_files(&cleanup)).await;
         if let Some(cgroup) = &self.record.cgroup {
             if first_error.is_none() {
-                if let Err(e) = super::cgroup::remove(cgroup) {
+                if let Err(e) = super::cgroup::remove(cgroup).await {
                     first_error = Some(e.into());
                 }
             }

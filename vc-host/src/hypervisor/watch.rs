@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -260,10 +260,17 @@ impl HelperWatch {
             .min_by_key(|(w, exit)| w.rank(*exit))
     }
 
+    /// [`Self::check`] on the blocking pool: telling how a dead process
+    /// ended may wait (bounded) for it to be reapable.
+    async fn check_pooled(self: &Arc<Self>) -> Option<HelperDeath> {
+        let watch = Arc::clone(self);
+        crate::blocking::run(move || watch.check()).await
+    }
+
     /// Resolves when any of the processes dies (at once if one has), with
     /// the death to report.
-    pub async fn died(&self) -> HelperDeath {
-        if let Some(death) = self.check() {
+    pub async fn died(self: &Arc<Self>) -> HelperDeath {
+        if let Some(death) = self.check_pooled().await {
             return death;
         }
         // Registered with the reactor for this wait only (as duplicates: the
@@ -281,7 +288,7 @@ impl HelperWatch {
         if fds.is_empty() {
             // Nothing to wait on (descriptors exhausted, say): poll instead.
             loop {
-                if let Some(death) = self.check() {
+                if let Some(death) = self.check_pooled().await {
                     return death;
                 }
                 tokio::time::sleep(FALLBACK_POLL).await;
@@ -291,7 +298,7 @@ impl HelperWatch {
         let _ = futures::future::select_all(waits).await;
         // A readable pidfd is a dead process; `check` sees it at once.
         loop {
-            if let Some(death) = self.check() {
+            if let Some(death) = self.check_pooled().await {
                 return death;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -373,10 +380,10 @@ mod tests {
     async fn a_killed_child_is_seen_at_once_with_its_signal() {
         let sleeper = spawn("sleep 30");
         let other = spawn("sleep 30");
-        let watch = HelperWatch::new(
+        let watch = Arc::new(HelperWatch::new(
             Some("p".into()),
             vec![("virtiofsd", sleeper), ("vhost-device-vsock", other)],
-        );
+        ));
         assert_eq!(watch.check(), None);
         sleeper
             .signal(nix::sys::signal::Signal::SIGKILL)
@@ -404,7 +411,10 @@ mod tests {
     async fn an_exit_code_is_reported_and_qemu_ranks_first() {
         let qemu = spawn("exit 3");
         let logger = spawn("exit 0");
-        let watch = HelperWatch::new(None, vec![("vc-console-log", logger), (QEMU, qemu)]);
+        let watch = Arc::new(HelperWatch::new(
+            None,
+            vec![("vc-console-log", logger), (QEMU, qemu)],
+        ));
         let death = tokio::time::timeout(Duration::from_secs(5), watch.died())
             .await
             .expect("the death is seen");
@@ -429,7 +439,7 @@ mod tests {
             .parse()
             .expect("pid");
         let orphan = ProcessRecord::of(pid).expect("record");
-        let watch = HelperWatch::new(None, vec![("vhost-device-vsock", orphan)]);
+        let watch = Arc::new(HelperWatch::new(None, vec![("vhost-device-vsock", orphan)]));
         orphan
             .signal(nix::sys::signal::Signal::SIGKILL)
             .expect("kill");

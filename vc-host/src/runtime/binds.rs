@@ -3,6 +3,11 @@
 //! (never by searching the share). A record leaves only once its bind is gone,
 //! so a bind that cannot be undone stays named in the state and the pod's
 //! directory is not deleted under it.
+//!
+//! Mounts, unmounts and the removal of the share's directories are system
+//! calls that can wait (an unmount waits for the filesystem), so they run on
+//! the blocking pool ([`crate::blocking`]); the records are saved between
+//! them as before.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +16,7 @@ use tracing::warn;
 use super::pod::LockedPod;
 use super::share::{self, PodShare, ShareError, EXPORT_TARGETS};
 use super::RuntimeError;
+use crate::blocking;
 use crate::id::ContainerId;
 
 impl LockedPod {
@@ -19,28 +25,44 @@ impl LockedPod {
         Ok(PodShare::open(&self.dir.path)?)
     }
 
+    /// Runs `work` on the pod's share, on the blocking pool, holding the
+    /// pod's lock until it is done (see [`LockedPod::save`]).
+    async fn with_share<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&PodShare) -> Result<T, ShareError> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let (dir, lock) = (self.dir.path.clone(), self.lock.clone());
+        let done = blocking::run(move || {
+            let _held = lock;
+            let share = PodShare::open(&dir)?;
+            work(&share)
+        })
+        .await?;
+        Ok(done)
+    }
+
     /// Records `target` in the pod's state and saves it, then makes the bind
-    /// with `make`. If `make` fails the record stays until an unbind finds
-    /// nothing there.
-    pub(super) fn bind(
+    /// with `make` (on the blocking pool). If `make` fails the record stays
+    /// until an unbind finds nothing there.
+    pub(super) async fn bind(
         &mut self,
         target: PathBuf,
-        make: impl FnOnce(&PodShare) -> Result<(), ShareError>,
+        make: impl FnOnce(&PodShare) -> Result<(), ShareError> + Send + 'static,
     ) -> Result<(), RuntimeError> {
-        let share = self.share()?;
+        self.share()?;
         if !self.record.binds.contains(&target) {
             self.record.binds.push(target);
-            self.save()?;
+            self.save().await?;
         }
-        make(&share)?;
-        Ok(())
+        self.with_share(make).await
     }
 
     /// Makes the pod's export (`mounts` shared, `shared` its read-only view),
     /// before virtiofsd starts.
-    pub(super) fn export_share(&mut self) -> Result<(), RuntimeError> {
+    pub(super) async fn export_share(&mut self) -> Result<(), RuntimeError> {
         for target in EXPORT_TARGETS {
-            self.bind(PathBuf::from(target), |s| s.export(target))?;
+            self.bind(PathBuf::from(target), move |s| s.export(target))
+                .await?;
         }
         Ok(())
     }
@@ -48,8 +70,7 @@ impl LockedPod {
     /// Undoes the recorded binds that `which` selects, the last made first;
     /// each record is dropped once its bind is gone and the state saved. The
     /// first bind that cannot be undone ends it with that error.
-    fn unbind_recorded(&mut self, which: impl Fn(&Path) -> bool) -> Result<(), RuntimeError> {
-        let share = self.share()?;
+    async fn unbind_recorded(&mut self, which: impl Fn(&Path) -> bool) -> Result<(), RuntimeError> {
         let targets: Vec<PathBuf> = self
             .record
             .binds
@@ -57,40 +78,50 @@ impl LockedPod {
             .filter(|t| which(t))
             .cloned()
             .collect();
-        let mut result = Ok(());
-        for target in targets.iter().rev() {
-            if let Err(e) = share.unbind(target) {
-                result = Err(e.into());
-                break;
-            }
-            self.record.binds.retain(|b| b != target);
+        if targets.is_empty() {
+            return Ok(());
         }
-        if !targets.is_empty() {
-            self.save()?;
-        }
-        result
+        // Unbound on the blocking pool, the last made first, up to the first
+        // that cannot be undone.
+        let pending = targets.clone();
+        let (undone, result) = self
+            .with_share(move |share| {
+                let mut undone = Vec::new();
+                for target in pending.iter().rev() {
+                    if let Err(e) = share.unbind(target) {
+                        return Ok((undone, Err(e)));
+                    }
+                    undone.push(target.clone());
+                }
+                Ok((undone, Ok(())))
+            })
+            .await?;
+        self.record.binds.retain(|b| !undone.contains(b));
+        self.save().await?;
+        Ok(result?)
     }
 
     /// Undoes a container's binds and removes its directory in the share.
-    pub(super) fn unbind_container(&mut self, id: &ContainerId) -> Result<(), RuntimeError> {
-        self.unbind_recorded(|t| share::is_container_target(t, id))?;
-        self.share()?.remove_dir(&share::container_dir(id))?;
-        Ok(())
+    pub(super) async fn unbind_container(&mut self, id: &ContainerId) -> Result<(), RuntimeError> {
+        self.unbind_recorded(|t| share::is_container_target(t, id))
+            .await?;
+        let dir = share::container_dir(id);
+        self.with_share(move |s| s.remove_dir(&dir)).await
     }
 
     /// Undoes every bind of the pod: the containers', then the export; and
     /// removes the containers' directories.
-    pub(super) fn unbind_all(&mut self) -> Result<(), RuntimeError> {
-        self.unbind_recorded(|t| !is_export(t))?;
-        self.share()?.remove_container_dirs()?;
-        self.unbind_recorded(is_export)
+    pub(super) async fn unbind_all(&mut self) -> Result<(), RuntimeError> {
+        self.unbind_recorded(|t| !is_export(t)).await?;
+        self.with_share(PodShare::remove_container_dirs).await?;
+        self.unbind_recorded(is_export).await
     }
 
     /// [`Self::unbind_all`] where a failure must not stop the caller (stop,
     /// failed starts): the error is logged, and the binds left stay recorded
     /// so that delete finds them and refuses.
-    pub(super) fn unbind_all_logged(&mut self) {
-        if let Err(e) = self.unbind_all() {
+    pub(super) async fn unbind_all_logged(&mut self) {
+        if let Err(e) = self.unbind_all().await {
             warn!(error = %e, binds = ?self.record.binds, "cannot undo the pod's bind mounts; they stay recorded");
         }
     }

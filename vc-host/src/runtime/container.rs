@@ -81,16 +81,21 @@ impl Runtime {
                     fstype: "ext4".to_owned(),
                 },
                 None => {
-                    pod.bind(share::rootfs_target(id), |s| {
-                        s.bind_rootfs(id, &config.rootfs, config.readonly_rootfs)
-                    })?;
+                    let (cid, rootfs, readonly) =
+                        (id.clone(), config.rootfs.clone(), config.readonly_rootfs);
+                    pod.bind(share::rootfs_target(id), move |s| {
+                        s.bind_rootfs(&cid, &rootfs, readonly)
+                    })
+                    .await?;
                     Rootfs::Path(share::guest_rootfs_path(id))
                 }
             };
             for (i, v) in config.volumes.iter().enumerate() {
-                pod.bind(share::volume_target(id, i), |s| {
-                    s.bind_volume(id, i, &v.host_path, v.readonly)
-                })?;
+                let (cid, host_path, readonly) = (id.clone(), v.host_path.clone(), v.readonly);
+                pod.bind(share::volume_target(id, i), move |s| {
+                    s.bind_volume(&cid, i, &host_path, readonly)
+                })
+                .await?;
             }
             let spec = ContainerSpec {
                 id: id.to_string(),
@@ -111,7 +116,7 @@ impl Runtime {
         }
         .await;
         if let Err(e) = result {
-            if let Err(undo) = pod.unbind_container(id) {
+            if let Err(undo) = pod.unbind_container(id).await {
                 warn!(container_id = %id, error = %undo, "cannot undo the binds of a failed create; they stay recorded");
             }
             for (vm, disk) in plugged.iter().rev() {
@@ -184,11 +189,11 @@ impl Runtime {
                 let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
                 if let Err(e) = self.create_in_guest(&mut pod, &agent, &id).await {
                     pod.record.containers.remove(&id);
-                    pod.save()?;
+                    pod.save().await?;
                     return Err(e);
                 }
             }
-            pod.save()?;
+            pod.save().await?;
             info!("container created");
             Ok(pod.container(&id)?.status(pod_id))
         }
@@ -211,7 +216,7 @@ impl Runtime {
             let vm = self.running_vm(&pod, "start container")?;
             let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
             self.start_in_guest(&mut pod, &agent, id).await?;
-            pod.save()?;
+            pod.save().await?;
             Ok(pod.container(id)?.status(pod_id))
         }
         .instrument(span)
@@ -242,7 +247,7 @@ impl Runtime {
                 c.exit_code = code;
                 c.finished_at = Some(now());
             }
-            pod.save()?;
+            pod.save().await?;
             info!(exit_code = ?code, "container stopped");
             Ok(pod.container(id)?.status(pod_id))
         }
@@ -280,9 +285,9 @@ impl Runtime {
                     }
                 }
             }
-            pod.unbind_container(id)?;
+            pod.unbind_container(id).await?;
             pod.record.containers.remove(id);
-            pod.save()?;
+            pod.save().await?;
             info!("container deleted");
             Ok(())
         }
@@ -383,7 +388,7 @@ impl Runtime {
                     c.exit_code = status.exit_code;
                     c.oom_killed = status.oom_killed;
                     c.finished_at = Some(now());
-                    pod.save()?;
+                    pod.save().await?;
                 }
             }
             Some(_) => {}
@@ -393,7 +398,7 @@ impl Runtime {
                 c.state = State::Stopped;
                 c.exit_code.get_or_insert(vc_proto::EXIT_CODE_VM_GONE);
                 c.finished_at.get_or_insert_with(now);
-                pod.save()?;
+                pod.save().await?;
             }
         }
         Ok(pod)

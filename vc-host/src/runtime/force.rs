@@ -18,6 +18,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::share::{self, PodShare, EXPORT_TARGETS};
 use super::{Runtime, RuntimeError, SHUTDOWN_GRACE};
+use crate::blocking;
 use crate::hypervisor::{Vm, VmRecord};
 use crate::id::PodId;
 use crate::network::PodNetwork;
@@ -55,7 +56,11 @@ impl Runtime {
         let span = info_span!("pod", pod_id = %id);
         async move {
             let (dir, lock) = self.store.lock_pod_dir(id).await?;
-            let named = Named::read(&dir);
+            let (dir, named) = blocking::run(move || {
+                let named = Named::read(&dir);
+                (dir, named)
+            })
+            .await;
             if let Some(record) = named.vm {
                 match Vm::from_record(record) {
                     Ok(vm) => {
@@ -73,12 +78,18 @@ impl Runtime {
                     warn!(error = %e, "cannot remove the pod network");
                 }
             }
-            let share = PodShare::open(&dir.path)?;
-            for target in bind_targets(&dir.path, named.binds)? {
-                share.unbind(&target)?;
-            }
-            share.remove_container_dirs()?;
-            self.store.remove_pod(dir, lock)?;
+            // Unmounts and removals wait on the filesystem: blocking pool.
+            let store = self.store.clone();
+            blocking::run(move || {
+                let share = PodShare::open(&dir.path)?;
+                for target in bind_targets(&dir.path, named.binds)? {
+                    share.unbind(&target)?;
+                }
+                share.remove_container_dirs()?;
+                store.remove_pod(dir, lock)?;
+                Ok::<(), RuntimeError>(())
+            })
+            .await?;
             info!("pod deleted (forced)");
             Ok(())
         }

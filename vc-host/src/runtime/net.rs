@@ -26,7 +26,7 @@ pub(super) async fn setup_network(pod: &mut LockedPod) -> Result<(), RuntimeErro
         "pod network mirrored"
     );
     pod.record.network = Some(net);
-    if let Err(e) = pod.save() {
+    if let Err(e) = pod.save().await {
         teardown_network(pod).await;
         return Err(e);
     }

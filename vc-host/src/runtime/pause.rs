@@ -46,7 +46,7 @@ impl Runtime {
                 _ => agent.resume_container(id.as_str()).await?,
             }
             pod.container_mut(id)?.state = next;
-            pod.save()?;
+            pod.save().await?;
             info!(state = %next, "container {t}d");
             Ok(pod.container(id)?.status(pod_id))
         }

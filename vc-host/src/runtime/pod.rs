@@ -12,6 +12,7 @@ use super::share::GUEST_SHARED_DIR;
 use super::supervise;
 use super::{GuestImage, Runtime, RuntimeError, SHUTDOWN_GRACE};
 use crate::agent::{collect_output, AgentClient, AgentClientError, ConnectOptions, Output};
+use crate::blocking;
 use crate::config::PodConfig;
 use crate::hypervisor::cgroup::{self, CgroupSpec};
 use crate::hypervisor::console::ConsoleWatch;
@@ -33,8 +34,18 @@ pub(super) struct LockedPod {
 }
 
 impl LockedPod {
-    pub fn save(&self) -> Result<(), RuntimeError> {
-        Ok(self.dir.write(&self.dir.state_path(), &self.record)?)
+    /// Writes the record (atomically, fsynced) on the blocking pool. The
+    /// write holds the pod's lock until it is done, even if this future is
+    /// dropped first: no later holder's write can be overtaken by it.
+    pub async fn save(&self) -> Result<(), RuntimeError> {
+        let (dir, lock) = (self.dir.clone(), self.lock.clone());
+        let record = self.record.clone();
+        blocking::run(move || {
+            let _held = lock;
+            dir.write(&dir.state_path(), &record)
+        })
+        .await?;
+        Ok(())
     }
 
     /// The running VM, if the record has one and it is still alive.
@@ -59,18 +70,27 @@ fn effective_state(record: &PodRecord) -> State {
     }
 }
 
+/// Reads a pod's configuration and record on the blocking pool.
+async fn read_records(dir: PodDir) -> Result<(PodDir, PodConfig, PodRecord), RuntimeError> {
+    blocking::run(move || {
+        let config = dir.read(&dir.config_path())?;
+        let record = dir.read(&dir.state_path())?;
+        Ok((dir, config, record))
+    })
+    .await
+}
+
 impl Runtime {
     pub(super) async fn lock(&self, id: &PodId) -> Result<LockedPod, RuntimeError> {
         let (dir, lock) = self.store.lock_pod(id).await?;
-        let config = dir.read(&dir.config_path())?;
-        let record = dir.read(&dir.state_path())?;
+        let (dir, config, record) = read_records(dir).await?;
         let mut pod = LockedPod {
             dir,
             lock,
             config,
             record,
         };
-        pod.notice_death()?;
+        pod.notice_death().await?;
         Ok(pod)
     }
 
@@ -123,13 +143,18 @@ impl Runtime {
                 config,
                 record,
             };
-            let written = pod
-                .dir
-                .write(&pod.dir.state_path(), &pod.record)
-                .and_then(|()| pod.dir.write(&pod.dir.config_path(), &pod.config));
+            let (dir, record, config) = (pod.dir.clone(), pod.record.clone(), pod.config.clone());
+            let held = pod.lock.clone();
+            let written = blocking::run(move || {
+                let _held = held;
+                dir.write(&dir.state_path(), &record)
+                    .and_then(|()| dir.write(&dir.config_path(), &config))
+            })
+            .await;
             if let Err(e) = written {
                 let LockedPod { dir, lock, .. } = pod;
-                if let Err(cleanup) = self.store.remove_pod(dir, lock) {
+                let store = self.store.clone();
+                if let Err(cleanup) = blocking::run(move || store.remove_pod(dir, lock)).await {
                     warn!(error = %cleanup, "cannot remove the half-created pod");
                 }
                 return Err(e.into());
@@ -168,17 +193,17 @@ impl Runtime {
             let settings = self.vm_settings(&pod.config)?;
             let vmm_user = self.vmm_user()?;
             pod.record.start = Some(StartPhase::Launching);
-            pod.save()?;
+            pod.save().await?;
             crate::fault::point("start.recorded");
             // The export must be a shared mount point before virtiofsd starts.
-            let prepared = match pod.export_share() {
+            let prepared = match pod.export_share().await {
                 Ok(()) => net::setup_network(&mut pod).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = prepared {
                 pod.record.start = None;
-                pod.unbind_all_logged();
-                pod.save()?;
+                pod.unbind_all_logged().await;
+                pod.save().await?;
                 return Err(e);
             }
             // At most `boot_width` VMs boot at once on the host; the boot's
@@ -216,30 +241,30 @@ impl Runtime {
             // still find every process to clean up.
             pod.record.vm = Some(vm.record().clone());
             pod.record.start = Some(StartPhase::Booting);
-            pod.save()?;
+            pod.save().await?;
             crate::fault::point("start.vm-recorded");
             match self.boot(&mut pod, &vm, permit).await {
                 Ok(()) => {
                     crate::fault::point("start.booted");
                     pod.record.start = Some(StartPhase::Booted);
-                    pod.save()?;
+                    pod.save().await?;
                     crate::fault::point("start.booted-recorded");
                     pod.record.state = State::Running;
                     pod.record.start = None;
                     pod.record.started_at = Some(now());
-                    pod.save()?;
+                    pod.save().await?;
                     info!("pod started");
                     Ok(self.status_of(&pod.config, &pod.record))
                 }
                 Err(e) => {
                     warn!(error = %e, "pod failed to start; stopping its VM");
                     let _ = vm.stop(SHUTDOWN_GRACE).await;
-                    pod.unbind_all_logged();
+                    pod.unbind_all_logged().await;
                     net::teardown_network(&mut pod).await;
                     super::recover::containers_back_to_ready(&mut pod.record);
                     pod.record.vm = None;
                     pod.record.start = None;
-                    pod.save()?;
+                    pod.save().await?;
                     Err(e)
                 }
             }
@@ -329,7 +354,7 @@ impl Runtime {
             crate::fault::point("stop.vm-stopped");
             pod.record.state = State::Stopped;
             pod.record.stopped_at = Some(now());
-            pod.save()?;
+            pod.save().await?;
             info!("pod stopped");
             Ok(self.status_of(&pod.config, &pod.record))
         }
@@ -369,11 +394,12 @@ impl Runtime {
             crate::fault::point("delete.vm-stopped");
             // A bind that could not be undone is an error here, not a log
             // line: the pod's directory is kept, the bind still recorded.
-            pod.unbind_all()?;
-            pod.save()?;
+            pod.unbind_all().await?;
+            pod.save().await?;
             crate::fault::point("delete.recorded");
             let LockedPod { dir, lock, .. } = pod;
-            self.store.remove_pod(dir, lock)?;
+            let store = self.store.clone();
+            blocking::run(move || store.remove_pod(dir, lock)).await?;
             info!("pod deleted");
             Ok(())
         }
@@ -399,9 +425,10 @@ impl Runtime {
     /// replaced atomically.
     pub async fn pod_status(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
         let dir = self.store.pod(id)?;
-        let config = dir.read(&dir.config_path())?;
-        let record = dir.read(&dir.state_path())?;
-        Ok(self.status_of(&config, &record))
+        let (_, config, record) = read_records(dir).await?;
+        // The liveness checks of its processes may wait for a dying one.
+        let runtime = self.clone();
+        Ok(blocking::run(move || runtime.status_of(&config, &record)).await)
     }
 
     pub(super) fn status_of(&self, config: &PodConfig, record: &PodRecord) -> PodStatus {
@@ -463,7 +490,7 @@ impl Runtime {
                 _ => vm.resume().await?,
             }
             pod.record.state = next;
-            pod.save()?;
+            pod.save().await?;
             info!(state = %next, "pod {t}d");
             Ok(self.status_of(&pod.config, &pod.record))
         }
@@ -593,8 +620,8 @@ async fn wait_for_agent_ready(
 async fn undo_prepared(pod: &mut LockedPod) -> Result<(), RuntimeError> {
     pod.record.start = None;
     net::teardown_network(pod).await;
-    pod.unbind_all_logged();
-    pod.save()?;
+    pod.unbind_all_logged().await;
+    pod.save().await?;
     Ok(())
 }
 

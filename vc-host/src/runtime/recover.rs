@@ -35,7 +35,7 @@ impl Runtime {
                         pod.record.state = State::Running;
                         pod.record.start = None;
                         pod.record.started_at = Some(now());
-                        pod.save()?;
+                        pod.save().await?;
                         info!(
                             pid = vm.record().qemu.pid,
                             "adopted the booted VM of an interrupted start; pod started"
@@ -55,7 +55,7 @@ impl Runtime {
         }
         self.shutdown_vm(pod).await;
         containers_back_to_ready(&mut pod.record);
-        pod.save()?;
+        pod.save().await?;
         Ok(None)
     }
 }

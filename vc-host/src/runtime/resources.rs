@@ -139,7 +139,7 @@ impl Runtime {
                 }
             }
             pod.container_mut(id)?.config.resources = merged.clone();
-            pod.save()?;
+            pod.save().await?;
             info!(resources = ?merged, "container updated");
             Ok(merged)
         }

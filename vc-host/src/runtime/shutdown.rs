@@ -93,14 +93,14 @@ impl Runtime {
     /// and undoes the binds. Never fails.
     pub(super) async fn shutdown_vm_processes(&self, pod: &mut LockedPod) {
         let Some(record) = pod.record.vm.clone() else {
-            pod.unbind_all_logged();
+            pod.unbind_all_logged().await;
             return;
         };
         let vm = match Vm::from_record(record) {
             Ok(vm) => vm,
             Err(e) => {
                 warn!(error = %e, "unusable VM record; nothing to stop");
-                pod.unbind_all_logged();
+                pod.unbind_all_logged().await;
                 pod.record.vm = None;
                 return;
             }
@@ -125,7 +125,7 @@ impl Runtime {
                 c.finished_at.get_or_insert_with(now);
             }
         }
-        pod.unbind_all_logged();
+        pod.unbind_all_logged().await;
         pod.record.vm = None;
     }
 

@@ -65,18 +65,23 @@ pub(super) fn processes(vm: &VmRecord, state: State) -> Vec<ProcessInfo> {
 impl LockedPod {
     /// Records the death of QEMU or a helper of a pod recorded running or
     /// paused: the pod becomes broken. Called by every verb that locks the
-    /// pod, so whoever touches it next notices.
-    pub(super) fn notice_death(&mut self) -> Result<(), RuntimeError> {
+    /// pod, so whoever touches it next notices. The check runs on the
+    /// blocking pool: telling how a dead process ended may wait for it to be
+    /// reapable.
+    pub(super) async fn notice_death(&mut self) -> Result<(), RuntimeError> {
         if !matches!(self.record.state, State::Running | State::Paused) {
             return Ok(());
         }
-        let Some(death) = self.record.vm.as_ref().and_then(vm_death) else {
+        let Some(vm) = self.record.vm.clone() else {
+            return Ok(());
+        };
+        let Some(death) = crate::blocking::run(move || vm_death(&vm)).await else {
             return Ok(());
         };
         warn!(pod_id = %self.config.id, helper = %death.helper, pid = death.pid, exit = %death.exit, "pod broken: {death}");
         self.record.state = State::Broken;
         self.record.broken = Some(death);
-        self.save()
+        self.save().await
     }
 
     /// [`RuntimeError::HelperDied`] when the pod is broken.

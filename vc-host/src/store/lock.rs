@@ -9,16 +9,20 @@
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use super::StoreError;
 use crate::beneath::Dir;
 
-/// An exclusive lock on one pod.
-#[derive(Debug)]
+/// An exclusive lock on one pod. Clones share it: it is released when the
+/// last one is dropped, so a blocking write started under the lock (on the
+/// blocking pool, holding a clone) keeps it until the write is done, even
+/// when the verb that started it is cancelled meanwhile.
+#[derive(Debug, Clone)]
 pub struct PodLock {
-    _lock: Flock<std::fs::File>,
+    _lock: Arc<Flock<std::fs::File>>,
     path: PathBuf,
 }
 
@@ -60,7 +64,10 @@ impl PodLock {
             let lock = Flock::lock(file, FlockArg::LockExclusive)
                 .map_err(|(_, errno)| StoreError::io("lock", &path, errno.into()))?;
             if same_file(&dir, name, &lock) {
-                return Ok(PodLock { _lock: lock, path });
+                return Ok(PodLock {
+                    _lock: Arc::new(lock),
+                    path,
+                });
             }
             // Removed (and maybe made again) while we waited: start over.
         }
@@ -72,7 +79,7 @@ impl PodLock {
     }
 
     /// Removes the lock file while still holding it (the pod is gone), then
-    /// releases the lock.
+    /// releases the lock (once no clone holds it).
     pub(super) fn remove(self, locks: &Path) -> Result<(), StoreError> {
         let dir = Dir::open(locks)?;
         let name = self.path.file_name().map(PathBuf::from).unwrap_or_default();
