@@ -11,6 +11,10 @@
 
 /// Every fault point, in the order an operation reaches them.
 pub const POINTS: &[&str] = &[
+    // Create: the pod's directory exists (locked); no record is written.
+    "create.dir-made",
+    // Create: `state.json` is written, `config.json` is not.
+    "create.state-written",
     // Start: the record says the start began (before anything is made).
     "start.recorded",
     // Start: the console logger and the vhost-user daemons run, QEMU does not.
@@ -34,6 +38,25 @@ pub const POINTS: &[&str] = &[
     "delete.recorded",
     // Delete: the pod's configuration is removed, its directory is not.
     "delete.config-removed",
+    // Container create (running pod): the record names the container and the
+    // create under way; nothing is bound or created in the guest.
+    "container-create.recorded",
+    // Container create: the rootfs is bound into the share; the guest has
+    // not been asked.
+    "container-create.bound",
+    // Container create: the guest created the container; the record still
+    // says the create is under way.
+    "container-create.guest-created",
+    // Container start: the guest started the main process; the record still
+    // says the container is created.
+    "container-start.guest-started",
+    // Container delete: the guest removed the container; its binds and
+    // record remain.
+    "container-delete.guest-removed",
+    // Container delete: the binds are undone; the record still names it.
+    "container-delete.unbound",
+    // Exec: the process runs in the guest; nobody waits for it.
+    "exec.spawned",
 ];
 
 /// The environment variable naming the point to die at.

@@ -7,7 +7,7 @@ use tracing::{info, info_span, warn, Instrument};
 use vc_proto::{ContainerSpec, ProcessRef, ProcessState, Rootfs};
 
 use super::pod::{connect_agent, LockedPod, CONNECT_DEADLINE};
-use super::record::{now, ContainerRecord, ContainerStatus};
+use super::record::{now, ContainerOp, ContainerRecord, ContainerStatus, ContainerVerb};
 use super::share;
 use super::{Runtime, RuntimeError};
 use crate::agent::AgentClient;
@@ -18,6 +18,20 @@ use crate::state::{State, Transition};
 use crate::storage;
 
 impl LockedPod {
+    /// Records that a container verb is under way (see
+    /// [`PodRecord::container_op`](super::record::PodRecord::container_op)).
+    pub(super) async fn begin_container_op(
+        &mut self,
+        id: &ContainerId,
+        verb: ContainerVerb,
+    ) -> Result<(), RuntimeError> {
+        self.record.container_op = Some(ContainerOp {
+            container: id.clone(),
+            verb,
+        });
+        self.save().await
+    }
+
     pub(super) fn container(&self, id: &ContainerId) -> Result<&ContainerRecord, RuntimeError> {
         self.record
             .containers
@@ -96,6 +110,9 @@ impl Runtime {
                     s.bind_volume(&cid, i, &host_path, readonly)
                 })
                 .await?;
+            }
+            if pod.record.container_op.is_some() {
+                crate::fault::point("container-create.bound");
             }
             let spec = ContainerSpec {
                 id: id.to_string(),
@@ -187,12 +204,17 @@ impl Runtime {
             if state == State::Running {
                 let vm = self.running_vm(&pod, "create container")?;
                 let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
+                pod.begin_container_op(&id, ContainerVerb::Create).await?;
+                crate::fault::point("container-create.recorded");
                 if let Err(e) = self.create_in_guest(&mut pod, &agent, &id).await {
                     pod.record.containers.remove(&id);
+                    pod.record.container_op = None;
                     pod.save().await?;
                     return Err(e);
                 }
+                crate::fault::point("container-create.guest-created");
             }
+            pod.record.container_op = None;
             pod.save().await?;
             info!("container created");
             Ok(pod.container(&id)?.status(pod_id))
@@ -215,8 +237,14 @@ impl Runtime {
                 .apply("container", Transition::Start)?;
             let vm = self.running_vm(&pod, "start container")?;
             let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
-            self.start_in_guest(&mut pod, &agent, id).await?;
+            pod.begin_container_op(id, ContainerVerb::Start).await?;
+            let started = self.start_in_guest(&mut pod, &agent, id).await;
+            if started.is_ok() {
+                crate::fault::point("container-start.guest-started");
+            }
+            pod.record.container_op = None;
             pod.save().await?;
+            started?;
             Ok(pod.container(id)?.status(pod_id))
         }
         .instrument(span)
@@ -267,32 +295,59 @@ impl Runtime {
             pod.container(id)?
                 .state
                 .apply("container", Transition::Delete)?;
-            if let Some(vm) = pod.live_vm() {
-                if pod.effective_state() == State::Running {
-                    let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
-                    match agent.remove_container(id.as_str()).await {
-                        Ok(()) => {}
-                        // Created while the pod was ready: never reached the guest.
-                        Err(crate::agent::AgentClientError::Agent { source, .. })
-                            if source.code == vc_proto::ErrorCode::NotFound => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    if pod.config.vm.machine == Machine::Q35 {
-                        let config = &pod.container(id)?.config;
-                        for disk in storage::container_disks(config) {
-                            vm.unplug_disk(&disk.id).await?;
-                        }
-                    }
+            pod.begin_container_op(id, ContainerVerb::Delete).await?;
+            let removed = match self.remove_from_guest(&pod, id).await {
+                Ok(()) => {
+                    crate::fault::point("container-delete.guest-removed");
+                    pod.unbind_container(id).await
                 }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = removed {
+                pod.record.container_op = None;
+                pod.save().await?;
+                return Err(e);
             }
-            pod.unbind_container(id).await?;
+            crate::fault::point("container-delete.unbound");
             pod.record.containers.remove(id);
+            pod.record.container_op = None;
             pod.save().await?;
             info!("container deleted");
             Ok(())
         }
         .instrument(span)
         .await
+    }
+
+    /// Removes a container from the guest of a running pod and, on q35,
+    /// unplugs its disks. A container the guest does not have (created
+    /// while the pod was ready, or removed already) is not an error; a pod
+    /// that is not running has nothing in a guest to remove.
+    pub(super) async fn remove_from_guest(
+        &self,
+        pod: &LockedPod,
+        id: &ContainerId,
+    ) -> Result<(), RuntimeError> {
+        let Some(vm) = pod.live_vm() else {
+            return Ok(());
+        };
+        if pod.effective_state() != State::Running {
+            return Ok(());
+        }
+        let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
+        match agent.remove_container(id.as_str()).await {
+            Ok(()) => {}
+            Err(crate::agent::AgentClientError::Agent { source, .. })
+                if source.code == vc_proto::ErrorCode::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if pod.config.vm.machine == Machine::Q35 {
+            let config = &pod.container(id)?.config;
+            for disk in storage::container_disks(config) {
+                vm.unplug_disk(&disk.id).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `signal` to the container's main process, or with `all` to every

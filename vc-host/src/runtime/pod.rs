@@ -91,6 +91,7 @@ impl Runtime {
             record,
         };
         pod.notice_death().await?;
+        self.recover_container_op(&mut pod).await?;
         Ok(pod)
     }
 
@@ -131,6 +132,7 @@ impl Runtime {
             self.vm_settings(&config)?;
             self.vmm_user()?;
             let (dir, lock) = self.store.create_pod(&config.id).await?;
+            crate::fault::point("create.dir-made");
             let mut record = PodRecord::new();
             for c in &config.containers {
                 record
@@ -148,6 +150,7 @@ impl Runtime {
             let written = blocking::run(move || {
                 let _held = held;
                 dir.write(&dir.state_path(), &record)
+                    .inspect(|_| crate::fault::point("create.state-written"))
                     .and_then(|()| dir.write(&dir.config_path(), &config))
             })
             .await;

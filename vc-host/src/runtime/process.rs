@@ -578,6 +578,7 @@ impl Runtime {
                 exec_id: Some(unique_exec_id()),
             };
             let process = Process::spawn(&agent, reference, spec, stdin).await?;
+            crate::fault::point("exec.spawned");
             info!(process = %process.name, "exec started");
             Ok(process)
         }

@@ -57,6 +57,47 @@ pub struct PodRecord {
     /// seen dead while it ran, and how it ended.
     #[serde(default)]
     pub broken: Option<HelperDeath>,
+    /// The container verb under way: written before the verb acts (binds,
+    /// the guest), cleared by the save that records its result. Container
+    /// verbs hold the pod's lock throughout, so an operation that takes the
+    /// lock and finds this set knows that the verb's caller died (see the
+    /// `recover` module).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_op: Option<ContainerOp>,
+}
+
+/// A container verb under way (see [`PodRecord::container_op`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerOp {
+    /// The container it acts on.
+    pub container: ContainerId,
+    /// What it does.
+    pub verb: ContainerVerb,
+}
+
+/// The container verbs that record themselves while under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerVerb {
+    /// Create in a running pod: binds, hot-plugged disks, the guest's
+    /// container. Rolled back when interrupted.
+    Create,
+    /// Start of the main process. Finished from the guest's state when
+    /// interrupted.
+    Start,
+    /// Delete: the guest's container, disks, binds, the record. Finished
+    /// when interrupted.
+    Delete,
+}
+
+impl std::fmt::Display for ContainerVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ContainerVerb::Create => "create",
+            ContainerVerb::Start => "start",
+            ContainerVerb::Delete => "delete",
+        })
+    }
 }
 
 /// The steps of a start that its record names.
@@ -97,6 +138,7 @@ impl PodRecord {
             binds: Vec::new(),
             start: None,
             broken: None,
+            container_op: None,
         }
     }
 }

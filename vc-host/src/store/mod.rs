@@ -190,13 +190,22 @@ impl Store {
     /// Creates the directory of a new pod and locks it. Fails with
     /// [`StoreError::PodExists`] when the id is taken, so two processes creating
     /// the same pod cannot both succeed.
+    ///
+    /// A directory without `config.json` found under the lock was left by a
+    /// create (or a delete) whose caller died: a live one would still hold
+    /// the lock. It is removed (never across a mount point), and the create
+    /// proceeds.
     pub async fn create_pod(&self, id: &PodId) -> Result<(PodDir, PodLock), StoreError> {
         // A taken id is refused at once, not after waiting for its lock; the
         // mkdir under the lock below settles a race.
-        if self.pod_path(id).exists() {
+        if self.pod_path(id).join("config.json").exists() {
             return Err(StoreError::PodExists(id.clone()));
         }
         let lock = self.lock(id).await?;
+        if self.is_half_made(id) {
+            tracing::info!(pod_id = %id, "removing the directory of an interrupted create or delete");
+            self.remove_half_made(id)?;
+        }
         let pod = match self.pods()?.mkdir(Path::new(id.as_str()), DIR_MODE, false) {
             Ok(pod) => pod,
             Err(BeneathError::Io { source, .. })
@@ -234,6 +243,14 @@ impl Store {
         let path = self.pod_path(id);
         std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
             && std::fs::symlink_metadata(path.join("config.json")).is_err()
+    }
+
+    /// Removes a pod directory without configuration (the caller holds its
+    /// lock), refusing while anything is mounted under it.
+    fn remove_half_made(&self, id: &PodId) -> Result<(), StoreError> {
+        refuse_mounted(&self.pod_path(id))?;
+        self.pods()?.remove_tree(Path::new(id.as_str()))?;
+        Ok(())
     }
 
     /// Locks an existing pod for one operation.
@@ -291,13 +308,7 @@ impl Store {
     /// refused ([`StoreError::StillMounted`]), and the removal never crosses a
     /// mount point.
     pub fn remove_pod(&self, dir: PodDir, lock: PodLock) -> Result<(), StoreError> {
-        let mounts = crate::mountinfo::read()?;
-        if let Some(m) = crate::mountinfo::under(&mounts, &dir.path).next() {
-            return Err(StoreError::StillMounted {
-                mount: m.mount_point.clone(),
-                dir: dir.path.clone(),
-            });
-        }
+        refuse_mounted(&dir.path)?;
         let pods = self.pods()?;
         let name = Path::new(dir.id.as_str());
         // Remove the config first so that concurrent lockers see the pod as gone.
@@ -311,6 +322,19 @@ impl Store {
         pods.remove_tree(name)?;
         lock.remove(&self.locks())
     }
+}
+
+/// Fails with [`StoreError::StillMounted`] while anything is mounted at or
+/// under `dir`.
+fn refuse_mounted(dir: &Path) -> Result<(), StoreError> {
+    let mounts = crate::mountinfo::read()?;
+    if let Some(m) = crate::mountinfo::under(&mounts, dir).next() {
+        return Err(StoreError::StillMounted {
+            mount: m.mount_point.clone(),
+            dir: dir.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -342,6 +366,30 @@ mod tests {
         assert!(matches!(
             store.pod(&id("b")),
             Err(StoreError::PodNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_half_made_pod_is_replaced_by_the_next_create() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        // A create whose caller died: directory and state, no config, no lock.
+        let (dir, lock) = store.create_pod(&id("h")).await.expect("create");
+        dir.write(&dir.state_path(), &"half").expect("write");
+        drop(lock);
+        assert!(store.is_half_made(&id("h")));
+        let (dir, lock) = store.create_pod(&id("h")).await.expect("create again");
+        assert!(!dir.state_path().exists(), "the half-made state was kept");
+        assert!(dir.vm_dir().is_dir());
+        // A create in progress (its lock held) is waited for, then refused.
+        let store2 = store.clone();
+        let second = tokio::spawn(async move { store2.create_pod(&id("h")).await.map(drop) });
+        wait_until_blocked_on(&tmp.path().join("locks/h.lock")).await;
+        dir.write(&dir.config_path(), &"cfg").expect("write");
+        drop(lock);
+        assert!(matches!(
+            second.await.expect("join"),
+            Err(StoreError::PodExists(_))
         ));
     }
 
