@@ -13,20 +13,10 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 use support::leaks::{assert_no_leak, on_disk, OnDisk};
 use support::pod::{pid_gone, wait_pids_gone, TestRuntime};
-use support::virtc::{Ran, Virtc};
+use support::virtc::Virtc;
 
 fn virtc(t: &TestRuntime) -> Result<Virtc> {
     Virtc::new(t.root(), &t.image.dir)
-}
-
-/// Runs a verb that must die at `point`.
-fn killed_at(v: &Virtc, point: &str, args: &[&str]) -> Result<Ran> {
-    let ran = v.run_env(&[(vc_host::fault::ENV, point)], args)?;
-    ensure!(
-        ran.code.is_none() && ran.stderr.contains(&format!("fault point {point}")),
-        "expected a death at {point}: {ran}"
-    );
-    Ok(ran)
 }
 
 fn status(v: &Virtc, id: &str) -> Result<Value> {
@@ -75,7 +65,7 @@ fn a_start_killed_anywhere_is_recovered_by_the_next_start() -> Result<()> {
     for (i, (point, adopt)) in START_POINTS.iter().enumerate() {
         let id = format!("ks{i}");
         v.ok(["pod", "create", &id])?;
-        killed_at(&v, point, &["pod", "start", &id])?;
+        v.killed_at(point, &["pod", "start", &id])?;
         let left = on_disk(&t, &id);
         if *point != "start.recorded" {
             ensure!(
@@ -153,7 +143,7 @@ fn a_killed_start_is_cleaned_up_by_delete_or_stop() -> Result<()> {
     {
         let id = format!("kd{i}");
         v.ok(["pod", "create", &id])?;
-        killed_at(&v, point, &["pod", "start", &id])?;
+        v.killed_at(point, &["pod", "start", &id])?;
         let left = on_disk(&t, &id);
         ensure!(
             left.pids.iter().any(|p| !pid_gone(*p)),
@@ -189,7 +179,7 @@ fn a_stop_killed_anywhere_is_finished_by_the_next_stop() -> Result<()> {
         v.ok(["pod", "create", &id])?;
         v.ok(["pod", "start", &id])?;
         let running = on_disk(&t, &id);
-        killed_at(&v, point, &["pod", "stop", &id])?;
+        v.killed_at(point, &["pod", "stop", &id])?;
         v.ok(["pod", "stop", &id])
             .with_context(|| format!("stop after a stop killed at {point}"))?;
         let s = status(&v, &id)?;
@@ -227,7 +217,7 @@ fn a_delete_killed_anywhere_is_finished_by_the_next_delete() -> Result<()> {
             "--",
             "/bin/true",
         ])?;
-        killed_at(&v, point, &["pod", "delete", &id])?;
+        v.killed_at(point, &["pod", "delete", &id])?;
         v.ok(["pod", "delete", &id])
             .with_context(|| format!("delete after a delete killed at {point}"))?;
         let list = v.ok(["pod", "list", "--json"])?.json()?;

@@ -19,6 +19,7 @@ pub mod io;
 pub mod leaks;
 pub mod net;
 pub mod pod;
+pub mod records;
 pub mod soak;
 pub mod virtc;
 
