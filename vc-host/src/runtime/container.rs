@@ -331,8 +331,18 @@ impl Runtime {
         let Some(vm) = pod.live_vm() else {
             return Ok(());
         };
-        if pod.effective_state() != State::Running {
-            return Ok(());
+        match pod.effective_state() {
+            State::Running => {}
+            // The guest has the container but is frozen: removing only the
+            // record would leave the container in the guest.
+            State::Paused => {
+                return Err(RuntimeError::PodNotRunning {
+                    pod: pod.config.id.clone(),
+                    state: State::Paused,
+                    operation: "delete container",
+                })
+            }
+            _ => return Ok(()),
         }
         let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
         match agent.remove_container(id.as_str()).await {

@@ -130,6 +130,15 @@ impl Runtime {
             }
             let merged = record.config.resources.merged(update);
             merged.validate()?;
+            // A frozen guest cannot apply limits, and recording them alone
+            // would say they hold when they do not.
+            if pod.effective_state() == State::Paused {
+                return Err(RuntimeError::PodNotRunning {
+                    pod: pod_id.clone(),
+                    state: State::Paused,
+                    operation: "update container",
+                });
+            }
             if pod.effective_state() == State::Running {
                 let vm = self.running_vm(&pod, "update container")?;
                 let agent = connect_agent(&vm, CONNECT_DEADLINE).await?;
