@@ -65,11 +65,12 @@ async fn kill_helper_under_running_pod(helper: &str, pod_name: &str) -> Result<(
             .await?;
     let output = process.output();
     tokio::pin!(output);
-    // Poll it for a while so that its wait is pending on the agent.
-    tokio::select! {
-        early = &mut output => bail!("the exec ended before the kill: {early:?}"),
-        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-    }
+    // Polled once, its reads are pending on the process's streams (each a
+    // vsock connection made when the exec started): a call in flight.
+    ensure!(
+        futures::poll!(&mut output).is_pending(),
+        "the exec ended before the kill"
+    );
 
     ensure!(victim.signal(Signal::SIGKILL)?, "{helper} was alive");
     let killed = Instant::now();
