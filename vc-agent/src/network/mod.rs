@@ -9,42 +9,18 @@
 mod links;
 mod routes;
 
-use std::fmt;
-
+use vc_netlink::request;
 use vc_proto::{Interface, Neighbour, Route};
 
 pub use links::Link;
-
-/// A MAC address formatted as `aa:bb:cc:dd:ee:ff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
+pub use vc_netlink::{Mac, NetlinkError};
 
 /// Why the network could not be configured or read.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    /// The netlink socket could not be opened.
-    #[error("cannot open a netlink socket")]
-    Connect(#[source] std::io::Error),
-    /// A netlink request failed.
-    #[error("cannot {action}")]
-    Netlink {
-        /// What was being done.
-        action: String,
-        /// rtnetlink's error (boxed: it is large).
-        #[source]
-        source: Box<rtnetlink::Error>,
-    },
+    /// A netlink connection or request failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     /// No guest interface carries the MAC of an interface, route or neighbour.
     #[error("no guest interface has the MAC address {0}")]
     NoInterfaceWithMac(Mac),
@@ -53,40 +29,29 @@ pub enum NetworkError {
     Unsupported(String),
 }
 
-/// The errno of a failed netlink request, if the kernel gave one.
-fn errno(error: &rtnetlink::Error) -> Option<i32> {
-    match error {
-        rtnetlink::Error::NetlinkError(message) => Some(-message.raw_code()),
-        _ => None,
-    }
-}
-
-/// True when the kernel said the object exists already.
-fn exists(error: &rtnetlink::Error) -> bool {
-    errno(error) == Some(libc::EEXIST)
-}
-
+/// Maps an rtnetlink error to [`NetworkError::Netlink`] with what was being done.
 fn netlink(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
-    let action = action.into();
-    move |source| NetworkError::Netlink {
-        action,
-        source: Box::new(source),
-    }
+    let to_error = request(action);
+    move |source| NetworkError::Netlink(to_error(source))
 }
 
 /// A netlink connection; its I/O runs on a task of the current runtime.
 #[derive(Debug, Clone)]
 pub struct Netlink {
-    handle: rtnetlink::Handle,
+    inner: vc_netlink::Netlink,
 }
 
 impl Netlink {
     /// Opens a route netlink socket (in the calling thread's network
     /// namespace) and spawns its connection task.
     pub fn connect() -> Result<Self, NetworkError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetworkError::Connect)?;
-        tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self {
+            inner: vc_netlink::Netlink::connect()?,
+        })
+    }
+
+    fn handle(&self) -> &rtnetlink::Handle {
+        self.inner.handle()
     }
 
     /// Brings up loopback, configures `interfaces`, then adds `routes` and

@@ -2,59 +2,36 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use netlink_packet_route::neighbour::NeighbourState;
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
-};
-use rtnetlink::IpVersion;
+use netlink_packet_route::route::RouteScope;
 use vc_proto::{IpNet, Neighbour, Route};
 
 use super::links::{by_mac, Link};
-use super::{exists, netlink, Netlink, NetworkError};
+use vc_netlink::exists;
 
-fn ip(address: &RouteAddress) -> Option<IpAddr> {
-    match address {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
+use super::{netlink, Netlink, NetworkError};
 
 fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
 /// A route of the main table in vc-proto's terms.
-fn from_message(message: &RouteMessage, links: &[Link]) -> Option<Route> {
-    if message.header.table != RouteHeader::RT_TABLE_MAIN {
+fn from_dump(route: &vc_netlink::Route, links: &[Link]) -> Option<Route> {
+    if !route.in_main_table() {
         return None;
     }
-    let mut route = Route {
-        destination: None,
-        gateway: None,
-        device_mac: None,
-        source: None,
-        metric: None,
-    };
-    for attribute in &message.attributes {
-        match attribute {
-            RouteAttribute::Destination(a) => {
-                route.destination = ip(a).map(|addr| IpNet {
-                    addr,
-                    prefix_len: message.header.destination_prefix_length,
-                });
-            }
-            RouteAttribute::Gateway(a) => route.gateway = ip(a),
-            RouteAttribute::PrefSource(a) => route.source = ip(a),
-            RouteAttribute::Priority(p) => route.metric = Some(*p),
-            RouteAttribute::Oif(index) => {
-                route.device_mac = links.iter().find(|l| l.index == *index).and_then(|l| l.mac);
-            }
-            _ => {}
-        }
-    }
-    Some(route)
+    Some(Route {
+        destination: route
+            .destination
+            .map(|(addr, prefix_len)| IpNet { addr, prefix_len }),
+        gateway: route.gateway,
+        device_mac: route
+            .oif
+            .and_then(|index| links.iter().find(|l| l.index == index))
+            .and_then(|l| l.mac),
+        source: route.source,
+        metric: route.metric,
+    })
 }
 
 impl Netlink {
@@ -78,7 +55,7 @@ impl Netlink {
                 )));
             }
         }
-        let mut request = self.handle.route().add();
+        let mut request = self.handle().route().add();
         if let Some(mac) = route.device_mac {
             request = request.output_interface(by_mac(links, mac)?.index);
         }
@@ -139,7 +116,7 @@ impl Netlink {
         links: &[Link],
     ) -> Result<(), NetworkError> {
         let link = by_mac(links, neighbour.device_mac)?;
-        self.handle
+        self.handle()
             .neighbours()
             .add(link.index, neighbour.ip)
             .link_local_address(&neighbour.mac)
@@ -156,18 +133,7 @@ impl Netlink {
     /// The routes of the main table, IPv4 then IPv6.
     pub async fn routes(&self) -> Result<Vec<Route>, NetworkError> {
         let links = self.links().await?;
-        let mut routes = Vec::new();
-        for version in [IpVersion::V4, IpVersion::V6] {
-            let messages: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(version)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(netlink("list the routes"))?;
-            routes.extend(messages.iter().filter_map(|m| from_message(m, &links)));
-        }
-        Ok(routes)
+        let routes = self.inner.routes().await?;
+        Ok(routes.iter().filter_map(|r| from_dump(r, &links)).collect())
     }
 }

@@ -5,7 +5,9 @@
 use netlink_packet_route::tc::TcHandle;
 use tracing::{info, warn};
 
-use super::netns::{errno, netlink, Nl};
+use vc_netlink::errno;
+
+use super::netns::{netlink, Nl};
 use super::plan::PlannedLink;
 use super::{tap, MirroredLink, NetworkError};
 use crate::hypervisor::MacAddr;
@@ -32,7 +34,7 @@ impl Nl {
 
     async fn add_ingress(&self, index: u32, name: &str) -> Result<(), NetworkError> {
         match self
-            .handle
+            .handle()
             .qdisc()
             .add(index as i32)
             .ingress()
@@ -48,7 +50,7 @@ impl Nl {
     }
 
     async fn redirect(&self, from: u32, from_name: &str, to: u32) -> Result<(), NetworkError> {
-        self.handle
+        self.handle()
             .traffic_filter(from as i32)
             .add()
             .parent(0xffff_0000)
@@ -61,7 +63,7 @@ impl Nl {
     }
 
     async fn del_ingress(&self, index: u32) -> Result<(), rtnetlink::Error> {
-        let mut request = self.handle.qdisc().del(index as i32);
+        let mut request = self.handle().qdisc().del(index as i32);
         request.message_mut().header.parent = TcHandle::INGRESS;
         request.message_mut().header.handle = TcHandle::from(0xffff_0000);
         request.execute().await
@@ -69,7 +71,7 @@ impl Nl {
 
     async fn del_link(&self, name: &str) -> Result<(), NetworkError> {
         if let Some(index) = self.index_of(name).await? {
-            self.handle
+            self.handle()
                 .link()
                 .del(index)
                 .execute()
@@ -119,7 +121,7 @@ impl Nl {
                 name: link.tap.clone(),
                 source: std::io::Error::other("the tap vanished after it was created"),
             })?;
-        let mut set = self.handle.link().set(tap_index).up();
+        let mut set = self.handle().link().set(tap_index).up();
         if link.mtu != 0 {
             set = set.mtu(link.mtu);
         }
@@ -187,7 +189,7 @@ impl Nl {
     pub async fn ingress_links(&self) -> Result<Vec<u32>, NetworkError> {
         use futures::TryStreamExt;
         let qdiscs: Vec<_> = self
-            .handle
+            .handle()
             .qdisc()
             .get()
             .execute()

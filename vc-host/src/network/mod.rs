@@ -68,18 +68,9 @@ pub enum NetworkError {
     /// The thread that works in the namespace could not start or died.
     #[error("the network namespace worker thread failed")]
     Worker(#[source] std::io::Error),
-    /// The netlink socket could not be opened.
-    #[error("cannot open a netlink socket")]
-    Connect(#[source] std::io::Error),
-    /// A netlink request failed.
-    #[error("cannot {action}")]
-    Netlink {
-        /// What was being done.
-        action: String,
-        /// rtnetlink's error (boxed: it is large).
-        #[source]
-        source: Box<rtnetlink::Error>,
-    },
+    /// A netlink connection or request failed.
+    #[error(transparent)]
+    Netlink(#[from] vc_netlink::NetlinkError),
     /// An interface has no Ethernet address.
     #[error("interface {interface} has no MAC address and cannot be mirrored")]
     NoMac {

@@ -15,24 +15,20 @@ use super::NetworkError;
 /// An rtnetlink connection opened inside the target namespace.
 #[derive(Debug, Clone)]
 pub(super) struct Nl {
-    pub handle: rtnetlink::Handle,
+    pub net: vc_netlink::Netlink,
+}
+
+impl Nl {
+    /// rtnetlink's handle, for requests that change the namespace.
+    pub fn handle(&self) -> &rtnetlink::Handle {
+        self.net.handle()
+    }
 }
 
 /// Maps an rtnetlink error to [`NetworkError::Netlink`] with what was being done.
 pub(super) fn netlink(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
-    let action = action.into();
-    move |source| NetworkError::Netlink {
-        action,
-        source: Box::new(source),
-    }
-}
-
-/// The errno of a failed netlink request, if the kernel gave one.
-pub(super) fn errno(error: &rtnetlink::Error) -> Option<i32> {
-    match error {
-        rtnetlink::Error::NetlinkError(message) => Some(-message.raw_code()),
-        _ => None,
-    }
+    let to_error = vc_netlink::request(action);
+    move |source| NetworkError::Netlink(to_error(source))
 }
 
 /// Opens `path` and refuses the namespace this process runs in.
@@ -84,10 +80,8 @@ where
                     .build()
                     .map_err(NetworkError::Worker)?;
                 rt.block_on(async move {
-                    let (connection, handle, _) =
-                        rtnetlink::new_connection().map_err(NetworkError::Connect)?;
-                    tokio::spawn(connection);
-                    work(Nl { handle }).await
+                    let net = vc_netlink::Netlink::connect()?;
+                    work(Nl { net }).await
                 })
             })();
             // The receiver is gone only when the caller stopped waiting.

@@ -60,7 +60,7 @@ fn nl_err(what: &'static str) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
 /// A veth pair `va`/`vb` in the namespace; `va` with a MAC, MTU 1400,
 /// 192.0.2.10/24, a default route via 192.0.2.1 and a permanent neighbour.
 async fn veth_pair(nl: Nl) -> Result<(), NetworkError> {
-    let h = &nl.handle;
+    let h = nl.handle();
     h.link()
         .add()
         .veth("va".into(), "vb".into())
@@ -182,7 +182,7 @@ async fn an_interface_that_cannot_be_mirrored_fails_and_leaves_nothing() {
             .into_iter()
             .find(|l| l.name == "vb")
             .expect("vb");
-        nl.handle
+        nl.handle()
             .qdisc()
             .add(vb.index as i32)
             .ingress()
