@@ -431,8 +431,8 @@ pub fn create(plan: &CgroupPlan, limits: CgroupLimits) -> Result<CgroupRecord, C
     }
 }
 
-/// Removes the pod's cgroup directories, waiting (bounded by
-/// [`REMOVE_WAIT`]) for tasks that are still leaving; directories already
+/// Removes the pod's cgroup directories, waiting (at most
+/// `REMOVE_WAIT`, 3 s) for tasks that are still leaving; directories already
 /// gone are fine. Each attempt runs on the blocking pool and the waits
 /// between them are async sleeps, so the caller's thread keeps serving other
 /// tasks while the cgroup drains.
@@ -448,8 +448,8 @@ pub async fn remove(record: &CgroupRecord) -> Result<(), CgroupError> {
     }
 }
 
-/// [`remove`] for callers that cannot await (drop guards handing it to
-/// [`crate::blocking::detach`]): the same bounded wait, sleeping the thread.
+/// [`remove`] for callers that cannot await (drop guards, which hand it to
+/// the blocking pool): the same bounded wait, sleeping the thread.
 pub fn remove_blocking(record: &CgroupRecord) -> Result<(), CgroupError> {
     let deadline = Instant::now() + REMOVE_WAIT;
     loop {

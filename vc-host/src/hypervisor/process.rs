@@ -352,7 +352,7 @@ impl Detached<'_> {
         spawn_detached(&self.owned_parts(), &fds)
     }
 
-    /// [`Self::spawn`] on the blocking pool ([`crate::blocking`]): the fork,
+    /// [`Self::spawn`] on Tokio's blocking pool: the fork,
     /// the child's cgroup join (a v1 cgroup migration can wait for an RCU
     /// grace period) and its `exec` do not hold the caller's thread. The
     /// descriptors are duplicated first and the child puts each inherited
