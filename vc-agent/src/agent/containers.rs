@@ -155,6 +155,22 @@ fn kill_all(container: &Container, signal: Signal) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// The parent of `pid`, from `/proc/<pid>/stat`; `None` once it is gone.
+fn parent_pid(pid: i32) -> Option<i32> {
+    parse_parent(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The fourth field of a `/proc/<pid>/stat` line. The second, the command in
+/// parentheses, may itself hold spaces and parentheses, so fields are counted
+/// from the last `)`.
+fn parse_parent(stat: &str) -> Option<i32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 impl Agent {
     fn container(&self, id: &str) -> Result<Arc<Container>, AgentError> {
         self.containers
@@ -474,11 +490,23 @@ impl Agent {
 
     /// Every process of the container's cgroup, ascending, at most
     /// [`vc_proto::MAX_CONTAINER_PIDS`] (the lowest ones past that).
+    ///
+    /// An exec runs through a relay (see `container::child::relay`) whose pid
+    /// is the one the host knows; the real process it forked stands behind it
+    /// and is left out, so that each exec counts once, under its known pid.
     pub(super) async fn container_pids(self: &Arc<Self>, id: &str) -> Result<Response, AgentError> {
         let container = self.container(id)?;
+        let relays: HashSet<i32> = self
+            .processes
+            .running()
+            .iter()
+            .filter(|p| p.key().container_id == id && p.key().exec_id.is_some())
+            .map(|p| p.pid().as_raw())
+            .collect();
         let mut pids: Vec<u32> = blocking(move || container.pids())
             .await?
             .into_iter()
+            .filter(|&pid| !parent_pid(pid).is_some_and(|parent| relays.contains(&parent)))
             .filter_map(|p| u32::try_from(p).ok())
             .collect();
         pids.sort_unstable();
@@ -542,5 +570,28 @@ impl Agent {
                 tracing::warn!(container_id = %id, "stop failed: {}", e.message);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parent_pid, parse_parent};
+
+    #[test]
+    fn the_parent_is_read_past_a_command_with_spaces_and_parentheses() {
+        assert_eq!(parse_parent("42 (sleep) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parse_parent("42 (a ) b (c)) R 9 1 1 0"), Some(9));
+        assert_eq!(parse_parent("42 (truncated"), None);
+        assert_eq!(parse_parent(""), None);
+    }
+
+    #[test]
+    fn the_parent_of_this_process_is_the_one_the_kernel_reports() {
+        let me = i32::try_from(std::process::id()).expect("pid fits i32");
+        assert_eq!(
+            parent_pid(me),
+            Some(nix::unistd::getppid().as_raw()),
+            "parent of {me}"
+        );
     }
 }
