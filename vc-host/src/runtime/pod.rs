@@ -489,7 +489,19 @@ impl Runtime {
                 operation: "pause/resume",
             })?;
             match t {
-                Transition::Pause => vm.pause().await?,
+                Transition::Pause => {
+                    // Short calls made without the pod's lock finish first
+                    // (see crate::store::CallLease); the gate is released once
+                    // the VM is frozen, and the record then refuses new ones.
+                    let quiet = pod.dir.quiesce_calls(QUIESCE_DEADLINE).await?;
+                    if quiet.is_none() {
+                        warn!(
+                            waited = ?QUIESCE_DEADLINE,
+                            "agent calls still in flight; pausing anyway (they will time out)"
+                        );
+                    }
+                    vm.pause().await?;
+                }
                 _ => vm.resume().await?,
             }
             pod.record.state = next;
@@ -549,6 +561,10 @@ impl Runtime {
 /// How long to wait for the agent of a VM that is booting, once it has
 /// printed its ready line.
 const BOOT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a pause waits for the short agent calls in flight: a connect and
+/// one call, each with its own deadline.
+const QUIESCE_DEADLINE: Duration = Duration::from_secs(45);
 
 /// How long to wait for the agent of a running pod.
 pub(super) const CONNECT_DEADLINE: Duration = Duration::from_secs(10);

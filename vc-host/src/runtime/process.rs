@@ -29,6 +29,7 @@ use crate::agent::{
 use crate::config::{ContainerConfig, UserConfig, DEFAULT_PATH};
 use crate::id::{ContainerId, PodId};
 use crate::state::State;
+use crate::store::CallLease;
 
 #[cfg(test)]
 #[path = "process_tests.rs"]
@@ -527,13 +528,15 @@ const EXEC_CONNECT_DEADLINE: Duration = CONNECT_DEADLINE;
 
 impl Runtime {
     /// An agent connection to a running pod whose container `id` is running,
-    /// and that container's main-process spec.
+    /// that container's main-process spec, and the lease that keeps a pause
+    /// from freezing the VM until the caller's call is answered (hold it that
+    /// long, and no longer: see [`crate::store::CallLease`]).
     async fn running_container(
         &self,
         pod_id: &PodId,
         id: &ContainerId,
         operation: &'static str,
-    ) -> Result<(AgentClient, crate::config::ContainerConfig), RuntimeError> {
+    ) -> Result<(AgentClient, crate::config::ContainerConfig, CallLease), RuntimeError> {
         let pod = self.lock(pod_id).await?;
         let c = pod
             .record
@@ -553,9 +556,10 @@ impl Runtime {
         }
         let config = c.config.clone();
         let vm = self.running_vm(&pod, operation)?;
+        let lease = pod.dir.call_lease().await?;
         drop(pod);
         let agent = connect_agent(&vm, EXEC_CONNECT_DEADLINE).await?;
-        Ok((agent, config))
+        Ok((agent, config, lease))
     }
 
     /// Starts one more process in a running container (EnterContainer) and
@@ -570,7 +574,8 @@ impl Runtime {
     ) -> Result<Process, RuntimeError> {
         let span = info_span!("exec", pod_id = %pod_id, container_id = %id);
         async move {
-            let (agent, container) = self.running_container(pod_id, id, "exec").await?;
+            // The lease lasts until the process is spawned and attached.
+            let (agent, container, _lease) = self.running_container(pod_id, id, "exec").await?;
             let stdin = config.stdin;
             let spec = config.exec_spec(&container, ExecEnv::Extend);
             let reference = ProcessRef {
@@ -597,7 +602,7 @@ impl Runtime {
         id: &ContainerId,
         stdin: bool,
     ) -> Result<Process, RuntimeError> {
-        let (agent, container) = self.running_container(pod_id, id, "attach").await?;
+        let (agent, container, _lease) = self.running_container(pod_id, id, "attach").await?;
         let reference = ProcessRef {
             container_id: id.to_string(),
             exec_id: None,
@@ -616,7 +621,7 @@ impl Runtime {
         signal: i32,
         all: bool,
     ) -> Result<(), RuntimeError> {
-        let (agent, _) = self.running_container(pod_id, id, "signal").await?;
+        let (agent, _, _lease) = self.running_container(pod_id, id, "signal").await?;
         let reference = ProcessRef {
             container_id: id.to_string(),
             exec_id: exec_id.map(str::to_owned),

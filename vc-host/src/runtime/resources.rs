@@ -11,6 +11,7 @@ use crate::agent::AgentClient;
 use crate::config::ResourcesConfig;
 use crate::id::{ContainerId, PodId};
 use crate::state::State;
+use crate::store::CallLease;
 
 /// Something that happened in a pod's VM.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -162,7 +163,7 @@ impl Runtime {
         pod_id: &PodId,
         id: &ContainerId,
     ) -> Result<ContainerStats, RuntimeError> {
-        let agent = self.container_agent(pod_id, id, "container stats").await?;
+        let (agent, _lease) = self.container_agent(pod_id, id, "container stats").await?;
         Ok(agent.stats(id.as_str()).await?)
     }
 
@@ -175,22 +176,25 @@ impl Runtime {
         pod_id: &PodId,
         id: &ContainerId,
     ) -> Result<Vec<u32>, RuntimeError> {
-        let agent = self.container_agent(pod_id, id, "container pids").await?;
+        let (agent, _lease) = self.container_agent(pod_id, id, "container pids").await?;
         Ok(agent.container_pids(id.as_str()).await?)
     }
 
     /// The agent of the running pod that holds container `id`, for a
-    /// read-only call (`what`); the pod's lock is not held during the call.
+    /// read-only call (`what`), and the lease to hold until it is answered;
+    /// the pod's lock is not held during the call.
     async fn container_agent(
         &self,
         pod_id: &PodId,
         id: &ContainerId,
         what: &'static str,
-    ) -> Result<AgentClient, RuntimeError> {
+    ) -> Result<(AgentClient, CallLease), RuntimeError> {
         let pod = self.lock(pod_id).await?;
         pod.container(id)?;
         let vm = self.running_vm(&pod, what)?;
-        Ok(connect_agent(&vm, CONNECT_DEADLINE).await?)
+        let lease = pod.dir.call_lease().await?;
+        drop(pod);
+        Ok((connect_agent(&vm, CONNECT_DEADLINE).await?, lease))
     }
 
     /// The event stream of a running pod: OOM kills and process exits.

@@ -8,6 +8,8 @@
 //!   pods/<pod-id>/             0700
 //!     config.json              the pod's configuration, written once at create (0600)
 //!     state.json               state, VM record, containers, binds: rewritten atomically (0600)
+//!     calls.lock               the call gate: shared by short agent calls made after the
+//!                              pod's lock is released, exclusive during a pause (see gate)
 //!     vm/                      hypervisor run directory: sockets, logs, pid files
 //!     mounts/                  host-only mount points of the share (see runtime::share)
 //!     shared/                  the read-only export of mounts/ given to virtiofsd
@@ -22,6 +24,7 @@
 //! under its directory and never crosses a mount point.
 
 mod atomic;
+mod gate;
 mod lock;
 
 use std::os::unix::fs::PermissionsExt;
@@ -34,6 +37,7 @@ use crate::beneath::{BeneathError, Dir};
 use crate::id::PodId;
 
 pub use atomic::{read_json, read_json_at, write_json_at, write_json_atomic, RECORD_MODE};
+pub use gate::{CallLease, Quiesced};
 pub use lock::PodLock;
 
 /// Default runtime root.
