@@ -5,6 +5,7 @@
 //! Each test file uses only part of this module.
 #![allow(dead_code)]
 
+use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -151,6 +152,15 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// Waits up to `timeout` for the process to end, on its pidfd (no
+    /// polling): its exit status, or `None` while it still runs.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        if self.try_wait()?.is_none() && exits_within(self.pid(), timeout)? {
+            return self.try_wait();
+        }
+        Ok(self.reaped)
+    }
+
     /// The exit status if the process has ended.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.reaped.is_none() {
@@ -190,6 +200,35 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits up to `timeout` for child `pid` (not yet reaped) to exit, on its
+/// pidfd (readable once the process has exited). True when it has.
+fn exits_within(pid: u32, timeout: Duration) -> Result<bool> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no
+    // memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("pidfd_open");
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let wait = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait)) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) => continue,
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("poll on a pidfd"),
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! and guest image directory of the test's choosing.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -202,11 +201,12 @@ impl Virtc {
         };
         cmd.stdout(file(&out_path)?).stderr(file(&err_path)?);
         let mut guard = super::ChildGuard::spawn(&line, &mut cmd)?;
-        let ended = exits_within(guard.pid(), timeout)
-            .with_context(|| format!("cannot wait for `{line}`"))?;
-        let status = match (ended, guard.try_wait()?) {
-            (true, Some(status)) => status,
-            _ => {
+        let status = match guard
+            .wait_timeout(timeout)
+            .with_context(|| format!("cannot wait for `{line}`"))?
+        {
+            Some(status) => status,
+            None => {
                 guard.kill();
                 let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
                 bail!("`{line}` did not end within {timeout:?}; its stderr:\n{stderr}");
@@ -237,34 +237,5 @@ impl Virtc {
         S: AsRef<OsStr>,
     {
         self.run(args)?.success()
-    }
-}
-
-/// Waits up to `timeout` for child `pid` (not yet reaped) to exit, on its
-/// pidfd (readable once the process has exited). True when it has.
-fn exits_within(pid: u32, timeout: Duration) -> Result<bool> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no
-    // memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("pidfd_open");
-    }
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let mut fds = [nix::poll::PollFd::new(
-            pidfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let wait = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait)) {
-            Ok(0) if left.is_zero() => return Ok(false),
-            Ok(0) => continue,
-            Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("poll on a pidfd"),
-        }
     }
 }
