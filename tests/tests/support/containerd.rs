@@ -337,14 +337,15 @@ impl Containerd {
             .join(id)
     }
 
-    /// The pid of the shim serving a task, as containerd recorded it in the bundle.
-    pub fn shim_pid(&self, namespace: &str, id: &str) -> Result<i32> {
-        let file = self.bundle(namespace, id).join("shim.pid");
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        text.trim()
-            .parse()
-            .with_context(|| format!("{} holds {text:?}, not a pid", file.display()))
+    /// The serving shims of this daemon: processes of the test running the shim's binary.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        self.processes()
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == self.shim)
+            })
+            .collect()
     }
 
     /// Starts `ctr --address SOCK --namespace NS ARGS...` with stdin closed.
@@ -544,13 +545,14 @@ impl Containerd {
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.task_status(namespace, id)?;
+            // Not listed yet counts as not there yet.
+            let status = self.task_status(namespace, id).unwrap_or_default();
             if status == want {
                 return Ok(());
             }
             ensure!(
                 Instant::now() < deadline,
-                "task {id} is {status}, not {want}, after {timeout:?}"
+                "task {id} is {status:?}, not {want}, after {timeout:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
