@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 pub use vc_proto::{Seccomp, SeccompProfile};
 
-use crate::hypervisor::VmConfig;
+use crate::hypervisor::{HypervisorKind, VmConfig};
 use crate::id::{ContainerId, PodId};
 pub use crate::storage::{DiskConfig, TmpfsConfig, VolumeConfig};
 
@@ -40,6 +40,9 @@ pub struct RuntimeConfig {
     /// `/usr/local/share/vc/guest-image` and `/usr/share/vc/guest-image` that
     /// holds an image ([`crate::runtime::guest::image_search_dirs`]).
     pub guest_image_dir: PathBuf,
+    /// The hypervisor backend pods' VMs are launched with. Default (and the
+    /// only one so far) `qemu`.
+    pub hypervisor: HypervisorKind,
     /// The unprivileged host user that QEMU and the vsock daemon run as
     /// (`cargo xtask deps` creates the default, `vc-vmm`).
     pub vmm_user: String,
@@ -86,6 +89,7 @@ impl Default for RuntimeConfig {
         Self {
             root: env_path("VC_ROOT").unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_ROOT)),
             guest_image_dir: crate::runtime::guest::default_image_dir(),
+            hypervisor: HypervisorKind::default(),
             vmm_user: crate::hypervisor::DEFAULT_VMM_USER.to_owned(),
             host_cgroup: HostCgroupConfig::default(),
             boot_width: crate::runtime::admission::default_width(),
@@ -608,6 +612,19 @@ pub fn parse_seccomp(arg: &str) -> Result<Seccomp, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_config_names_its_hypervisor_and_defaults_to_qemu() {
+        let c: RuntimeConfig = toml::from_str("").expect("empty");
+        assert_eq!(c.hypervisor, HypervisorKind::Qemu);
+        let c: RuntimeConfig = toml::from_str("hypervisor = \"qemu\"").expect("qemu");
+        assert_eq!(c.hypervisor, HypervisorKind::Qemu);
+        let err = toml::from_str::<RuntimeConfig>("hypervisor = \"firecracker\"")
+            .expect_err("no such backend");
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+        let err = toml::from_str::<RuntimeConfig>("hypervisr = \"qemu\"").expect_err("typo");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
 
     #[test]
     fn minimal_container_config_gets_working_defaults() {

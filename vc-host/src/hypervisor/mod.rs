@@ -3,10 +3,15 @@
 //! This module owns everything between a [`VmConfig`] and a running VM that
 //! any host process can find again:
 //!
+//! - [`backend`]: the seam the pod layer sees, the object-safe
+//!   [`Hypervisor`] trait, its [`Capabilities`] and the [`HypervisorKind`]
+//!   a runtime is configured with;
 //! - [`config`]: the config as data and its validation into [`VmSettings`];
 //! - [`host`]: accelerator (KVM/TCG) and vsock form (kernel/hybrid) choice;
+//! - [`tools`]: where the programs are found;
+//! - [`spec`]: what one launch is asked for ([`VmSpec`]) and the run
+//!   directory's layout;
 //! - [`argv`]: the QEMU command line as typed parts;
-//! - [`daemons`]: `vhost-device-vsock` and `virtiofsd`;
 //! - [`confine`]: the unprivileged user, the sandboxes, and the descriptors
 //!   handed to QEMU instead of paths;
 //! - [`daemons`]: `vhost-device-vsock`, `virtiofsd` and the console logger;
@@ -18,16 +23,20 @@
 //! - [`process`]: detached processes, pid + start time, zombie-aware liveness;
 //! - [`qmp`]: QMP over the monitor socket (`qapi` crate), with [`scm`]
 //!   passing descriptors to it;
+//! - [`hotplug`]: block devices plugged into and out of a running q35 guest
+//!   over QMP;
 //! - [`qemu`]: [`QemuHypervisor`], the launch sequence;
 //! - [`vm`]: [`Vm`] and its persistent [`VmRecord`];
 //! - [`watch`]: [`HelperWatch`], pidfds on QEMU and every helper, to learn
 //!   at once that one died and how.
 //!
-//! The pod layer calls [`Hypervisor::launch`], persists [`Vm::record`] in the
-//! pod's directory, reopens it with [`Vm::from_record`] from later processes,
-//! asks the agent to shut down, then calls [`Vm::stop`].
+//! The pod layer holds an `Arc<dyn Hypervisor>`, calls
+//! [`Hypervisor::launch`], persists [`Vm::record`] in the pod's directory,
+//! reopens it with [`Vm::from_record`] from later processes, asks the agent
+//! to shut down, then calls [`Vm::stop`].
 
 pub mod argv;
+pub mod backend;
 pub mod cgroup;
 pub mod cid;
 pub mod config;
@@ -46,12 +55,12 @@ pub mod tools;
 pub mod vm;
 pub mod watch;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
 
+pub use backend::{BoxFuture, Capabilities, Hypervisor, HypervisorKind};
 pub use cgroup::{CgroupError, CgroupLimits, CgroupRecord, CgroupSpec, CgroupVersion};
 pub use cid::{CidAllocator, CidError};
 pub use config::{
@@ -67,16 +76,6 @@ pub use qmp::QmpError;
 pub use spec::{DiskSpec, MacAddr, TapSpec, VmSpec, SHARED_FS_TAG};
 pub use vm::{DaemonRecord, Vm, VmRecord, VmStatus};
 pub use watch::{HelperDeath, HelperExit, HelperWatch};
-
-/// Launches VMs. Only what the pod layer needs: everything else is a method
-/// of the [`Vm`] it returns.
-pub trait Hypervisor: Send + Sync {
-    /// Starts a VM (and its helper daemons) as described by `spec`, returning
-    /// once QEMU answers on its monitor. The guest may still be booting: the
-    /// caller connects to [`Vm::agent_addr`] with retries. On error nothing
-    /// started is left running.
-    fn launch(&self, spec: &VmSpec) -> impl Future<Output = Result<Vm, HypervisorError>> + Send;
-}
 
 /// Why a VM could not be launched or controlled.
 #[derive(Debug, Error)]

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::argv::{QemuCommand, QemuFds};
+use super::backend::{BoxFuture, Capabilities};
 use super::cgroup::{self, CgroupFacts, CgroupJoin, CgroupRecord};
 use super::cid::CidAllocator;
-use super::config::{Accel, ConfigError, VsockKind};
+use super::config::{Accel, ConfigError, Machine, VmConfig, VmSettings, VsockKind};
 use super::confine::{daemon_dir, Handoff};
 use super::daemons::{
     connect_when_listening, console_log_args, effective_sandbox, side_files,
@@ -30,6 +31,7 @@ use super::tools::{ToolSearch, VIRTIOFSD};
 use super::vm::{
     console_tail, remove_files, tail_file, DaemonRecord, Vm, VmRecord, VM_RECORD_FORMAT,
 };
+use super::watch::QEMU as QEMU_PROCESS;
 use super::{Hypervisor, HypervisorError};
 use crate::vsock::VsockAddr;
 
@@ -68,7 +70,36 @@ impl QemuHypervisor {
 }
 
 impl Hypervisor for QemuHypervisor {
-    async fn launch(&self, spec: &VmSpec) -> Result<Vm, HypervisorError> {
+    fn name(&self) -> &'static str {
+        QEMU_PROCESS
+    }
+
+    /// Hot-plug needs PCIe root ports: q35 has them, microvm has no hotplug.
+    fn capabilities(&self, config: &VmConfig) -> Capabilities {
+        Capabilities {
+            hotplug_block: config.machine == Machine::Q35,
+        }
+    }
+
+    fn settings(&self, config: &VmConfig) -> Result<VmSettings, HypervisorError> {
+        Ok(config.validate()?)
+    }
+
+    fn launch<'a>(&'a self, spec: &'a VmSpec) -> BoxFuture<'a, Result<Vm, HypervisorError>> {
+        Box::pin(self.launch_and_clean_up(spec))
+    }
+
+    fn reap_interrupted_launch<'a>(&'a self, run_dir: &'a Path) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            super::journal::reap(run_dir).await;
+        })
+    }
+}
+
+impl QemuHypervisor {
+    /// [`Hypervisor::launch`]: a failed launch stops what it started before
+    /// returning.
+    async fn launch_and_clean_up(&self, spec: &VmSpec) -> Result<Vm, HypervisorError> {
         let span = info_span!("vm", name = spec.name.as_deref().unwrap_or(""));
         let mut started = None;
         let launched = self

@@ -12,7 +12,6 @@ use super::share;
 use super::{Runtime, RuntimeError};
 use crate::agent::AgentClient;
 use crate::config::ContainerConfig;
-use crate::hypervisor::Machine;
 use crate::id::{ContainerId, PodId};
 use crate::state::{State, Transition};
 use crate::storage;
@@ -65,9 +64,9 @@ fn main_process(id: &ContainerId) -> ProcessRef {
 }
 
 impl Runtime {
-    /// Bind-mounts the container's rootfs and volumes into the share, on q35
-    /// hot-plugs its block devices (on microvm they were attached at boot),
-    /// and creates the container in the guest. On error no bind mount and no
+    /// Bind-mounts the container's rootfs and volumes into the share,
+    /// hot-plugs its block devices when the VM can (q35; otherwise, as on
+    /// microvm, they were attached at boot), and creates the container in the guest. On error no bind mount and no
     /// hot-plugged disk is left.
     pub(super) async fn create_in_guest(
         &self,
@@ -78,7 +77,7 @@ impl Runtime {
         let config = pod.container(id)?.config.clone();
         let mut plugged = Vec::new();
         let result = async {
-            if pod.config.vm.machine == Machine::Q35 {
+            if self.capabilities(&pod.config).hotplug_block {
                 for disk in storage::container_disks(&config) {
                     let vm = pod.live_vm().ok_or_else(|| RuntimeError::PodNotRunning {
                         pod: pod.config.id.clone(),
@@ -184,7 +183,7 @@ impl Runtime {
             }
             let id = config.id.clone();
             if state == State::Running
-                && pod.config.vm.machine == Machine::Microvm
+                && !self.capabilities(&pod.config).hotplug_block
                 && !storage::container_disks(&config).is_empty()
             {
                 return Err(RuntimeError::HotplugUnsupported {
@@ -319,8 +318,8 @@ impl Runtime {
         .await
     }
 
-    /// Removes a container from the guest of a running pod and, on q35,
-    /// unplugs its disks. A container the guest does not have (created
+    /// Removes a container from the guest of a running pod and, when its
+    /// disks were hot-plugged (q35), unplugs them. A container the guest does not have (created
     /// while the pod was ready, or removed already) is not an error; a pod
     /// that is not running has nothing in a guest to remove.
     pub(super) async fn remove_from_guest(
@@ -351,7 +350,7 @@ impl Runtime {
                 if source.code == vc_proto::ErrorCode::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        if pod.config.vm.machine == Machine::Q35 {
+        if self.capabilities(&pod.config).hotplug_block {
             let config = &pod.container(id)?.config;
             for disk in storage::container_disks(config) {
                 vm.unplug_disk(&disk.id).await?;

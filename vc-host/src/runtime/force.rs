@@ -72,7 +72,7 @@ impl Runtime {
                 }
             }
             // What a start killed before it recorded its VM left running.
-            crate::hypervisor::journal::reap(&dir.vm_dir()).await;
+            self.hypervisor.reap_interrupted_launch(&dir.vm_dir()).await;
             if let Some(net) = named.network {
                 if let Err(e) = crate::network::teardown(&net).await {
                     warn!(error = %e, "cannot remove the pod network");

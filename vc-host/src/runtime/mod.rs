@@ -24,9 +24,11 @@ pub mod share;
 mod shutdown;
 mod supervise;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RuntimeConfig;
+use crate::hypervisor::Hypervisor;
 use crate::store::Store;
 
 pub use error::RuntimeError;
@@ -46,13 +48,36 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Runtime {
     store: Store,
     config: RuntimeConfig,
+    /// The backend every pod's VM is launched with, chosen once from
+    /// [`RuntimeConfig::hypervisor`].
+    hypervisor: Arc<dyn Hypervisor>,
 }
 
 impl Runtime {
-    /// Opens the runtime root (creating it when missing).
+    /// Opens the runtime root (creating it when missing), with the
+    /// hypervisor backend the configuration names.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let store = Store::open(&config.root)?;
-        Ok(Self { store, config })
+        let hypervisor = config.hypervisor.open(store.root());
+        Ok(Self {
+            store,
+            config,
+            hypervisor,
+        })
+    }
+
+    /// Opens the runtime root with a given hypervisor backend instead of the
+    /// one the configuration names.
+    pub fn with_hypervisor(
+        config: RuntimeConfig,
+        hypervisor: Arc<dyn Hypervisor>,
+    ) -> Result<Self, RuntimeError> {
+        let store = Store::open(&config.root)?;
+        Ok(Self {
+            store,
+            config,
+            hypervisor,
+        })
     }
 
     /// The configuration in use.
@@ -63,5 +88,10 @@ impl Runtime {
     /// The state store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The hypervisor backend in use.
+    pub fn hypervisor(&self) -> &Arc<dyn Hypervisor> {
+        &self.hypervisor
     }
 }

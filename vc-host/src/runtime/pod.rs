@@ -16,10 +16,8 @@ use crate::blocking;
 use crate::config::PodConfig;
 use crate::hypervisor::cgroup::{self, CgroupSpec};
 use crate::hypervisor::console::ConsoleWatch;
-use crate::hypervisor::journal;
 use crate::hypervisor::{
-    HelperWatch, Hypervisor, HypervisorError, QemuHypervisor, Vm, VmSettings, VmSpec, VmmUser,
-    SHARED_FS_TAG,
+    Capabilities, HelperWatch, HypervisorError, Vm, VmSettings, VmSpec, VmmUser, SHARED_FS_TAG,
 };
 use crate::id::PodId;
 use crate::state::{State, Transition};
@@ -111,9 +109,12 @@ impl Runtime {
         let mut vm = config.vm.clone();
         vm.kernel.get_or_insert(image.kernel);
         vm.initrd.get_or_insert(image.initrd);
-        Ok(vm
-            .validate()
-            .map_err(crate::hypervisor::HypervisorError::from)?)
+        Ok(self.hypervisor.settings(&vm)?)
+    }
+
+    /// What the pod's VM can do, as its hypervisor says.
+    pub(super) fn capabilities(&self, config: &PodConfig) -> Capabilities {
+        self.hypervisor.capabilities(&config.vm)
     }
 
     /// The host user QEMU and the vsock daemon run as.
@@ -225,7 +226,7 @@ impl Runtime {
                 shared_dir: Some(pod.dir.shared_dir()),
                 netns: pod.config.netns.clone(),
                 taps: net::taps(&pod),
-                disks: boot_disks(&pod),
+                disks: boot_disks(&pod, self.capabilities(&pod.config)),
                 vmm_user: Some(vmm_user),
                 cgroup: self.config.host_cgroup.enabled.then(|| CgroupSpec {
                     parent: self.config.host_cgroup.parent.clone(),
@@ -233,7 +234,7 @@ impl Runtime {
                     limits: pod.config.vm.host_limits(),
                 }),
             };
-            let vm = match QemuHypervisor::new(self.store.root()).launch(&spec).await {
+            let vm = match self.hypervisor.launch(&spec).await {
                 Ok(vm) => vm,
                 Err(e) => {
                     undo_prepared(&mut pod).await?;
@@ -372,7 +373,9 @@ impl Runtime {
         self.shutdown_vm_processes(pod).await;
         // What a start killed before it recorded its VM left running: the
         // launch journal names it (the recorded VM, stopped above, too).
-        journal::reap(&pod.dir.vm_dir()).await;
+        self.hypervisor
+            .reap_interrupted_launch(&pod.dir.vm_dir())
+            .await;
         net::teardown_network(pod).await;
         pod.record.start = None;
     }
@@ -437,7 +440,7 @@ impl Runtime {
     pub(super) fn status_of(&self, config: &PodConfig, record: &PodRecord) -> PodStatus {
         let state = effective_state(record);
         let processes = match &record.vm {
-            Some(vm) => supervise::processes(vm, state),
+            Some(vm) => supervise::processes(vm, state, self.hypervisor.name()),
             None => Vec::new(),
         };
         PodStatus {
@@ -644,19 +647,19 @@ async fn undo_prepared(pod: &mut LockedPod) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The disks a pod boots with: on microvm, which has no hotplug, every block
-/// device of the containers it knows; on q35 none (they are hot-plugged when
-/// each container is created in the guest, and unplugged when it is deleted).
-fn boot_disks(pod: &LockedPod) -> Vec<crate::hypervisor::DiskSpec> {
-    match pod.config.vm.machine {
-        crate::hypervisor::Machine::Microvm => pod
-            .record
-            .containers
-            .values()
-            .flat_map(|c| crate::storage::container_disks(&c.config))
-            .collect(),
-        crate::hypervisor::Machine::Q35 => Vec::new(),
+/// The disks a pod boots with: without block hot-plug (microvm), every
+/// block device of the containers it knows; with it (q35) none (they are
+/// hot-plugged when each container is created in the guest, and unplugged
+/// when it is deleted).
+fn boot_disks(pod: &LockedPod, caps: Capabilities) -> Vec<crate::hypervisor::DiskSpec> {
+    if caps.hotplug_block {
+        return Vec::new();
     }
+    pod.record
+        .containers
+        .values()
+        .flat_map(|c| crate::storage::container_disks(&c.config))
+        .collect()
 }
 
 /// An exec id unique enough for one pod: time and a process-local counter.

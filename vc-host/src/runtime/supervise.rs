@@ -40,9 +40,10 @@ pub(super) fn pod_death(record: &PodRecord) -> Option<HelperDeath> {
 }
 
 /// The processes of a pod to show: all of them while it runs; those still
-/// alive while it is broken.
-pub(super) fn processes(vm: &VmRecord, state: State) -> Vec<ProcessInfo> {
-    let all = std::iter::once(("qemu", vm.qemu))
+/// alive while it is broken. The VMM process is listed first, under `vmm`,
+/// the hypervisor's name.
+pub(super) fn processes(vm: &VmRecord, state: State, vmm: &str) -> Vec<ProcessInfo> {
+    let all = std::iter::once((vmm, vm.qemu))
         .chain(vm.daemons.iter().map(|d| (d.kind.name(), d.process)));
     match state {
         State::Running | State::Paused => all
