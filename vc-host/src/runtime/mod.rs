@@ -20,6 +20,8 @@ mod process;
 pub mod record;
 mod recover;
 mod resources;
+#[cfg(test)]
+mod seam_tests;
 pub mod share;
 mod shutdown;
 mod supervise;
