@@ -84,7 +84,9 @@ pub(crate) fn run(data: &[u8]) {
     c.tmpfs.extend(tmpfs);
     c.disks.extend(disk);
     let valid = c.validate().is_ok();
-    let mounts = container_mounts(&c);
+    let mounts = container_mounts(&c.storage(), |i| {
+        vc_host::runtime::share::guest_volume_path(&c.id, i)
+    });
     assert!(
         mounts
             .windows(2)

@@ -110,8 +110,10 @@ fn check_container(c: &ContainerConfig) {
         spec.env.iter().any(|e| e.starts_with("PATH=")),
         "the main process gets a PATH"
     );
-    let mounts = vc_host::storage::container_mounts(c);
-    let disks = vc_host::storage::container_disks(c);
+    let mounts = vc_host::storage::container_mounts(&c.storage(), |i| {
+        vc_host::runtime::share::guest_volume_path(&c.id, i)
+    });
+    let disks = vc_host::storage::container_disks(&c.storage());
     if valid {
         for m in &mounts {
             assert_eq!(

@@ -22,6 +22,7 @@ pub use vc_proto::{Seccomp, SeccompProfile};
 
 use crate::hypervisor::{HypervisorKind, VmConfig};
 use crate::id::{ContainerId, PodId};
+use crate::storage::{ContainerStorage, StorageConfigError};
 pub use crate::storage::{DiskConfig, TmpfsConfig, VolumeConfig};
 
 /// The `PATH` a container gets when its environment names none.
@@ -454,6 +455,20 @@ fn default_true() -> bool {
 }
 
 impl ContainerConfig {
+    /// What the storage module needs of this configuration.
+    pub fn storage(&self) -> ContainerStorage<'_> {
+        ContainerStorage {
+            id: &self.id,
+            rootfs: &self.rootfs,
+            rootfs_image: self.rootfs_image.as_deref(),
+            readonly_rootfs: self.readonly_rootfs,
+            volumes: &self.volumes,
+            tmpfs: &self.tmpfs,
+            shm_size_bytes: self.shm_size_bytes,
+            disks: &self.disks,
+        }
+    }
+
     /// A container with default settings running `command` on `rootfs`.
     pub fn new(id: ContainerId, rootfs: impl Into<PathBuf>, command: Vec<String>) -> Self {
         Self {
@@ -486,7 +501,7 @@ impl ContainerConfig {
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err(ConfigError::EmptyCommand(self.id.clone()));
         }
-        crate::storage::validate_disks(self)?;
+        crate::storage::validate_disks(&self.storage())?;
         if !self.cwd.starts_with('/') {
             return Err(ConfigError::Invalid {
                 field: "cwd",
@@ -586,6 +601,17 @@ pub enum ConfigError {
     /// The seccomp profile cannot work; the source names its field.
     #[error("the container's seccomp profile is refused")]
     Seccomp(#[from] vc_proto::SeccompProfileError),
+}
+
+impl From<StorageConfigError> for ConfigError {
+    fn from(e: StorageConfigError) -> Self {
+        match e {
+            StorageConfigError::MissingPath { what, path } => {
+                ConfigError::MissingPath { what, path }
+            }
+            StorageConfigError::Invalid { field, reason } => ConfigError::Invalid { field, reason },
+        }
+    }
 }
 
 /// Reads `--seccomp`'s value: `default`, `unconfined`, or the path of a JSON

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::host::{choose_accel, choose_vsock, HostFacts};
+pub use super::host::{Accel, AccelChoice, HostError, VsockChoice, VsockKind};
+pub use super::tools::ToolError;
 use super::tools::{ToolSearch, CONSOLE_LOG, QEMU, VHOST_DEVICE_VSOCK, VIRTIOFSD};
 
 /// Smallest guest memory accepted: the Debian cloud kernel with the vc initrd
@@ -41,63 +43,6 @@ impl Machine {
             Machine::Q35 => "q35",
         }
     }
-}
-
-/// Which accelerator the caller asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccelChoice {
-    /// KVM where `/dev/kvm` opens read-write and the CPU shows vmx or svm,
-    /// TCG otherwise.
-    #[default]
-    Auto,
-    /// KVM, an error where `/dev/kvm` cannot be opened.
-    Kvm,
-    /// TCG (software emulation), always available.
-    Tcg,
-}
-
-/// The accelerator a VM runs with, once decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Accel {
-    /// Hardware virtualization through `/dev/kvm`.
-    Kvm,
-    /// QEMU's software emulation.
-    Tcg,
-}
-
-impl Accel {
-    /// QEMU's name for the accelerator.
-    pub fn qemu_name(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
-
-/// Which vsock form the caller asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VsockChoice {
-    /// Kernel vhost-vsock where `/dev/vhost-vsock` exists, hybrid otherwise.
-    #[default]
-    Auto,
-    /// Kernel vhost-vsock with a guest CID, an error without `/dev/vhost-vsock`.
-    Kernel,
-    /// Hybrid vsock through the `vhost-device-vsock` daemon.
-    Hybrid,
-}
-
-/// The vsock form a VM runs with, once decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VsockKind {
-    /// `vhost-vsock` in the host kernel, reached with `AF_VSOCK`.
-    Kernel,
-    /// `vhost-device-vsock`, reached through a Unix socket.
-    Hybrid,
 }
 
 /// virtiofsd's `--cache` policy for the pod's shared directory.
@@ -370,31 +315,12 @@ pub enum ConfigError {
     /// Agent port 0 or above the vsock port range we use.
     #[error("agent_port {0} is not a usable vsock port")]
     AgentPort(u32),
-    /// KVM forced but unusable.
-    #[error("KVM was asked for but /dev/kvm cannot be opened read-write")]
-    KvmUnavailable,
-    /// Kernel vsock forced but unusable.
-    #[error("kernel vsock was asked for but /dev/vhost-vsock does not exist (load vhost_vsock, or use hybrid vsock)")]
-    KernelVsockUnavailable,
-    /// A configured program path does not point at an executable.
-    #[error("{name} at {path} is not an executable file")]
-    BinaryPath {
-        /// Program name.
-        name: &'static str,
-        /// Path given in the config.
-        path: PathBuf,
-    },
-    /// A program is not installed.
-    #[error(
-        "{name} was found neither on PATH, beside this program, nor in {searched}; {}",
-        install_hint(name)
-    )]
-    BinaryNotFound {
-        /// Program name.
-        name: &'static str,
-        /// Where else it was looked for.
-        searched: String,
-    },
+    /// A forced accelerator or vsock form this host does not offer.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A program is missing or not executable.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
 }
 
 impl VmConfig {
@@ -509,15 +435,6 @@ impl VmConfig {
             console_log: tools.resolve(CONSOLE_LOG, self.binaries.console_log.as_deref())?,
             console_max_bytes: self.console_max_bytes,
         })
-    }
-}
-
-/// How to get a missing program.
-fn install_hint(name: &str) -> &'static str {
-    if name == CONSOLE_LOG {
-        "build it with `cargo build -p vc-host --bins` (it is installed next to virtc)"
-    } else {
-        "install it with `cargo xtask deps`"
     }
 }
 
@@ -741,7 +658,10 @@ mod tests {
             .validate_with(&tcg_host(), &empty)
             .expect_err("no qemu");
         assert!(
-            matches!(err, ConfigError::BinaryNotFound { name: QEMU, .. }),
+            matches!(
+                err,
+                ConfigError::Tool(ToolError::BinaryNotFound { name: QEMU, .. })
+            ),
             "{err:?}"
         );
         assert!(err.to_string().contains("cargo xtask deps"), "{err}");
@@ -754,10 +674,10 @@ mod tests {
             .expect_err("not executable");
         assert!(matches!(
             err,
-            ConfigError::BinaryPath {
+            ConfigError::Tool(ToolError::BinaryPath {
                 name: VHOST_DEVICE_VSOCK,
                 ..
-            }
+            })
         ));
     }
 
@@ -823,7 +743,7 @@ mod tests {
         };
         assert!(matches!(
             c.validate_with(&tcg_host(), &f.tools),
-            Err(ConfigError::KvmUnavailable)
+            Err(ConfigError::Host(HostError::KvmUnavailable))
         ));
         let c = VmConfig {
             vsock: VsockChoice::Kernel,
@@ -831,7 +751,7 @@ mod tests {
         };
         assert!(matches!(
             c.validate_with(&tcg_host(), &f.tools),
-            Err(ConfigError::KernelVsockUnavailable)
+            Err(ConfigError::Host(HostError::KernelVsockUnavailable))
         ));
     }
 }

@@ -14,7 +14,76 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::config::{Accel, AccelChoice, ConfigError, VsockChoice, VsockKind};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Which accelerator the caller asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccelChoice {
+    /// KVM where `/dev/kvm` opens read-write and the CPU shows vmx or svm,
+    /// TCG otherwise.
+    #[default]
+    Auto,
+    /// KVM, an error where `/dev/kvm` cannot be opened.
+    Kvm,
+    /// TCG (software emulation), always available.
+    Tcg,
+}
+
+/// The accelerator a VM runs with, once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    /// Hardware virtualization through `/dev/kvm`.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's name for the accelerator.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Which vsock form the caller asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VsockChoice {
+    /// Kernel vhost-vsock where `/dev/vhost-vsock` exists, hybrid otherwise.
+    #[default]
+    Auto,
+    /// Kernel vhost-vsock with a guest CID, an error without `/dev/vhost-vsock`.
+    Kernel,
+    /// Hybrid vsock through the `vhost-device-vsock` daemon.
+    Hybrid,
+}
+
+/// The vsock form a VM runs with, once decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VsockKind {
+    /// `vhost-vsock` in the host kernel, reached with `AF_VSOCK`.
+    Kernel,
+    /// `vhost-device-vsock`, reached through a Unix socket.
+    Hybrid,
+}
+
+/// A forced choice this host cannot honour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum HostError {
+    /// KVM forced but unusable.
+    #[error("KVM was asked for but /dev/kvm cannot be opened read-write")]
+    KvmUnavailable,
+    /// Kernel vsock forced but unusable.
+    #[error("kernel vsock was asked for but /dev/vhost-vsock does not exist (load vhost_vsock, or use hybrid vsock)")]
+    KernelVsockUnavailable,
+}
 
 /// Facts about the host that decide the accelerator and the vsock form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,22 +184,22 @@ pub fn cpuinfo_has_virt(cpuinfo: &str) -> bool {
 
 /// Decides the accelerator. A forced KVM needs only `/dev/kvm` (the caller
 /// knows what it runs on); the automatic choice also needs the CPU flags.
-pub fn choose_accel(choice: AccelChoice, host: &HostFacts) -> Result<Accel, ConfigError> {
+pub fn choose_accel(choice: AccelChoice, host: &HostFacts) -> Result<Accel, HostError> {
     match choice {
         AccelChoice::Auto if host.kvm_usable() => Ok(Accel::Kvm),
         AccelChoice::Auto | AccelChoice::Tcg => Ok(Accel::Tcg),
         AccelChoice::Kvm if host.kvm_read_write => Ok(Accel::Kvm),
-        AccelChoice::Kvm => Err(ConfigError::KvmUnavailable),
+        AccelChoice::Kvm => Err(HostError::KvmUnavailable),
     }
 }
 
 /// Decides the vsock form.
-pub fn choose_vsock(choice: VsockChoice, host: &HostFacts) -> Result<VsockKind, ConfigError> {
+pub fn choose_vsock(choice: VsockChoice, host: &HostFacts) -> Result<VsockKind, HostError> {
     match choice {
         VsockChoice::Auto if host.vhost_vsock => Ok(VsockKind::Kernel),
         VsockChoice::Auto | VsockChoice::Hybrid => Ok(VsockKind::Hybrid),
         VsockChoice::Kernel if host.vhost_vsock => Ok(VsockKind::Kernel),
-        VsockChoice::Kernel => Err(ConfigError::KernelVsockUnavailable),
+        VsockChoice::Kernel => Err(HostError::KernelVsockUnavailable),
     }
 }
 
@@ -192,7 +261,7 @@ mod tests {
         );
         assert!(matches!(
             choose_accel(AccelChoice::Kvm, &host(false, true)),
-            Err(ConfigError::KvmUnavailable)
+            Err(HostError::KvmUnavailable)
         ));
     }
 
@@ -217,7 +286,7 @@ mod tests {
         );
         assert!(matches!(
             choose_vsock(VsockChoice::Kernel, &without),
-            Err(ConfigError::KernelVsockUnavailable)
+            Err(HostError::KernelVsockUnavailable)
         ));
     }
 

@@ -27,7 +27,7 @@ use super::journal::{journal_path, LaunchJournal};
 use super::process::{Detached, ProcessRecord};
 use super::qmp::{Qmp, QmpError};
 use super::spec::{RunLayout, VmSpec};
-use super::tools::{ToolSearch, VIRTIOFSD};
+use super::tools::{ToolError, ToolSearch, VIRTIOFSD};
 use super::vm::{
     console_tail, remove_files, tail_file, DaemonRecord, Vm, VmRecord, VM_RECORD_FORMAT,
 };
@@ -265,12 +265,12 @@ impl QemuHypervisor {
             });
         }
         let vsock_bin = match s.vsock {
-            VsockKind::Hybrid => Some(s.vhost_device_vsock.clone().ok_or(
-                ConfigError::BinaryNotFound {
+            VsockKind::Hybrid => Some(s.vhost_device_vsock.clone().ok_or(ConfigError::Tool(
+                ToolError::BinaryNotFound {
                     name: DaemonKind::VhostDeviceVsock.name(),
                     searched: "the settings".to_owned(),
                 },
-            )?),
+            ))?),
             VsockKind::Kernel => None,
         };
         let fs = match &spec.shared_dir {
@@ -280,7 +280,9 @@ impl QemuHypervisor {
                 }
                 let bin = match &s.virtiofsd {
                     Some(b) => b.clone(),
-                    None => ToolSearch::from_env().resolve(VIRTIOFSD, None)?,
+                    None => ToolSearch::from_env()
+                        .resolve(VIRTIOFSD, None)
+                        .map_err(ConfigError::from)?,
                 };
                 Some((bin, dir.clone()))
             }

@@ -7,7 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::config::ConfigError;
+use thiserror::Error;
 
 /// QEMU's program name.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -17,6 +17,39 @@ pub const VHOST_DEVICE_VSOCK: &str = "vhost-device-vsock";
 pub const VIRTIOFSD: &str = "virtiofsd";
 /// The console logger's program name (a binary of this crate).
 pub const CONSOLE_LOG: &str = "vc-console-log";
+
+/// Why a program cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ToolError {
+    /// A configured program path does not point at an executable.
+    #[error("{name} at {path} is not an executable file")]
+    BinaryPath {
+        /// Program name.
+        name: &'static str,
+        /// Path given in the config.
+        path: PathBuf,
+    },
+    /// A program is not installed.
+    #[error(
+        "{name} was found neither on PATH, beside this program, nor in {searched}; {}",
+        install_hint(name)
+    )]
+    BinaryNotFound {
+        /// Program name.
+        name: &'static str,
+        /// Where else it was looked for.
+        searched: String,
+    },
+}
+
+/// How to get a missing program.
+fn install_hint(name: &str) -> &'static str {
+    if name == CONSOLE_LOG {
+        "build it with `cargo build -p vc-host --bins` (it is installed next to virtc)"
+    } else {
+        "install it with `cargo xtask deps`"
+    }
+}
 
 /// The project's cache directory: `$VC_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/vc`, else `$HOME/.cache/vc`.
@@ -79,14 +112,14 @@ impl ToolSearch {
         &self,
         name: &'static str,
         configured: Option<&Path>,
-    ) -> Result<PathBuf, ConfigError> {
+    ) -> Result<PathBuf, ToolError> {
         match configured {
             Some(path) if is_executable(path) => Ok(path.to_path_buf()),
-            Some(path) => Err(ConfigError::BinaryPath {
+            Some(path) => Err(ToolError::BinaryPath {
                 name,
                 path: path.to_path_buf(),
             }),
-            None => self.find(name).ok_or_else(|| ConfigError::BinaryNotFound {
+            None => self.find(name).ok_or_else(|| ToolError::BinaryNotFound {
                 name,
                 searched: self.cache_bin.as_ref().map_or_else(
                     || "the tools cache (no cache directory: set VC_CACHE_DIR)".to_owned(),

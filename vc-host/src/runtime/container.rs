@@ -78,7 +78,7 @@ impl Runtime {
         let mut plugged = Vec::new();
         let result = async {
             if self.capabilities(&pod.config).hotplug_block {
-                for disk in storage::container_disks(&config) {
+                for disk in storage::container_disks(&config.storage()) {
                     let vm = pod.live_vm().ok_or_else(|| RuntimeError::PodNotRunning {
                         pod: pod.config.id.clone(),
                         state: pod.effective_state(),
@@ -122,7 +122,9 @@ impl Runtime {
                     .clone()
                     .unwrap_or_else(|| pod.config.hostname().to_owned()),
                 process: config.process_spec(),
-                mounts: storage::container_mounts(&config),
+                mounts: storage::container_mounts(&config.storage(), |i| {
+                    share::guest_volume_path(id, i)
+                }),
                 resources: (&config.resources).into(),
                 masked_paths: config.masked_paths.clone(),
                 readonly_paths: config.readonly_paths.clone(),
@@ -184,7 +186,7 @@ impl Runtime {
             let id = config.id.clone();
             if state == State::Running
                 && !self.capabilities(&pod.config).hotplug_block
-                && !storage::container_disks(&config).is_empty()
+                && !storage::container_disks(&config.storage()).is_empty()
             {
                 return Err(RuntimeError::HotplugUnsupported {
                     pod: pod_id.clone(),
@@ -352,7 +354,7 @@ impl Runtime {
         }
         if self.capabilities(&pod.config).hotplug_block {
             let config = &pod.container(id)?.config;
-            for disk in storage::container_disks(config) {
+            for disk in storage::container_disks(&config.storage()) {
                 vm.unplug_disk(&disk.id).await?;
             }
         }

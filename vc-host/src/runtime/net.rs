@@ -1,51 +1,39 @@
 //! The pod's network namespace in the pod lifecycle: mirrored before QEMU is
 //! launched (the taps must exist when QEMU opens them), recorded in the pod's
 //! record at once so that any process can undo it, and undone on stop, on
-//! delete and on every failed start.
+//! delete and on every failed start. These functions work on the record's
+//! [`PodNetwork`]; the pod verbs (`pod.rs`) decide when, and save the record.
+
+use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::pod::LockedPod;
 use super::RuntimeError;
 use crate::hypervisor::TapSpec;
-use crate::network;
+use crate::network::{self, PodNetwork};
 
-/// Mirrors the pod's namespace, if it has one, and saves the record.
-pub(super) async fn setup_network(pod: &mut LockedPod) -> Result<(), RuntimeError> {
-    // A record left by a crashed start: undo it first, or its taps and
-    // ingress qdiscs would make the namespace look taken.
-    teardown_network(pod).await;
-    let Some(netns) = pod.config.netns.clone() else {
-        return Ok(());
-    };
-    let net = network::setup(&netns).await?;
+/// Mirrors the namespace `netns` into taps and filters.
+pub(super) async fn mirror(netns: &Path) -> Result<PodNetwork, RuntimeError> {
+    let net = network::setup(netns).await?;
     info!(
         netns = %netns.display(),
         interfaces = net.links.len(),
         routes = net.routes.len(),
         "pod network mirrored"
     );
-    pod.record.network = Some(net);
-    if let Err(e) = pod.save().await {
-        teardown_network(pod).await;
-        return Err(e);
-    }
-    Ok(())
+    Ok(net)
 }
 
 /// The taps QEMU gets.
-pub(super) fn taps(pod: &LockedPod) -> Vec<TapSpec> {
-    pod.record
-        .network
-        .as_ref()
-        .map(|n| n.taps())
-        .unwrap_or_default()
+pub(super) fn taps(network: Option<&PodNetwork>) -> Vec<TapSpec> {
+    network.map(PodNetwork::taps).unwrap_or_default()
 }
 
-/// Removes the pod's taps and filters, if any. Never fails: errors are logged
-/// (a namespace deleted meanwhile took them with it).
-pub(super) async fn teardown_network(pod: &mut LockedPod) {
-    let Some(net) = pod.record.network.take() else {
+/// Removes the taps and filters of `network`, if any, and clears it. Never
+/// fails: errors are logged (a namespace deleted meanwhile took them with
+/// it).
+pub(super) async fn teardown(network: &mut Option<PodNetwork>) {
+    let Some(net) = network.take() else {
         return;
     };
     match network::teardown(&net).await {

@@ -56,6 +56,22 @@ impl LockedPod {
     pub fn effective_state(&self) -> State {
         effective_state(&self.record)
     }
+
+    /// Mirrors the pod's namespace, if it has one, and saves the record.
+    async fn setup_network(&mut self) -> Result<(), RuntimeError> {
+        // A record left by a crashed start: undo it first, or its taps and
+        // ingress qdiscs would make the namespace look taken.
+        net::teardown(&mut self.record.network).await;
+        let Some(netns) = self.config.netns.clone() else {
+            return Ok(());
+        };
+        self.record.network = Some(net::mirror(&netns).await?);
+        if let Err(e) = self.save().await {
+            net::teardown(&mut self.record.network).await;
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 fn effective_state(record: &PodRecord) -> State {
@@ -201,7 +217,7 @@ impl Runtime {
             crate::fault::point("start.recorded");
             // The export must be a shared mount point before virtiofsd starts.
             let prepared = match pod.export_share().await {
-                Ok(()) => net::setup_network(&mut pod).await,
+                Ok(()) => pod.setup_network().await,
                 Err(e) => Err(e),
             };
             if let Err(e) = prepared {
@@ -225,7 +241,7 @@ impl Runtime {
                 run_dir: pod.dir.vm_dir(),
                 shared_dir: Some(pod.dir.shared_dir()),
                 netns: pod.config.netns.clone(),
-                taps: net::taps(&pod),
+                taps: net::taps(pod.record.network.as_ref()),
                 disks: boot_disks(&pod, self.capabilities(&pod.config)),
                 vmm_user: Some(vmm_user),
                 cgroup: self.config.host_cgroup.enabled.then(|| CgroupSpec {
@@ -264,7 +280,7 @@ impl Runtime {
                     warn!(error = %e, "pod failed to start; stopping its VM");
                     let _ = vm.stop(SHUTDOWN_GRACE).await;
                     pod.unbind_all_logged().await;
-                    net::teardown_network(&mut pod).await;
+                    net::teardown(&mut pod.record.network).await;
                     super::recover::containers_back_to_ready(&mut pod.record);
                     pod.record.vm = None;
                     pod.record.start = None;
@@ -376,7 +392,7 @@ impl Runtime {
         self.hypervisor
             .reap_interrupted_launch(&pod.dir.vm_dir())
             .await;
-        net::teardown_network(pod).await;
+        net::teardown(&mut pod.record.network).await;
         pod.record.start = None;
     }
 
@@ -641,7 +657,7 @@ async fn wait_for_agent_ready(
 /// share's binds) and records that no start is under way.
 async fn undo_prepared(pod: &mut LockedPod) -> Result<(), RuntimeError> {
     pod.record.start = None;
-    net::teardown_network(pod).await;
+    net::teardown(&mut pod.record.network).await;
     pod.unbind_all_logged().await;
     pod.save().await?;
     Ok(())
@@ -658,7 +674,7 @@ fn boot_disks(pod: &LockedPod, caps: Capabilities) -> Vec<crate::hypervisor::Dis
     pod.record
         .containers
         .values()
-        .flat_map(|c| crate::storage::container_disks(&c.config))
+        .flat_map(|c| crate::storage::container_disks(&c.config.storage()))
         .collect()
 }
 

@@ -10,8 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::paths::check_container_path;
-use super::VolumeSpecError;
-use crate::config::{ConfigError, ContainerConfig};
+use super::{ContainerStorage, StorageConfigError, VolumeSpecError};
 use crate::hypervisor::DiskSpec;
 use crate::id::ContainerId;
 
@@ -100,14 +99,14 @@ pub fn guest_device(id: &str) -> String {
 }
 
 /// Every block device of a container: its rootfs image first, then its disks.
-pub fn container_disks(c: &ContainerConfig) -> Vec<DiskSpec> {
+pub fn container_disks(c: &ContainerStorage<'_>) -> Vec<DiskSpec> {
     let rootfs = c.rootfs_image.iter().map(|image| DiskSpec {
-        id: disk_id(&c.id, None),
-        path: image.clone(),
+        id: disk_id(c.id, None),
+        path: image.to_path_buf(),
         readonly: c.readonly_rootfs,
     });
     let disks = c.disks.iter().enumerate().map(|(i, d)| DiskSpec {
-        id: disk_id(&c.id, Some(i)),
+        id: disk_id(c.id, Some(i)),
         path: d.image.clone(),
         readonly: d.readonly,
     });
@@ -115,12 +114,12 @@ pub fn container_disks(c: &ContainerConfig) -> Vec<DiskSpec> {
 }
 
 /// The mounts of a container's extra disks.
-pub fn disk_mounts(c: &ContainerConfig) -> Vec<vc_proto::Mount> {
+pub fn disk_mounts(c: &ContainerStorage<'_>) -> Vec<vc_proto::Mount> {
     c.disks
         .iter()
         .enumerate()
         .map(|(i, d)| vc_proto::Mount {
-            source: guest_device(&disk_id(&c.id, Some(i))),
+            source: guest_device(&disk_id(c.id, Some(i))),
             destination: d.container_path.clone(),
             fstype: d.fstype.clone(),
             options: if d.readonly {
@@ -132,11 +131,11 @@ pub fn disk_mounts(c: &ContainerConfig) -> Vec<vc_proto::Mount> {
         .collect()
 }
 
-fn image_exists(what: &'static str, image: &std::path::Path) -> Result<(), ConfigError> {
+fn image_exists(what: &'static str, image: &std::path::Path) -> Result<(), StorageConfigError> {
     if image.is_file() {
         Ok(())
     } else {
-        Err(ConfigError::MissingPath {
+        Err(StorageConfigError::MissingPath {
             what,
             path: image.to_owned(),
         })
@@ -146,11 +145,11 @@ fn image_exists(what: &'static str, image: &std::path::Path) -> Result<(), Confi
 /// Checks the rootfs source (a directory or an image, exactly one) and the
 /// disks: images exist, paths are absolute, normalized and not mounted twice,
 /// at most [`MAX_DISKS`].
-pub(crate) fn validate(c: &ContainerConfig) -> Result<(), ConfigError> {
-    match &c.rootfs_image {
+pub(crate) fn validate(c: &ContainerStorage<'_>) -> Result<(), StorageConfigError> {
+    match c.rootfs_image {
         Some(image) => {
             if !c.rootfs.as_os_str().is_empty() {
-                return Err(ConfigError::Invalid {
+                return Err(StorageConfigError::Invalid {
                     field: "rootfs_image",
                     reason: "a container has either rootfs or rootfs_image, not both".to_owned(),
                 });
@@ -159,15 +158,15 @@ pub(crate) fn validate(c: &ContainerConfig) -> Result<(), ConfigError> {
         }
         None => {
             if !c.rootfs.is_dir() {
-                return Err(ConfigError::MissingPath {
+                return Err(StorageConfigError::MissingPath {
                     what: "container root filesystem",
-                    path: c.rootfs.clone(),
+                    path: c.rootfs.to_path_buf(),
                 });
             }
         }
     }
     if c.disks.len() > MAX_DISKS {
-        return Err(ConfigError::Invalid {
+        return Err(StorageConfigError::Invalid {
             field: "disks",
             reason: format!("{} disks, at most {MAX_DISKS}", c.disks.len()),
         });
@@ -178,20 +177,20 @@ pub(crate) fn validate(c: &ContainerConfig) -> Result<(), ConfigError> {
         .map(|v| v.container_path.as_str())
         .chain(c.tmpfs.iter().map(|t| t.path.as_str()))
         .collect();
-    for d in &c.disks {
-        check_container_path(&d.container_path).map_err(|r| ConfigError::Invalid {
+    for d in c.disks {
+        check_container_path(&d.container_path).map_err(|r| StorageConfigError::Invalid {
             field: "disks.container_path",
             reason: format!("{:?}: {r}", d.container_path),
         })?;
         if seen.contains(&d.container_path.as_str()) {
-            return Err(ConfigError::Invalid {
+            return Err(StorageConfigError::Invalid {
                 field: "disks.container_path",
                 reason: format!("{:?}: the path is mounted twice", d.container_path),
             });
         }
         seen.push(&d.container_path);
         if d.fstype.is_empty() || d.fstype == "bind" {
-            return Err(ConfigError::Invalid {
+            return Err(StorageConfigError::Invalid {
                 field: "disks.fstype",
                 reason: format!("{:?} is not a filesystem type", d.fstype),
             });
@@ -204,6 +203,7 @@ pub(crate) fn validate(c: &ContainerConfig) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ContainerConfig;
 
     fn config(tmp: &std::path::Path) -> ContainerConfig {
         ContainerConfig::new(
@@ -251,12 +251,12 @@ mod tests {
             fstype: default_fstype(),
             readonly: false,
         }];
-        validate(&c).expect("valid");
-        let specs = container_disks(&c);
+        validate(&c.storage()).expect("valid");
+        let specs = container_disks(&c.storage());
         assert_eq!(specs.len(), 2);
         assert!(specs[0].id.ends_with('r') && specs[0].readonly);
         assert!(specs[1].id.ends_with('0') && !specs[1].readonly);
-        let mounts = disk_mounts(&c);
+        let mounts = disk_mounts(&c.storage());
         assert_eq!(mounts.len(), 1);
         assert_eq!(mounts[0].source, guest_device(&specs[1].id));
         assert_eq!(mounts[0].fstype, "ext4");
@@ -271,19 +271,25 @@ mod tests {
         let mut c = config(tmp.path());
         c.rootfs_image = Some(image.clone());
         assert!(
-            matches!(validate(&c), Err(ConfigError::Invalid { .. })),
+            matches!(
+                validate(&c.storage()),
+                Err(StorageConfigError::Invalid { .. })
+            ),
             "both"
         );
         c.rootfs = PathBuf::new();
         c.rootfs_image = Some(tmp.path().join("missing"));
-        let err = validate(&c).expect_err("missing image");
+        let err = validate(&c.storage()).expect_err("missing image");
         assert!(
             err.to_string().starts_with("container rootfs image "),
             "{err}"
         );
         c.rootfs_image = None;
-        let err = validate(&c).expect_err("no rootfs at all");
-        assert!(matches!(err, ConfigError::MissingPath { .. }), "{err}");
+        let err = validate(&c.storage()).expect_err("no rootfs at all");
+        assert!(
+            matches!(err, StorageConfigError::MissingPath { .. }),
+            "{err}"
+        );
         c.rootfs = tmp.path().to_owned();
         let disk = |p: &str| DiskConfig {
             image: image.clone(),
@@ -292,16 +298,16 @@ mod tests {
             readonly: false,
         };
         c.disks = vec![disk("/a"), disk("/a")];
-        assert!(validate(&c).is_err(), "twice");
+        assert!(validate(&c.storage()).is_err(), "twice");
         c.disks = vec![disk("a")];
-        assert!(validate(&c).is_err(), "relative");
+        assert!(validate(&c.storage()).is_err(), "relative");
         c.disks = (0..11).map(|i| disk(&format!("/d{i}"))).collect();
-        assert!(validate(&c).is_err(), "too many");
+        assert!(validate(&c.storage()).is_err(), "too many");
         c.disks = vec![DiskConfig {
             image: tmp.path().join("nope"),
             ..disk("/a")
         }];
-        let err = validate(&c).expect_err("missing disk");
+        let err = validate(&c.storage()).expect_err("missing disk");
         assert!(err.to_string().starts_with("disk image "), "{err}");
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::paths::{check_container_path, depth};
-use crate::config::ConfigError;
+use super::StorageConfigError;
 
 /// A host directory or file mounted into a container, through the pod's
 /// virtio-fs share.
@@ -128,8 +128,8 @@ pub fn parse_size(s: &str) -> Result<u64, VolumeSpecError> {
     n.checked_mul(mult).ok_or_else(bad)
 }
 
-fn invalid(field: &'static str, path: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
+fn invalid(field: &'static str, path: &str, reason: &str) -> StorageConfigError {
+    StorageConfigError::Invalid {
         field,
         reason: format!("{path:?}: {reason}"),
     }
@@ -142,7 +142,7 @@ pub(crate) fn validate(
     volumes: &[VolumeConfig],
     tmpfs: &[TmpfsConfig],
     shm_size_bytes: Option<u64>,
-) -> Result<(), ConfigError> {
+) -> Result<(), StorageConfigError> {
     let mut seen = std::collections::BTreeSet::new();
     for v in volumes {
         check_container_path(&v.container_path)
@@ -155,7 +155,7 @@ pub(crate) fn validate(
             ));
         }
         if std::fs::metadata(&v.host_path).is_err() {
-            return Err(ConfigError::MissingPath {
+            return Err(StorageConfigError::MissingPath {
                 what: "volume host path",
                 path: v.host_path.clone(),
             });
@@ -317,7 +317,10 @@ mod tests {
             ..vol("/data")
         };
         let err = validate(&[missing], &[], None).expect_err("missing");
-        assert!(matches!(err, ConfigError::MissingPath { .. }), "{err}");
+        assert!(
+            matches!(err, StorageConfigError::MissingPath { .. }),
+            "{err}"
+        );
         assert!(err.to_string().starts_with("volume host path /"), "{err}");
 
         let t = |size, mode| TmpfsConfig {
