@@ -90,7 +90,7 @@ impl FakeHypervisor {
                 })
             }
             Failure::VmmExits => ("/bin/sh", &["-c", "exit 3"]),
-            Failure::NeverReady => ("/bin/sleep", &["600"]),
+            Failure::NeverReady => ("/bin/sleep", &["120"]),
         };
         let run = &spec.run_dir;
         std::fs::create_dir_all(run).map_err(|source| HypervisorError::RunDir {
@@ -195,6 +195,23 @@ struct Fixture {
     tmp: tempfile::TempDir,
     rt: Runtime,
     fake: Arc<FakeHypervisor>,
+}
+
+/// A failed test leaves neither a VMM process nor a mount behind: the
+/// runtime's cleanup is what is tested, this only guards the host.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for p in self.fake.launched() {
+            if p.is_alive() {
+                p.kill_now();
+            }
+        }
+        let mut mounts = share::mounts_under(self.tmp.path());
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in mounts {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
 }
 
 fn fixture(failure: Failure, hotplug_block: bool) -> Fixture {
