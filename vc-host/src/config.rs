@@ -39,7 +39,7 @@ pub struct RuntimeConfig {
     /// `$VC_GUEST_IMAGE_DIR`, else the first of
     /// `<program's directory>/../share/vc/guest-image`,
     /// `/usr/local/share/vc/guest-image` and `/usr/share/vc/guest-image` that
-    /// holds an image ([`crate::runtime::guest::image_search_dirs`]).
+    /// holds an image ([`crate::host_defaults::image_search_dirs`]).
     pub guest_image_dir: PathBuf,
     /// The hypervisor backend pods' VMs are launched with. Default (and the
     /// only one so far) `qemu`.
@@ -89,11 +89,11 @@ impl Default for RuntimeConfig {
         };
         Self {
             root: env_path("VC_ROOT").unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_ROOT)),
-            guest_image_dir: crate::runtime::guest::default_image_dir(),
+            guest_image_dir: crate::host_defaults::default_image_dir(),
             hypervisor: HypervisorKind::default(),
             vmm_user: crate::hypervisor::DEFAULT_VMM_USER.to_owned(),
             host_cgroup: HostCgroupConfig::default(),
-            boot_width: crate::runtime::admission::default_width(),
+            boot_width: crate::host_defaults::default_boot_width(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod beneath;
 mod blocking;
 pub mod config;
 pub mod fault;
+pub mod host_defaults;
 pub mod hypervisor;
 pub mod id;
 pub mod mountinfo;

@@ -9,8 +9,8 @@ use vc_netlink::errno;
 
 use super::netns::{netlink, Nl};
 use super::plan::PlannedLink;
+use super::MacAddr;
 use super::{tap, MirroredLink, NetworkError};
-use crate::hypervisor::MacAddr;
 
 /// `ETH_P_ALL` in network byte order, as tc's `protocol all`.
 const PROTOCOL_ALL: u16 = (libc::ETH_P_ALL as u16).to_be();

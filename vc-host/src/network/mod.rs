@@ -19,6 +19,7 @@
 //! qdiscs (their filters go with them), leaving the namespace as it was found.
 //! A failed [`setup`] undoes what it did before returning.
 
+mod mac;
 mod mirror;
 mod netns;
 mod plan;
@@ -33,8 +34,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use vc_proto::{Interface, Neighbour, Route};
 
-use crate::hypervisor::{MacAddr, TapSpec};
-
+pub use mac::{MacAddr, MacAddrError};
 pub use plan::{tap_name, TAP_PREFIX};
 pub use tap::open_queues as open_tap_queues;
 
@@ -121,19 +121,6 @@ pub struct PodNetwork {
     pub routes: Vec<Route>,
     /// The guest's permanent neighbours.
     pub neighbours: Vec<Neighbour>,
-}
-
-impl PodNetwork {
-    /// The taps to hand to QEMU, each with its interface's MAC.
-    pub fn taps(&self) -> Vec<TapSpec> {
-        self.links
-            .iter()
-            .map(|l| TapSpec {
-                ifname: l.tap.clone(),
-                mac: l.mac,
-            })
-            .collect()
-    }
 }
 
 /// Mirrors every Ethernet interface of the namespace at `netns` into taps.

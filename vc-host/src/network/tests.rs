@@ -148,7 +148,7 @@ async fn setup_mirrors_each_interface_and_teardown_restores_the_namespace() {
         net.routes
     );
     assert_eq!(net.neighbours.len(), 1, "{:?}", net.neighbours);
-    assert_eq!(net.taps().len(), 2);
+    assert_eq!(net.links.len(), 2);
 
     let during = snapshot(ns.path()).await;
     assert!(during.0.contains(&"vctap0".to_owned()), "{during:?}");

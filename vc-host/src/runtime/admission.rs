@@ -31,15 +31,14 @@ use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 use tracing::{debug, info};
 
+pub use crate::host_defaults::{default_boot_width as default_width, MAX_BOOT_WIDTH as MAX_WIDTH};
+
 /// How often a waiter tries the slots again.
 pub const RETRY: Duration = Duration::from_millis(50);
 
 /// How long a boot may go without new console output before it is declared
 /// stuck.
 pub const BOOT_STALL: Duration = Duration::from_secs(30);
-
-/// The most slots a configuration may ask for.
-pub const MAX_WIDTH: u32 = 256;
 
 /// Why a boot slot could not be taken.
 #[derive(Debug, Error)]
@@ -82,14 +81,6 @@ impl BootPermit {
     pub fn admitted_at(&self) -> Instant {
         self.admitted_at
     }
-}
-
-/// The default width: one boot per host CPU.
-pub fn default_width() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(MAX_WIDTH))
-        .unwrap_or(1)
-        .clamp(1, MAX_WIDTH)
 }
 
 impl BootAdmission {

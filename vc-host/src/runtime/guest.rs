@@ -1,22 +1,15 @@
-//! The guest image a pod boots: kernel, initrd and manifest, checked before use;
-//! and where the default configuration looks for it.
-//!
-//! Without `$VC_GUEST_IMAGE_DIR`, the default image directory is the first of
-//! these that holds a kernel (`vmlinuz`):
-//!
-//! 1. `<directory of the running program>/../share/vc/guest-image`: where
-//!    `cargo xtask install --prefix PREFIX` puts it, next to `PREFIX/bin`;
-//! 2. `/usr/local/share/vc/guest-image`;
-//! 3. `/usr/share/vc/guest-image`.
-//!
-//! When none does, the last is used and the error of a pod's creation lists
-//! every directory searched.
+//! The guest image a pod boots: kernel, initrd and manifest, checked before
+//! use. Where the default configuration looks for it is
+//! [`crate::host_defaults`]'s business; when none of those directories holds
+//! an image, the error of a pod's creation lists every one searched.
 
 use std::path::{Path, PathBuf};
 
-use guest_image::{Manifest, IMAGE_DIR_ENV};
+use guest_image::Manifest;
 
 use super::RuntimeError;
+use crate::host_defaults::env_image_dir;
+pub use crate::host_defaults::{default_image_dir, image_search_dirs};
 
 /// A guest image directory made by `cargo xtask guest-image`.
 #[derive(Debug, Clone)]
@@ -77,105 +70,9 @@ impl GuestImage {
     }
 }
 
-/// `$VC_GUEST_IMAGE_DIR` when set and not empty.
-fn env_image_dir() -> Option<PathBuf> {
-    std::env::var_os(IMAGE_DIR_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-/// The directories searched for a guest image when `$VC_GUEST_IMAGE_DIR` is
-/// not set, in order (see the [module documentation](self)).
-pub fn image_search_dirs() -> Vec<PathBuf> {
-    search_dirs(std::env::current_exe().ok().as_deref())
-}
-
-/// The search order for a program at `exe`.
-fn search_dirs(exe: Option<&Path>) -> Vec<PathBuf> {
-    let installed = exe
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .map(|prefix| prefix.join("share").join("vc").join("guest-image"));
-    let mut dirs: Vec<PathBuf> = installed.into_iter().collect();
-    for fixed in [
-        "/usr/local/share/vc/guest-image",
-        "/usr/share/vc/guest-image",
-    ] {
-        let fixed = PathBuf::from(fixed);
-        if !dirs.contains(&fixed) {
-            dirs.push(fixed);
-        }
-    }
-    dirs
-}
-
-/// The first of `dirs` holding a kernel, else the last of them.
-fn first_with_image(dirs: &[PathBuf]) -> Option<PathBuf> {
-    dirs.iter()
-        .find(|d| d.join("vmlinuz").is_file())
-        .or(dirs.last())
-        .cloned()
-}
-
-/// The default guest image directory: `$VC_GUEST_IMAGE_DIR`, else the first
-/// of [`image_search_dirs`] that holds an image, else the last of them.
-pub fn default_image_dir() -> PathBuf {
-    env_image_dir()
-        .or_else(|| first_with_image(&image_search_dirs()))
-        .unwrap_or_else(|| PathBuf::from("/usr/share/vc/guest-image"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn search_order_starts_next_to_the_program() {
-        assert_eq!(
-            search_dirs(Some(Path::new("/opt/vc/bin/virtc"))),
-            [
-                PathBuf::from("/opt/vc/share/vc/guest-image"),
-                PathBuf::from("/usr/local/share/vc/guest-image"),
-                PathBuf::from("/usr/share/vc/guest-image"),
-            ]
-        );
-        // Installed in /usr/local or /usr: each directory once.
-        assert_eq!(
-            search_dirs(Some(Path::new("/usr/local/bin/containerd-shim-vc-v2"))),
-            [
-                PathBuf::from("/usr/local/share/vc/guest-image"),
-                PathBuf::from("/usr/share/vc/guest-image"),
-            ]
-        );
-        // A program in /usr/bin prefers its own prefix's image.
-        assert_eq!(
-            search_dirs(Some(Path::new("/usr/bin/virtc"))),
-            [
-                PathBuf::from("/usr/share/vc/guest-image"),
-                PathBuf::from("/usr/local/share/vc/guest-image"),
-            ]
-        );
-        assert_eq!(search_dirs(None).len(), 2);
-    }
-
-    #[test]
-    fn the_first_directory_with_a_kernel_wins() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dirs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|d| tmp.path().join(d)).collect();
-        for d in &dirs {
-            std::fs::create_dir(d).expect("mkdir");
-        }
-        // None has an image: the last.
-        assert_eq!(first_with_image(&dirs), Some(dirs[2].clone()));
-        std::fs::write(dirs[2].join("vmlinuz"), "k").expect("write");
-        assert_eq!(first_with_image(&dirs), Some(dirs[2].clone()));
-        std::fs::write(dirs[1].join("vmlinuz"), "k").expect("write");
-        assert_eq!(first_with_image(&dirs), Some(dirs[1].clone()));
-        // A directory named vmlinuz is not a kernel.
-        std::fs::create_dir(dirs[0].join("vmlinuz")).expect("mkdir");
-        assert_eq!(first_with_image(&dirs), Some(dirs[1].clone()));
-        assert_eq!(first_with_image(&[]), None);
-    }
 
     #[test]
     fn a_missing_default_image_lists_what_was_searched() {

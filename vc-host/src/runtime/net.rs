@@ -24,9 +24,20 @@ pub(super) async fn mirror(netns: &Path) -> Result<PodNetwork, RuntimeError> {
     Ok(net)
 }
 
-/// The taps QEMU gets.
+/// The taps the VM gets, each with its interface's MAC, in the order of
+/// the VM's NICs.
 pub(super) fn taps(network: Option<&PodNetwork>) -> Vec<TapSpec> {
-    network.map(PodNetwork::taps).unwrap_or_default()
+    network
+        .map(|n| {
+            n.links
+                .iter()
+                .map(|l| TapSpec {
+                    ifname: l.tap.clone(),
+                    mac: l.mac,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Removes the taps and filters of `network`, if any, and clears it. Never

@@ -46,12 +46,15 @@ pub const DEFAULT_ROOT: &str = "/run/vc";
 /// The mode of the root and of every directory the store makes.
 pub const DIR_MODE: u32 = 0o700;
 
+/// The host-only tree of mount points of a pod's share, relative to the pod
+/// directory (the runtime's `share` module binds into it).
+pub const MOUNTS_DIR: &str = "mounts";
+
+/// The directory virtiofsd exports, relative to the pod directory.
+pub const EXPORT_DIR: &str = "shared";
+
 /// The pod subdirectories made at create.
-const POD_SUBDIRS: [&str; 3] = [
-    "vm",
-    crate::runtime::share::MOUNTS_DIR,
-    crate::runtime::share::EXPORT_DIR,
-];
+const POD_SUBDIRS: [&str; 3] = ["vm", MOUNTS_DIR, EXPORT_DIR];
 
 /// Why the store failed.
 #[derive(Debug, Error)]
@@ -140,7 +143,7 @@ impl PodDir {
     }
     /// What virtiofsd exports: the read-only view of the share.
     pub fn shared_dir(&self) -> PathBuf {
-        self.path.join(crate::runtime::share::EXPORT_DIR)
+        self.path.join(EXPORT_DIR)
     }
     /// Reads a JSON file of this pod.
     pub fn read<T: DeserializeOwned>(&self, path: &Path) -> Result<T, StoreError> {

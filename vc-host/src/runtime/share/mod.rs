@@ -43,15 +43,10 @@ use thiserror::Error;
 
 use crate::beneath::{BeneathError, Dir};
 use crate::id::ContainerId;
+pub use crate::store::{EXPORT_DIR, MOUNTS_DIR};
 
 /// Where the agent mounts the pod's share in the guest.
 pub const GUEST_SHARED_DIR: &str = "/run/vc/shared";
-
-/// The host-only tree of mount points, relative to the pod directory.
-pub const MOUNTS_DIR: &str = "mounts";
-
-/// The directory virtiofsd exports, relative to the pod directory.
-pub const EXPORT_DIR: &str = "shared";
 
 /// The pod-level binds, in the order they are made: `mounts/` on itself (to
 /// give it shared propagation), then the read-only export.
