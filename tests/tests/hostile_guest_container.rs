@@ -180,8 +180,8 @@ async fn containers_get_masks_read_only_paths_a_device_list_and_recursive_read_o
     config.readonly_rootfs = true;
     config.volumes = vec![VolumeConfig {
         host_path: vol.clone(),
-        // A directory the rootfs has: a read-only rootfs cannot get a new
-        // mount point.
+        // A directory the rootfs has (the host would make a missing one
+        // before binding the read-only rootfs).
         container_path: "/root".to_owned(),
         readonly: true,
     }];

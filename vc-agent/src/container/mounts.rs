@@ -268,6 +268,11 @@ fn mkdir_p(path: &Path) -> Result<(), ContainerError> {
 }
 
 fn touch_p(path: &Path) -> Result<(), ContainerError> {
+    // An existing file is the mount point already; opening it for writing
+    // would fail on a read-only rootfs.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
+        return Ok(());
+    }
     if let Some(parent) = path.parent() {
         mkdir_p(parent)?;
     }

@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 use vc_proto::{ContainerSpec, ProcessRef, ProcessState, Rootfs};
 
 use super::pod::{connect_agent, LockedPod, CONNECT_DEADLINE};
 use super::record::{now, ContainerOp, ContainerRecord, ContainerStatus, ContainerVerb};
-use super::share;
+use super::{mountpoints, share};
 use super::{Runtime, RuntimeError};
 use crate::agent::AgentClient;
+use crate::blocking;
 use crate::config::ContainerConfig;
 use crate::id::{ContainerId, PodId};
 use crate::state::{State, Transition};
@@ -94,6 +95,15 @@ impl Runtime {
                     fstype: "ext4".to_owned(),
                 },
                 None => {
+                    if config.readonly_rootfs {
+                        // The agent cannot make them in a read-only share.
+                        let (rootfs, points) = (config.rootfs.clone(), mountpoints::needed(&config));
+                        let failed =
+                            blocking::run(move || mountpoints::prepare(&rootfs, &points)).await;
+                        for (path, error) in failed {
+                            debug!(container_id = %id, path, %error, "mount point not made in the read-only rootfs");
+                        }
+                    }
                     let (cid, rootfs, readonly) =
                         (id.clone(), config.rootfs.clone(), config.readonly_rootfs);
                     pod.bind(share::rootfs_target(id), move |s| {

@@ -13,6 +13,7 @@ mod container;
 mod error;
 mod force;
 pub mod guest;
+mod mountpoints;
 mod net;
 mod pause;
 mod pod;
