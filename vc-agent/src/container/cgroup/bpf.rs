@@ -57,6 +57,9 @@ struct ProgAttachAttr {
     replace_bpf_fd: u32,
 }
 
+/// How many times a load interrupted by a signal is tried (libbpf: 5).
+const LOAD_ATTEMPTS: u32 = 5;
+
 fn bpf<T>(cmd: libc::c_long, attr: &T) -> Result<libc::c_long, Errno> {
     // SAFETY: `attr` is a properly laid out (repr(C)) prefix of `union
     // bpf_attr` for `cmd`, valid for `size_of::<T>()` bytes; every pointer it
@@ -95,7 +98,15 @@ fn load_with_log(code: &[u8], insn_cnt: u32, log: Option<&mut [u8]>) -> Result<O
         prog_ifindex: 0,
         expected_attach_type: BPF_CGROUP_DEVICE,
     };
-    let fd = bpf(BPF_PROG_LOAD, &attr)?;
+    // The verifier gives up with EAGAIN when a signal is pending (the agent
+    // gets a SIGCHLD for every process that ends); retry as libbpf does.
+    let mut attempts = LOAD_ATTEMPTS;
+    let fd = loop {
+        match bpf(BPF_PROG_LOAD, &attr) {
+            Err(Errno::EAGAIN) if attempts > 1 => attempts -= 1,
+            other => break other?,
+        }
+    };
     let fd = i32::try_from(fd).map_err(|_| Errno::EBADF)?;
     // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
