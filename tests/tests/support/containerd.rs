@@ -155,16 +155,7 @@ impl Spawned {
     /// Waits up to `timeout` for it to end; kills its group and fails (with what it wrote) when
     /// it does not.
     pub fn wait(mut self, timeout: Duration) -> Result<Ran> {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.guard.try_wait()? {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = self.guard.wait_timeout(timeout)?;
         if status.is_none() {
             self.guard.kill();
         }
@@ -664,10 +655,7 @@ impl Containerd {
             }
             let pid = Pid::from_raw(self.daemon.pid() as i32);
             let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + TERM_GRACE;
-            while self.daemon.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let _ = self.daemon.wait_timeout(TERM_GRACE);
         }
         // SIGKILL to the group, if still there.
         self.daemon.kill();
