@@ -58,6 +58,18 @@ where
         .map(tonic::Response::into_inner)
 }
 
+/// The namespaces the kubelet asks for in a pod without
+/// shareProcessNamespace: each container its own PID namespace (CRI's
+/// default, POD, would join the sandbox's, which vc refuses), IPC shared.
+fn namespaces(network: NamespaceMode) -> NamespaceOption {
+    NamespaceOption {
+        network: network as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 fn sandbox_config(log_dir: &Path) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -70,12 +82,7 @@ fn sandbox_config(log_dir: &Path) -> PodSandboxConfig {
         log_directory: log_dir.to_string_lossy().into_owned(),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces(NamespaceMode::Node)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -96,17 +103,9 @@ fn container_config(name: &str, command: &[&str]) -> ContainerConfig {
         }),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}.log"),
-        // As the kubelet sends it for a pod without shareProcessNamespace
-        // (CRI's default, POD, would join the sandbox's PID namespace, which
-        // vc refuses).
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces(NamespaceMode::Pod)),
                 ..Default::default()
             }),
             ..Default::default()
