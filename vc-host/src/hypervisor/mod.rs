@@ -232,6 +232,15 @@ pub enum HypervisorError {
         #[source]
         source: ProcessError,
     },
+    /// QEMU could not be stopped or continued (pause and resume).
+    #[error("cannot {action} QEMU")]
+    Freeze {
+        /// `stop` or `continue`.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: ProcessError,
+    },
     /// The launch journal could not be written.
     #[error("cannot write the launch journal")]
     Journal(#[source] crate::store::StoreError),

@@ -150,6 +150,12 @@ impl ProcessRecord {
         }
     }
 
+    /// True while the process is stopped by a signal (state `T`): a paused
+    /// VM's QEMU.
+    pub fn is_stopped(&self) -> bool {
+        matches!(read_stat(self.pid), Some(s) if s.start_time == self.start_time && s.state == 'T')
+    }
+
     /// Reaps the process if it is an exited child of ours. `true` while it is
     /// our child but not yet reapable: a thread group whose leader is a
     /// zombie while its other threads are still being torn down.

@@ -149,10 +149,15 @@ impl Vm {
         Qmp::new(&self.record.qmp_socket)
     }
 
-    /// The guest run state, or [`VmStatus::Exited`] when QEMU is gone.
+    /// The guest run state, or [`VmStatus::Exited`] when QEMU is gone. A
+    /// paused VM's QEMU is stopped and does not answer QMP: its process
+    /// state says so first.
     pub async fn status(&self) -> Result<VmStatus, HypervisorError> {
         if !self.is_running() {
             return Ok(VmStatus::Exited);
+        }
+        if self.record.qemu.is_stopped() {
+            return Ok(VmStatus::Paused);
         }
         match self.qmp().query_status(QMP_TIMEOUT).await {
             Ok(state) => Ok(match state {
@@ -166,19 +171,66 @@ impl Vm {
         }
     }
 
-    /// Pauses the vCPUs (QMP `stop`).
+    /// Pauses the VM by stopping QEMU's process (SIGSTOP), and returns once
+    /// it is stopped.
+    ///
+    /// Not QMP `stop`: that also stops the vrings of the vhost-user devices,
+    /// and vhost-device-vsock did not always come back from it: with traffic
+    /// in flight at the pause, the guest never again answered on vsock after
+    /// `cont` (see docs/reliability.md, "Pause and resume"). A stopped
+    /// process keeps every device's state; the guest merely is not run, and
+    /// the helpers keep their side until it runs again.
     pub async fn pause(&self) -> Result<(), HypervisorError> {
-        self.live_qmp(|q| async move { q.stop(QMP_TIMEOUT).await })
-            .await?;
-        info!(vm = self.name(), pid = self.record.qemu.pid, "VM paused");
+        let qemu = self.record.qemu;
+        let freeze = |source| HypervisorError::Freeze {
+            action: "stop",
+            source,
+        };
+        if !qemu
+            .signal(nix::sys::signal::Signal::SIGSTOP)
+            .map_err(freeze)?
+        {
+            return Err(HypervisorError::NotRunning { pid: qemu.pid });
+        }
+        // SIGSTOP takes effect asynchronously, and only a parent can wait
+        // for it (QEMU is not our child): read its state until it shows.
+        let deadline = Instant::now() + QMP_TIMEOUT;
+        while !qemu.is_stopped() {
+            if !qemu.is_alive() {
+                return Err(HypervisorError::NotRunning { pid: qemu.pid });
+            }
+            if Instant::now() >= deadline {
+                let _ = qemu.signal(nix::sys::signal::Signal::SIGCONT);
+                return Err(freeze(super::ProcessError::Signal {
+                    pid: qemu.pid,
+                    signal: nix::sys::signal::Signal::SIGSTOP,
+                    source: std::io::Error::other(format!("not stopped after {QMP_TIMEOUT:?}")),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        info!(vm = self.name(), pid = qemu.pid, "VM paused");
         Ok(())
     }
 
-    /// Resumes the vCPUs (QMP `cont`).
+    /// Resumes the VM (SIGCONT to QEMU). A VM paused by QMP `stop` (by an
+    /// earlier version) is continued with `cont` as well.
     pub async fn resume(&self) -> Result<(), HypervisorError> {
-        self.live_qmp(|q| async move { q.cont(QMP_TIMEOUT).await })
-            .await?;
-        info!(vm = self.name(), pid = self.record.qemu.pid, "VM resumed");
+        let qemu = self.record.qemu;
+        let resumed = qemu
+            .signal(nix::sys::signal::Signal::SIGCONT)
+            .map_err(|source| HypervisorError::Freeze {
+                action: "continue",
+                source,
+            })?;
+        if !resumed {
+            return Err(HypervisorError::NotRunning { pid: qemu.pid });
+        }
+        if matches!(self.status().await?, VmStatus::Paused) {
+            self.live_qmp(|q| async move { q.cont(QMP_TIMEOUT).await })
+                .await?;
+        }
+        info!(vm = self.name(), pid = qemu.pid, "VM resumed");
         Ok(())
     }
 
