@@ -17,7 +17,7 @@ use support::virtc::Virtc;
 use support::ChildGuard;
 use tokio::io::AsyncReadExt as _;
 use vc_host::agent::collect_output;
-use vc_host::config::ResourcesConfig;
+use vc_host::config::{ResourcesConfig, VolumeConfig};
 use vc_host::id::{ContainerId, PodId};
 use vc_host::runtime::{PodEvent, ProcessConfig};
 use vc_host::state::State;
@@ -187,7 +187,13 @@ async fn pids_limit_raised_live_and_the_same_through_virtc() -> Result<()> {
     t.rt.run_pod(t.pod("pidslive")).await?;
 
     // Two processes allowed: the shell spins on a refused fork until the limit
-    // is raised, then forks, reports how often it was refused, and exits.
+    // is raised, then forks, reports how often it was refused, and exits. On
+    // the first refusal it marks a volume (a redirection of a builtin: no
+    // fork), and the update waits for that mark: CPU time alone does not prove
+    // a refusal, since under TCG starting the shells can take that long.
+    let scratch = tempfile::tempdir()?;
+    let mark_dir = scratch.path().join("mark");
+    std::fs::create_dir(&mark_dir)?;
     let mut spinner = t.container(
         "spinner",
         &[
@@ -195,14 +201,26 @@ async fn pids_limit_raised_live_and_the_same_through_virtc() -> Result<()> {
             "-c",
             // The inner shell is the second process; its subshell is refused
             // (which ends that shell) until the limit is raised.
-            "n=0; until sh -c '( : ); exit 0' 2>/dev/null; do n=$((n+1)); done; \
-             echo refused $n times",
+            "n=0; until sh -c '( : ); exit 0' 2>/dev/null; do n=$((n+1)); \
+             case $n in 1) : > /mark/refused;; esac; done; echo refused $n times",
         ],
     );
+    spinner.volumes.push(VolumeConfig {
+        host_path: mark_dir.clone(),
+        container_path: "/mark".to_owned(),
+        readonly: false,
+    });
     spinner.resources.pids_limit = Some(2);
     let id = spinner.id.clone();
     t.rt.create_container(&pod, spinner).await?;
     t.rt.start_container(&pod, &id).await?;
+    let marked = Instant::now();
+    while !mark_dir.join("refused").exists() {
+        if marked.elapsed() > HANG {
+            bail!("the spinner never marked a refused fork");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Spinning shows as CPU time: stats move while the container works.
     let spun = stats_until(&t, &pod, &id, "CPU time spent spinning", |s| {
         s.cpu_usage_us > 300_000
@@ -214,7 +232,6 @@ async fn pids_limit_raised_live_and_the_same_through_virtc() -> Result<()> {
     assert!(later.cpu_usage_us > spun.cpu_usage_us, "{spun:?} {later:?}");
 
     // The pod's events, watched by another process until the pod stops.
-    let scratch = tempfile::tempdir()?;
     let events_out = scratch.path().join("events.jsonl");
     let events_err = scratch.path().join("events.err");
     let mut watcher = ChildGuard::spawn(
