@@ -16,6 +16,11 @@ use vc_proto::ProcessRef;
 
 use super::{find_tool, log_tail, rootfs_dir, GuestImage};
 
+/// When set to a number N, every [`TestRuntime`] fills its warm pool with N
+/// slots of the default shape before the test uses it, so that the test's
+/// pods adopt pooled VMs (`cargo xtask test` runs some suites this way).
+pub const POOL_ENV: &str = "VC_TEST_POOL";
+
 /// A runtime with its own root, cleaned up on drop.
 #[derive(Debug)]
 pub struct TestRuntime {
@@ -60,12 +65,33 @@ impl TestRuntime {
             },
             ..RuntimeConfig::default()
         })?;
-        Ok(Self {
+        let t = Self {
             rt,
             image,
             rootfs,
             root,
+        };
+        if let Some(n) = pool_size()? {
+            t.fill_pool(n)?;
+        }
+        Ok(t)
+    }
+
+    /// Fills the pool with `n` slots of the default shape, from a thread of
+    /// its own (this may run inside the test's async runtime).
+    fn fill_pool(&self, n: usize) -> Result<()> {
+        let rt = self.rt.clone();
+        std::thread::spawn(move || -> Result<()> {
+            let tokio_rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = tokio_rt.block_on(rt.fill_pool(n, &Default::default()))?;
+            anyhow::ensure!(status.ready() == n, "the pool did not fill: {status:?}");
+            Ok(())
         })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pool filler panicked"))?
+        .with_context(|| format!("cannot fill the warm pool ({POOL_ENV}={n})"))
     }
 
     /// The runtime root.
@@ -107,6 +133,13 @@ impl TestRuntime {
     /// Every file under the pods directory (for leak checks).
     pub fn leftover_pods(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.root().join("pods"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every pool slot directory (for leak checks).
+    pub fn leftover_slots(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.root().join("pool"))
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default()
     }
@@ -161,7 +194,11 @@ impl TestRuntime {
 
     /// Prints the console and daemon logs of every pod.
     pub fn print_logs(&self) {
-        for pod in self.leftover_pods() {
+        for pod in self
+            .leftover_pods()
+            .into_iter()
+            .chain(self.leftover_slots())
+        {
             let vm = pod.join("vm");
             let Ok(entries) = std::fs::read_dir(&vm) else {
                 continue;
@@ -196,6 +233,17 @@ pub fn cgroup_parents(parent: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The pool size [`POOL_ENV`] asks for, if any.
+fn pool_size() -> Result<Option<usize>> {
+    match std::env::var(POOL_ENV) {
+        Ok(v) if v.is_empty() || v == "0" => Ok(None),
+        Ok(v) => Ok(Some(v.parse().with_context(|| {
+            format!("{POOL_ENV}={v:?} is not a number of slots")
+        })?)),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The cgroups (directories) under these parent cgroups.
@@ -258,6 +306,7 @@ impl Drop for TestRuntime {
                     let _ = rt.stop_pod(&pod.id).await;
                     let _ = rt.delete_pod(&pod.id).await;
                 }
+                let _ = rt.drain_pool().await;
             });
         });
         let _ = cleanup.join();

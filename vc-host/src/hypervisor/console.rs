@@ -39,36 +39,64 @@ pub fn console_files(current: &Path) -> [PathBuf; 2] {
     [rotated_path(current), current.to_path_buf()]
 }
 
-/// A log file that rotates once it would pass `max_file_bytes`.
+/// A log file that rotates once it would pass `max_file_bytes`. The file
+/// and its rotated sibling are named relative to a descriptor of their
+/// directory, opened once: when the directory is moved (a pooled VM's run
+/// directory becomes its pod's at adoption) the log follows it.
 #[derive(Debug)]
 pub struct RotatingLog {
-    path: PathBuf,
+    dir: File,
+    name: std::ffi::OsString,
+    rotated: std::ffi::OsString,
     max_file_bytes: u64,
     file: File,
     size: u64,
 }
 
-fn create_log(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+fn create_log(dir: &File, name: &std::ffi::OsStr) -> std::io::Result<File> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(dir)),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 impl RotatingLog {
     /// Starts an empty log at `path` (removing an earlier rotated file) that
     /// keeps at most `max_bytes` in two files.
     pub fn create(path: &Path, max_bytes: u64) -> std::io::Result<Self> {
-        match std::fs::remove_file(rotated_path(path)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+        let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path");
+        let parent = path.parent().ok_or_else(invalid)?;
+        let name = path.file_name().ok_or_else(invalid)?.to_owned();
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })?;
+        let mut rotated = name.clone();
+        rotated.push(".1");
+        match nix::unistd::unlinkat(
+            Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+            rotated.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Err(nix::errno::Errno::ENOENT) | Ok(()) => {}
+            Err(e) => return Err(e.into()),
         }
+        let file = create_log(&dir, &name)?;
         Ok(RotatingLog {
-            path: path.to_path_buf(),
+            dir,
+            name,
+            rotated,
             max_file_bytes: (max_bytes / 2).max(1),
-            file: create_log(path)?,
+            file,
             size: 0,
         })
     }
@@ -89,8 +117,14 @@ impl RotatingLog {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        std::fs::rename(&self.path, rotated_path(&self.path))?;
-        self.file = create_log(&self.path)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.dir);
+        nix::fcntl::renameat(
+            Some(fd),
+            self.name.as_os_str(),
+            Some(fd),
+            self.rotated.as_os_str(),
+        )?;
+        self.file = create_log(&self.dir, &self.name)?;
         self.size = 0;
         Ok(())
     }

@@ -58,6 +58,14 @@ impl LaunchJournal {
         crate::store::write_json_atomic(&journal_path(run_dir), self)
     }
 
+    /// Rewrites the files it names under `from` to the same files under `to`
+    /// (see [`super::VmRecord::relocate`]).
+    pub fn relocate(&mut self, from: &Path, to: &Path) {
+        for p in &mut self.cleanup {
+            *p = super::vm::relocated(p, from, to);
+        }
+    }
+
     /// Reads the journal in `run_dir`, if there is one.
     pub fn read(run_dir: &Path) -> Result<Option<Self>, StoreError> {
         let path = journal_path(run_dir);

@@ -87,6 +87,39 @@ pub struct VmRecord {
     pub cgroup: Option<CgroupRecord>,
 }
 
+/// `path` with its prefix `from` replaced by `to`; other paths unchanged.
+pub(crate) fn relocated(path: &Path, from: &Path, to: &Path) -> PathBuf {
+    match path.strip_prefix(from) {
+        Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+        Ok(rest) => to.join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+impl VmRecord {
+    /// Rewrites every path under `from` to the same path under `to`: the
+    /// record of a VM whose run directory was moved while it runs (a pooled
+    /// VM adopted by a pod). Its processes are unaffected: QEMU and the
+    /// daemons hold their sockets and logs open, the console logger rotates
+    /// relative to its directory, and a Unix socket is reached by whichever
+    /// path names it.
+    pub fn relocate(&mut self, from: &Path, to: &Path) {
+        let r = |p: &mut PathBuf| *p = relocated(p, from, to);
+        r(&mut self.run_dir);
+        if let VsockAddr::Hybrid { uds } = &mut self.agent {
+            r(uds);
+        }
+        for d in &mut self.daemons {
+            r(&mut d.socket);
+            r(&mut d.log);
+        }
+        r(&mut self.qmp_socket);
+        r(&mut self.console_log);
+        r(&mut self.qemu_log);
+        self.cleanup.iter_mut().for_each(r);
+    }
+}
+
 /// What a VM is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmStatus {

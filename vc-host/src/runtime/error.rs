@@ -104,6 +104,29 @@ pub enum RuntimeError {
         /// The end of the guest console.
         console_tail: String,
     },
+    /// A pool slot's VM started but its agent never answered.
+    #[error("pool slot {slot} did not boot: its agent never answered; last console lines:\n{console_tail}")]
+    PoolBootFailed {
+        /// The slot.
+        slot: String,
+        /// The end of the guest console.
+        console_tail: String,
+        /// Why the agent could not be reached.
+        #[source]
+        source: Box<AgentClientError>,
+    },
+    /// A pool slot's VM booted too slowly.
+    #[error(
+        "pool slot {slot} did not boot in time: {expiry}; last console lines:\n{console_tail}"
+    )]
+    PoolBootTimeout {
+        /// The slot.
+        slot: String,
+        /// Which deadline passed.
+        expiry: crate::runtime::admission::BootExpiry,
+        /// The end of the guest console.
+        console_tail: String,
+    },
     /// No boot slot could be taken.
     #[error(transparent)]
     Admission(#[from] crate::runtime::admission::AdmissionError),

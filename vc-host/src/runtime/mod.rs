@@ -17,6 +17,7 @@ mod mountpoints;
 mod net;
 mod pause;
 mod pod;
+mod pool;
 mod process;
 pub mod record;
 mod recover;
@@ -36,6 +37,7 @@ use crate::store::Store;
 
 pub use error::RuntimeError;
 pub use guest::GuestImage;
+pub use pool::{PoolShape, PoolStatus, SlotHealth, SlotStatus, StartOptions};
 pub use process::{ExecEnv, Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
 pub use record::{ContainerStatus, PodStatus, ProcessInfo, StartPhase};
 pub use resources::{PodEvent, PodEvents};

@@ -7,6 +7,7 @@ use vc_proto::{PodSetup, ProcessRef, ProcessSpec, SharedMount};
 
 use super::admission::{BootAdmission, BootDeadline, BootExpiry, BootPermit, BOOT_STALL};
 use super::net;
+use super::pool::StartOptions;
 use super::record::{now, PodRecord, PodStatus, StartPhase};
 use super::share::GUEST_SHARED_DIR;
 use super::supervise;
@@ -110,7 +111,7 @@ impl Runtime {
     }
 
     /// The host's boot slots (shared by every process using this root).
-    fn admission(&self) -> BootAdmission {
+    pub(super) fn admission(&self) -> BootAdmission {
         BootAdmission::new(self.store.root(), self.config.boot_width)
     }
 
@@ -121,8 +122,16 @@ impl Runtime {
     /// The pod's VM settings, with the kernel and initrd of the guest image
     /// unless the configuration names its own.
     fn vm_settings(&self, config: &PodConfig) -> Result<VmSettings, RuntimeError> {
+        self.vm_settings_of(&config.vm)
+    }
+
+    /// [`Self::vm_settings`] of a VM configuration.
+    pub(super) fn vm_settings_of(
+        &self,
+        config: &crate::hypervisor::VmConfig,
+    ) -> Result<VmSettings, RuntimeError> {
         let image = self.guest_image()?;
-        let mut vm = config.vm.clone();
+        let mut vm = config.clone();
         vm.kernel.get_or_insert(image.kernel);
         vm.initrd.get_or_insert(image.initrd);
         Ok(self.hypervisor.settings(&vm)?)
@@ -134,7 +143,7 @@ impl Runtime {
     }
 
     /// The host user QEMU and the vsock daemon run as.
-    fn vmm_user(&self) -> Result<VmmUser, RuntimeError> {
+    pub(super) fn vmm_user(&self) -> Result<VmmUser, RuntimeError> {
         VmmUser::lookup(&self.config.vmm_user)
             .map_err(|e| RuntimeError::Hypervisor(HypervisorError::Confine(e)))
     }
@@ -199,9 +208,19 @@ impl Runtime {
         }
     }
 
-    /// Boots the pod's VM, sets the pod up in the guest, and creates and starts
+    /// Boots the pod's VM (or adopts a matching VM of the warm pool, see
+    /// [`super::pool`]), sets the pod up in the guest, and creates and starts
     /// the containers of its configuration.
     pub async fn start_pod(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
+        self.start_pod_with(id, StartOptions::default()).await
+    }
+
+    /// [`Self::start_pod`], with `options` saying whether the pool may be used.
+    pub async fn start_pod_with(
+        &self,
+        id: &PodId,
+        options: StartOptions,
+    ) -> Result<PodStatus, RuntimeError> {
         let span = info_span!("pod", pod_id = %id);
         async move {
             let mut pod = self.lock(id).await?;
@@ -212,6 +231,23 @@ impl Runtime {
             pod.record.broken = None;
             let settings = self.vm_settings(&pod.config)?;
             let vmm_user = self.vmm_user()?;
+            if options.use_pool && self.poolable(&pod) {
+                let limits = pod.config.vm.host_limits();
+                if let Some(slot) = self.claim_slot(&settings, limits).await? {
+                    debug!(slot = slot.name(), "adopting a pool slot");
+                    let vm = self.adopt_slot(&mut pod, slot).await?;
+                    crate::fault::point("start.vm-recorded");
+                    let set_up = match connect_agent(&vm, CONNECT_DEADLINE).await {
+                        Ok(agent) => self.setup_guest(&mut pod, &agent).await,
+                        Err(source) => Err(RuntimeError::BootFailed {
+                            pod: pod.config.id.clone(),
+                            console_tail: vm.console_tail(30),
+                            source: Box::new(source),
+                        }),
+                    };
+                    return self.finish_start(&mut pod, &vm, set_up).await;
+                }
+            }
             pod.record.start = Some(StartPhase::Launching);
             pod.save().await?;
             crate::fault::point("start.recorded");
@@ -263,44 +299,69 @@ impl Runtime {
             pod.record.start = Some(StartPhase::Booting);
             pod.save().await?;
             crate::fault::point("start.vm-recorded");
-            match self.boot(&mut pod, &vm, permit).await {
-                Ok(()) => {
-                    crate::fault::point("start.booted");
-                    pod.record.start = Some(StartPhase::Booted);
-                    pod.save().await?;
-                    crate::fault::point("start.booted-recorded");
-                    pod.record.state = State::Running;
-                    pod.record.start = None;
-                    pod.record.started_at = Some(now());
-                    pod.save().await?;
-                    info!("pod started");
-                    Ok(self.status_of(&pod.config, &pod.record))
-                }
-                Err(e) => {
-                    warn!(error = %e, "pod failed to start; stopping its VM");
-                    let _ = vm.stop(SHUTDOWN_GRACE).await;
-                    pod.unbind_all_logged().await;
-                    net::teardown(&mut pod.record.network).await;
-                    super::recover::containers_back_to_ready(&mut pod.record);
-                    pod.record.vm = None;
-                    pod.record.start = None;
-                    pod.save().await?;
-                    Err(e)
-                }
-            }
+            let booted = match self.boot(&mut pod, &vm, permit).await {
+                Ok(agent) => self.setup_guest(&mut pod, &agent).await,
+                Err(e) => Err(e),
+            };
+            self.finish_start(&mut pod, &vm, booted).await
         }
         .instrument(span)
         .await
     }
 
+    /// True when the pod may adopt a pool slot: a slot has no network and no
+    /// disks, and its share has only the export.
+    fn poolable(&self, pod: &LockedPod) -> bool {
+        pod.config.netns.is_none()
+            && pod.record.network.is_none()
+            && pod.record.binds.is_empty()
+            && boot_disks(pod, self.capabilities(&pod.config)).is_empty()
+    }
+
+    /// Records the end of a start whose VM is recorded: running when `set_up`
+    /// succeeded; otherwise the VM is stopped, the binds and network undone,
+    /// and the pod back where it was.
+    async fn finish_start(
+        &self,
+        pod: &mut LockedPod,
+        vm: &Vm,
+        set_up: Result<(), RuntimeError>,
+    ) -> Result<PodStatus, RuntimeError> {
+        match set_up {
+            Ok(()) => {
+                crate::fault::point("start.booted");
+                pod.record.start = Some(StartPhase::Booted);
+                pod.save().await?;
+                crate::fault::point("start.booted-recorded");
+                pod.record.state = State::Running;
+                pod.record.start = None;
+                pod.record.started_at = Some(now());
+                pod.save().await?;
+                info!("pod started");
+                Ok(self.status_of(&pod.config, &pod.record))
+            }
+            Err(e) => {
+                warn!(error = %e, "pod failed to start; stopping its VM");
+                let _ = vm.stop(SHUTDOWN_GRACE).await;
+                pod.unbind_all_logged().await;
+                net::teardown(&mut pod.record.network).await;
+                super::recover::containers_back_to_ready(&mut pod.record);
+                pod.record.vm = None;
+                pod.record.start = None;
+                pod.save().await?;
+                Err(e)
+            }
+        }
+    }
+
     /// Waits for the agent (holding the boot's admission until it
-    /// answers), sets the pod up, and starts its ready containers.
+    /// answers) and connects to it.
     async fn boot(
         &self,
         pod: &mut LockedPod,
         vm: &Vm,
         permit: BootPermit,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<AgentClient, RuntimeError> {
         let mut deadline = BootDeadline::new(
             permit.admitted_at(),
             BOOT_STALL,
@@ -331,6 +392,16 @@ impl Runtime {
             "agent answered; boot slot released"
         );
         drop(permit);
+        Ok(agent)
+    }
+
+    /// Sets the pod up in its booted guest (hostname, DNS, the share, the
+    /// network), then creates and starts its ready containers.
+    async fn setup_guest(
+        &self,
+        pod: &mut LockedPod,
+        agent: &AgentClient,
+    ) -> Result<(), RuntimeError> {
         let network = pod.record.network.as_ref();
         let setup = PodSetup {
             pod_id: pod.config.id.to_string(),
@@ -354,8 +425,8 @@ impl Runtime {
         agent.setup_pod(setup).await?;
         let ids: Vec<_> = pod.record.containers.keys().cloned().collect();
         for cid in ids {
-            self.create_in_guest(pod, &agent, &cid).await?;
-            self.start_in_guest(pod, &agent, &cid).await?;
+            self.create_in_guest(pod, agent, &cid).await?;
+            self.start_in_guest(pod, agent, &cid).await?;
         }
         Ok(())
     }
@@ -579,7 +650,7 @@ impl Runtime {
 
 /// How long to wait for the agent of a VM that is booting, once it has
 /// printed its ready line.
-const BOOT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+pub(super) const BOOT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long a pause waits for the short agent calls in flight: a connect and
 /// one call, each with its own deadline.
@@ -617,7 +688,7 @@ pub(super) async fn connect_agent_with(
 const CONSOLE_POLL_BUDGET: u64 = 1 << 20;
 
 /// Why a boot's wait for the agent's ready line ended without it.
-enum BootWait {
+pub(super) enum BootWait {
     /// The VM died.
     Agent(AgentClientError),
     /// The deadline passed.
@@ -629,7 +700,7 @@ enum BootWait {
 /// or the boot's `deadline` passes; console output extends the deadline up
 /// to its ceiling. The console is followed across its rotations, each byte
 /// read once.
-async fn wait_for_agent_ready(
+pub(super) async fn wait_for_agent_ready(
     vm: &Vm,
     deadline: &mut BootDeadline,
     pod: &str,

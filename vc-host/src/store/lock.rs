@@ -78,6 +78,33 @@ impl PodLock {
         ))
     }
 
+    /// Takes the lock on an existing `<locks>/<name>` without waiting:
+    /// `None` when someone holds it, or when the file does not exist (it
+    /// is never created here).
+    pub fn try_acquire(locks: &Path, name: &str) -> Result<Option<Self>, StoreError> {
+        let dir = Dir::open(locks)?;
+        let path = locks.join(name);
+        let flags = nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC;
+        let file = match dir.open_at(Path::new(name), flags, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(crate::beneath::BeneathError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, errno)) => return Err(StoreError::io("lock", &path, errno.into())),
+        };
+        Ok(same_file(&dir, name, &lock).then(|| PodLock {
+            _lock: Arc::new(lock),
+            path,
+        }))
+    }
+
     /// Removes the lock file while still holding it (the pod is gone), then
     /// releases the lock (once no clone holds it).
     pub(super) fn remove(self, locks: &Path) -> Result<(), StoreError> {

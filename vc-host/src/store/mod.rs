@@ -13,6 +13,7 @@
 //!     vm/                      hypervisor run directory: sockets, logs, pid files
 //!     mounts/                  host-only mount points of the share (see runtime::share)
 //!     shared/                  the read-only export of mounts/ given to virtiofsd
+//!   pool/<slot>/               a VM booted ahead for a pod to adopt (see [`pool`])
 //! ```
 //!
 //! Every write goes to a temporary file made `O_EXCL | O_NOFOLLOW` in the same
@@ -26,6 +27,7 @@
 mod atomic;
 mod gate;
 mod lock;
+pub mod pool;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ use crate::id::PodId;
 pub use atomic::{read_json, read_json_at, write_json_at, write_json_atomic, RECORD_MODE};
 pub use gate::{CallLease, Quiesced};
 pub use lock::PodLock;
+pub use pool::SlotDir;
 
 /// Default runtime root.
 pub const DEFAULT_ROOT: &str = "/run/vc";

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use vc_host::config::{DiskConfig, TmpfsConfig, VolumeConfig};
+use vc_host::hypervisor::config::Machine;
 use vc_host::id::{ContainerId, PodId};
 
 /// virtc: create and run pods (VMs) and containers (processes in them) with vc.
@@ -42,6 +43,37 @@ pub enum Command {
     /// Create a pod with one container, print its output, clean up, and exit
     /// with the container's exit code.
     Run(Box<RunArgs>),
+    /// Manage the warm pool: VMs booted ahead of time that pods adopt at start.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Boot VMs of a shape until the pool holds COUNT of them.
+    Fill {
+        /// How many slots of this shape the pool should hold.
+        count: usize,
+        /// Virtual CPUs (default: a pod's default).
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Memory in MiB (default: a pod's default).
+        #[arg(long)]
+        memory_mib: Option<u32>,
+        /// Machine type: microvm or q35 (default: a pod's default).
+        #[arg(long, value_parser = parse_machine)]
+        machine: Option<Machine>,
+    },
+    /// List the pool's slots with their shape, age and health.
+    Status,
+    /// Stop and remove every slot.
+    Drain,
+}
+
+/// Parses a machine type by its configuration name.
+pub fn parse_machine(s: &str) -> Result<Machine, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("unknown machine type {s:?} (microvm or q35)"))
 }
 
 /// VM settings shared by `pod create` and `run`.
@@ -53,6 +85,9 @@ pub struct VmArgs {
     /// Memory in MiB.
     #[arg(long)]
     pub memory_mib: Option<u32>,
+    /// Machine type: microvm or q35 (default microvm).
+    #[arg(long, value_parser = parse_machine)]
+    pub machine: Option<Machine>,
     /// Network namespace whose interfaces the VM gets (such as /var/run/netns/NAME).
     #[arg(long)]
     pub netns: Option<PathBuf>,
@@ -69,7 +104,7 @@ pub enum PodCommand {
         /// Pod id.
         id: PodId,
         /// A pod configuration file (TOML or JSON) instead of flags.
-        #[arg(long, conflicts_with_all = ["vcpus", "memory_mib", "netns", "hostname", "boot_timeout"])]
+        #[arg(long, conflicts_with_all = ["vcpus", "memory_mib", "machine", "netns", "hostname", "boot_timeout"])]
         config: Option<PathBuf>,
         /// Hostname (default: the id).
         #[arg(long)]
@@ -77,8 +112,14 @@ pub enum PodCommand {
         #[command(flatten)]
         vm: VmArgs,
     },
-    /// Boot a pod's VM and start its containers.
-    Start { id: PodId },
+    /// Boot a pod's VM (or adopt a matching VM of the warm pool) and start
+    /// its containers.
+    Start {
+        id: PodId,
+        /// Boot a new VM even when the pool has a matching one.
+        #[arg(long)]
+        no_pool: bool,
+    },
     /// Stop a pod's containers and its VM.
     Stop { id: PodId },
     /// Delete a stopped or never started pod.
@@ -291,6 +332,9 @@ pub struct RunArgs {
     /// Keep the pod and container instead of removing them at the end.
     #[arg(long)]
     pub keep: bool,
+    /// Boot a new VM even when the warm pool has a matching one.
+    #[arg(long)]
+    pub no_pool: bool,
     #[command(flatten)]
     pub vm: VmArgs,
     #[command(flatten)]

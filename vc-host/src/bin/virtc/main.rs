@@ -5,6 +5,7 @@
 mod cli;
 mod container;
 mod pod;
+mod pool;
 mod print;
 mod relay;
 mod run;
@@ -82,5 +83,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Command::Container(cmd) => container::run(&runtime, &out, cmd).await,
         Command::Run(args) => run::run(&runtime, &out, *args).await,
+        Command::Pool(cmd) => pool::run(&runtime, &out, cmd)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     }
 }

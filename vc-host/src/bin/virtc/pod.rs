@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use vc_host::config::PodConfig;
+use vc_host::runtime::StartOptions;
 use vc_host::Runtime;
 
 use crate::cli::{PodCommand, VmArgs};
@@ -16,6 +17,9 @@ pub fn apply_vm_args(config: &mut PodConfig, vm: &VmArgs) {
     }
     if let Some(m) = vm.memory_mib {
         config.vm.memory_mib = m;
+    }
+    if let Some(m) = vm.machine {
+        config.vm.machine = m;
     }
     if let Some(ns) = &vm.netns {
         config.netns = Some(ns.clone());
@@ -64,7 +68,10 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: PodCommand) -> anyhow::Result
             apply_vm_args(&mut pod, &vm);
             out.pod(&rt.create_pod(pod).await?)
         }
-        PodCommand::Start { id } => out.pod(&rt.start_pod(&id).await?),
+        PodCommand::Start { id, no_pool } => {
+            let options = StartOptions { use_pool: !no_pool };
+            out.pod(&rt.start_pod_with(&id, options).await?)
+        }
         PodCommand::Stop { id } => out.pod(&rt.stop_pod(&id).await?),
         PodCommand::Delete { id, force } => {
             if force {

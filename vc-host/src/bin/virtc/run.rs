@@ -37,7 +37,10 @@ pub async fn run(rt: &Runtime, out: &Printer, args: RunArgs) -> anyhow::Result<E
         // until the attach below.
         rt.create_container(&pod_id, container).await?;
         timings.step("container created");
-        rt.start_pod(&pod_id).await?;
+        let options = vc_host::runtime::StartOptions {
+            use_pool: !args.no_pool,
+        };
+        rt.start_pod_with(&pod_id, options).await?;
         timings.step("pod started (VM booted, agent answered, container started)");
         let process = rt
             .attach_container(&pod_id, &args.name, args.io.interactive)
