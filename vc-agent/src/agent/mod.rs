@@ -170,6 +170,7 @@ impl Agent {
             Request::NextEvent => Ok(Response::Event(self.events.next().await)),
             Request::ListInterfaces => self.list_interfaces().await,
             Request::ListRoutes => self.list_routes().await,
+            Request::UpdateNetwork(update) => self.update_network(update).await,
             // The server calls `request_shutdown` once this answer is written.
             Request::Shutdown => Ok(Response::Ok),
         };

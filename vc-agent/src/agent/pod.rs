@@ -1,9 +1,11 @@
-//! `SetupPod`, `ListInterfaces`, `ListRoutes`: the pod-wide state of the guest.
+//! `SetupPod`, `UpdateNetwork`, `ListInterfaces`, `ListRoutes`: the pod-wide
+//! state of the guest.
 //!
 //! Setup runs in order: hostname, shared mounts (created targets, in the given
 //! order), the files containers get (`resolv.conf`, `hosts`, `hostname` under the
 //! run directory), then the network. A pod is set up once; a setup that failed
-//! may be retried. As a normal process ([`AgentOptions::guest`] false) only
+//! may be retried. `UpdateNetwork` (only once set up, serialized with setup)
+//! replaces the network part of the setup. As a normal process ([`AgentOptions::guest`] false) only
 //! the files are written: the hostname, mounts and network of the machine the
 //! tests run on are left alone.
 //!
@@ -15,11 +17,16 @@ use std::sync::Arc;
 
 use nix::mount::MsFlags;
 use tracing::Instrument;
-use vc_proto::{AgentError, ErrorCode, PodSetup, Response, SharedMount};
+use vc_proto::{AgentError, ErrorCode, NetworkUpdate, PodSetup, Response, SharedMount};
 
 use super::errors::{fail, wire};
 use super::Agent;
 use crate::network::Netlink;
+
+/// How long `UpdateNetwork` waits for a listed interface to appear: a NIC
+/// hot-plugged just before is probed by the guest's PCIe hotplug driver
+/// (seconds under TCG). Below the host's 30 s call timeout.
+const INTERFACE_APPEAR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Whether the pod was set up (and with what).
 #[derive(Debug, Default)]
@@ -182,6 +189,45 @@ impl Agent {
             "pod set up"
         );
         Ok(())
+    }
+
+    /// Converges the set-up pod's network to `update`.
+    pub(super) async fn update_network(
+        self: &Arc<Self>,
+        update: NetworkUpdate,
+    ) -> Result<Response, AgentError> {
+        let mut done = self.pod.setup.lock().await;
+        let Some(setup) = done.as_mut() else {
+            return Err(fail(
+                ErrorCode::WrongState,
+                "the pod is not set up: its network cannot be updated",
+            ));
+        };
+        let span = tracing::info_span!("update-network", pod_id = %setup.pod_id);
+        if self.options.guest {
+            let netlink = Netlink::connect().map_err(wire)?;
+            let summary = netlink
+                .update(&update, INTERFACE_APPEAR_TIMEOUT)
+                .instrument(span.clone())
+                .await
+                .map_err(wire)?;
+            let _entered = span.enter();
+            tracing::info!(
+                interfaces = update.interfaces.len(),
+                routes = update.routes.len(),
+                neighbours = update.neighbours.len(),
+                addresses_removed = summary.addresses_removed,
+                routes_removed = summary.routes_removed,
+                neighbours_removed = summary.neighbours_removed,
+                "pod network updated"
+            );
+        } else {
+            tracing::warn!("not a guest: the network update is recorded, not applied");
+        }
+        setup.interfaces = update.interfaces;
+        setup.routes = update.routes;
+        setup.neighbours = update.neighbours;
+        Ok(Response::Ok)
     }
 
     pub(super) async fn list_interfaces(self: &Arc<Self>) -> Result<Response, AgentError> {

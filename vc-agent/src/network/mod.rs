@@ -1,18 +1,21 @@
 //! The guest's network, over rtnetlink: loopback up, each interface the host
 //! describes (matched by MAC address) given its MTU and addresses and brought
 //! up, then routes and permanent neighbour entries; and the listings of what the
-//! guest has (`ListInterfaces`, `ListRoutes`).
+//! guest has (`ListInterfaces`, `ListRoutes`); `UpdateNetwork` converges a
+//! running guest to a new description (module `update`).
 //!
 //! Everything already in place (an address or route that exists) is accepted, so
 //! that a repeated setup converges instead of failing.
 
 mod links;
 mod routes;
+mod update;
 
 use vc_netlink::request;
 use vc_proto::{Interface, Neighbour, Route};
 
 pub use links::Link;
+pub use update::UpdateSummary;
 pub use vc_netlink::{Mac, NetlinkError};
 
 /// Why the network could not be configured or read.

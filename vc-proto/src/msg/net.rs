@@ -68,3 +68,24 @@ pub struct GuestInterface {
     /// Assigned addresses.
     pub addresses: Vec<IpNet>,
 }
+
+/// The whole network a running pod's guest should have (the payload of
+/// [`Request::UpdateNetwork`](crate::Request::UpdateNetwork)), as the host
+/// found it in the pod's namespace after a change.
+///
+/// The agent converges to it: it waits (boundedly) for an interface of each
+/// listed MAC to appear (a NIC the host has just hot-plugged), gives each its
+/// MTU and addresses and removes the addresses it has that are not listed
+/// (IPv6 link-local ones excepted), then removes the routes and permanent
+/// neighbours on listed interfaces that are not listed (routes the kernel made
+/// from an address excepted) and adds the listed ones. Interfaces not listed
+/// are left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkUpdate {
+    /// Every interface the guest keeps, matched by MAC.
+    pub interfaces: Vec<Interface>,
+    /// Every route of the main table on those interfaces.
+    pub routes: Vec<Route>,
+    /// Every permanent neighbour entry on those interfaces.
+    pub neighbours: Vec<Neighbour>,
+}

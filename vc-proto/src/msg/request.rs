@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::container::{ContainerSpec, ProcessRef, ProcessSpec, Resources};
+use super::net::NetworkUpdate;
 use super::pod::PodSetup;
 use super::seccomp::Seccomp;
 
@@ -137,6 +138,12 @@ pub enum Request {
         /// Container id.
         container_id: String,
     },
+    /// Bring a set-up pod's network to the description given (see
+    /// [`NetworkUpdate`]): interfaces configured, addresses, routes and
+    /// neighbours added and removed. Only valid after `SetupPod`. An agent
+    /// older than this variant answers
+    /// [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported). Reply: `Ok`.
+    UpdateNetwork(NetworkUpdate),
 }
 
 /// The most pids a [`Response::Pids`](crate::Response::Pids) carries (at
@@ -174,6 +181,7 @@ impl Request {
             Request::Shutdown => "shutdown",
             Request::CreateContainerV2 { .. } => "create-container-v2",
             Request::ContainerPids { .. } => "container-pids",
+            Request::UpdateNetwork(_) => "update-network",
         }
     }
 }

@@ -15,10 +15,10 @@ use std::task::{Context, Poll, Waker};
 
 use vc_proto::{
     AgentError, ContainerSpec, ContainerStats, ContainerStatus, Dns, ErrorCode, Event,
-    GuestDetails, GuestInterface, Health, HostEntry, Interface, IpNet, Mount, Neighbour, PodSetup,
-    ProcessRef, ProcessSpec, ProcessState, Request, Resources, Response, Rlimit, Rootfs, Route,
-    Seccomp, SeccompAction, SeccompArg, SeccompFlag, SeccompOp, SeccompProfile, SeccompSyscall,
-    SharedMount, StreamAttach, StreamKind, User,
+    GuestDetails, GuestInterface, Health, HostEntry, Interface, IpNet, Mount, Neighbour,
+    NetworkUpdate, PodSetup, ProcessRef, ProcessSpec, ProcessState, Request, Resources, Response,
+    Rlimit, Rootfs, Route, Seccomp, SeccompAction, SeccompArg, SeccompFlag, SeccompOp,
+    SeccompProfile, SeccompSyscall, SharedMount, StreamAttach, StreamKind, User,
 };
 
 pub const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
@@ -231,6 +231,12 @@ pub fn requests() -> Vec<Request> {
             seccomp: Seccomp::Profile(seccomp_profile()),
         },
         Request::ContainerPids { container_id: id() },
+        Request::UpdateNetwork(NetworkUpdate {
+            interfaces: vec![interface()],
+            routes: routes(),
+            neighbours: pod_setup().neighbours,
+        }),
+        Request::UpdateNetwork(NetworkUpdate::default()),
     ]
 }
 
@@ -279,7 +285,7 @@ pub fn seccomp_profile() -> SeccompProfile {
 }
 
 /// Number of `Request` variants: one more than the highest `request_index`.
-pub const REQUEST_VARIANTS: usize = 24;
+pub const REQUEST_VARIANTS: usize = 25;
 
 /// The variant's position; exhaustive, so a new variant must be added here.
 pub fn request_index(request: &Request) -> usize {
@@ -308,6 +314,7 @@ pub fn request_index(request: &Request) -> usize {
         Request::Shutdown => 21,
         Request::CreateContainerV2 { .. } => 22,
         Request::ContainerPids { .. } => 23,
+        Request::UpdateNetwork(_) => 24,
     }
 }
 

@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use vc_proto::{
     AgentError, ContainerSpec, ContainerStats, ContainerStatus, Dns, ErrorCode, Event,
     GuestDetails, GuestInterface, Health, Hello, HostEntry, Interface, IpNet, Mount, Neighbour,
-    PodSetup, ProcessRef, ProcessSpec, ProcessState, Request, Resources, Response, Rlimit, Rootfs,
-    Route, Seccomp, SeccompAction, SeccompArg, SeccompFlag, SeccompOp, SeccompProfile,
-    SeccompSyscall, SharedMount, StreamAttach, StreamKind, User,
+    NetworkUpdate, PodSetup, ProcessRef, ProcessSpec, ProcessState, Request, Resources, Response,
+    Rlimit, Rootfs, Route, Seccomp, SeccompAction, SeccompArg, SeccompFlag, SeccompOp,
+    SeccompProfile, SeccompSyscall, SharedMount, StreamAttach, StreamKind, User,
 };
 
 /// Short strings of any Unicode scalar values, including empty ones.
@@ -286,6 +286,18 @@ pub fn request() -> impl Strategy<Value = Request> {
         (container_spec(), seccomp())
             .prop_map(|(spec, seccomp)| Request::CreateContainerV2 { spec, seccomp }),
         text().prop_map(|container_id| Request::ContainerPids { container_id }),
+        (
+            vec(interface(), 0..3),
+            vec(route(), 0..3),
+            vec(neighbour(), 0..3)
+        )
+            .prop_map(|(interfaces, routes, neighbours)| {
+                Request::UpdateNetwork(NetworkUpdate {
+                    interfaces,
+                    routes,
+                    neighbours,
+                })
+            }),
     ]
 }
 
