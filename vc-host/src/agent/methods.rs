@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use vc_proto::{
     ContainerSpec, ContainerStats, ContainerStatus, Event, GuestDetails, GuestInterface, Health,
-    PodSetup, ProcessRef, ProcessSpec, Request, Resources, Response, Route, Seccomp,
+    NetworkUpdate, PodSetup, ProcessRef, ProcessSpec, Request, Resources, Response, Route, Seccomp,
 };
 
 use super::client::AgentClient;
@@ -317,6 +317,12 @@ impl AgentClient {
             r => Err(r),
         })
         .await
+    }
+
+    /// Brings the set-up pod's network to `update` (interfaces, addresses,
+    /// routes, neighbours). An agent that predates it answers `Unsupported`.
+    pub async fn update_network(&self, update: NetworkUpdate) -> Result<(), AgentClientError> {
+        self.ask_ok(Request::UpdateNetwork(update)).await
     }
 
     /// Asks the agent to stop every container, sync and power the VM off. The

@@ -34,6 +34,11 @@ pub struct Capabilities {
     /// pod's containers use must be given at launch ([`VmSpec::disks`]), and
     /// a container with block devices cannot be added to a running pod.
     pub hotplug_block: bool,
+    /// Network interfaces can be added to and removed from the running
+    /// guest ([`Vm::hotplug_nic`], [`Vm::unplug_nic`]). Without it, a pod's
+    /// interfaces are the ones its namespace had at start; a running pod's
+    /// addresses, routes and neighbours still follow its namespace.
+    pub hotplug_net: bool,
 }
 
 /// Which backend a runtime uses (`RuntimeConfig::hypervisor`).

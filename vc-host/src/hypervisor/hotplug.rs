@@ -22,7 +22,8 @@ use qapi::qmp;
 use serde_json::{Map, Value};
 
 use super::confine::open_disk;
-use super::qmp::{Qmp, QmpError};
+use super::qmp::{Qmp, QmpError, Stream};
+use super::scm::FdSender;
 use super::spec::DiskSpec;
 
 /// How many hotplug ports a q35 VM gets at boot.
@@ -105,7 +106,7 @@ pub fn free_port(pci: &[qmp::PciInfo]) -> Option<String> {
     free.first().map(|s| (*s).to_owned())
 }
 
-fn failed(command: &'static str) -> impl FnOnce(qapi::ExecuteError) -> QmpError {
+pub(super) fn failed(command: &'static str) -> impl FnOnce(qapi::ExecuteError) -> QmpError {
     move |source| QmpError::Command { command, source }
 }
 
@@ -130,14 +131,7 @@ impl Qmp {
             source,
         })?;
         let call = async {
-            let (mut stream, fds) = self.open_passing().await?;
-            let pci = stream
-                .execute(qmp::query_pci {})
-                .await
-                .map_err(failed("query-pci"))?;
-            let port = free_port(&pci).ok_or(QmpError::NoFreePort {
-                ports: HOTPLUG_PORTS,
-            })?;
+            let (mut stream, fds, port) = self.open_for_plug().await?;
             fds.attach(vec![image.into()]);
             let set = stream
                 .execute(qmp::add_fd {
@@ -168,18 +162,34 @@ impl Qmp {
             }
             Ok(port)
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| QmpError::Timeout {
-                command: "device_add",
-                timeout,
-            })?
+        within("device_add", timeout, call).await
     }
 
     /// Unplugs the disk `id`: `device_del`, then waits for QEMU's
     /// `DEVICE_DELETED` (the guest has released it), then `blockdev-del`. A
     /// device that is not there is not an error.
     pub async fn unplug_disk(&self, id: &str, timeout: Duration) -> Result<(), QmpError> {
+        let del = qmp::blockdev_del {
+            node_name: id.to_owned(),
+        };
+        self.unplug_then(id, "blockdev-del", del, timeout).await
+    }
+
+    /// Unplugs the device `id`: `device_del`, then waits for QEMU's
+    /// `DEVICE_DELETED` (the guest has released it), then runs `backend_del`
+    /// (the `blockdev-del` or `netdev_del` of its backend). A device that is
+    /// not there is not an error, and then neither is a failed `backend_del`
+    /// (a plug that failed half-way may have left the backend or not).
+    pub(super) async fn unplug_then<C>(
+        &self,
+        id: &str,
+        backend_del_name: &'static str,
+        backend_del: C,
+        timeout: Duration,
+    ) -> Result<(), QmpError>
+    where
+        C: qmp::QmpCommand + qapi::Command,
+    {
         let call = async {
             let stream = self.open().await?;
             let (service, mut events) = stream.into_parts();
@@ -210,34 +220,50 @@ impl Qmp {
                     }
                 }
             }
-            let bdel = service.execute(qmp::blockdev_del {
-                node_name: id.to_owned(),
-            });
+            let bdel = service.execute(backend_del);
             tokio::pin!(bdel);
             loop {
                 tokio::select! {
                     r = &mut bdel => return match r {
                         Ok(_) => Ok(()),
-                        // No device: a plug that failed half-way may have
-                        // left the node or not; either is fine.
                         Err(_) if absent => Ok(()),
-                        Err(e) => Err(failed("blockdev-del")(e)),
+                        Err(e) => Err(failed(backend_del_name)(e)),
                     },
                     ev = events.next() => match ev {
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => return Err(failed("blockdev-del")(qapi::ExecuteError::Io(e))),
-                        None => return Err(failed("blockdev-del")(eof())),
+                        Some(Err(e)) => return Err(failed(backend_del_name)(qapi::ExecuteError::Io(e))),
+                        None => return Err(failed(backend_del_name)(eof())),
                     }
                 }
             }
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| QmpError::Timeout {
-                command: "device_del",
-                timeout,
-            })?
+        within("device_del", timeout, call).await
     }
+
+    /// A negotiated connection that passes descriptors, and the first free
+    /// hotplug port of the VM.
+    pub(super) async fn open_for_plug(&self) -> Result<(Stream, FdSender, String), QmpError> {
+        let (mut stream, fds) = self.open_passing().await?;
+        let pci = stream
+            .execute(qmp::query_pci {})
+            .await
+            .map_err(failed("query-pci"))?;
+        let port = free_port(&pci).ok_or(QmpError::NoFreePort {
+            ports: HOTPLUG_PORTS,
+        })?;
+        Ok((stream, fds, port))
+    }
+}
+
+/// Runs `call` under `timeout`, which is reported as `command`'s.
+pub(super) async fn within<T>(
+    command: &'static str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, QmpError>>,
+) -> Result<T, QmpError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| QmpError::Timeout { command, timeout })?
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub mod daemons;
 pub mod host;
 pub mod hotplug;
 pub mod journal;
+pub mod nic;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
@@ -70,6 +71,7 @@ pub use config::{
 pub use confine::{ConfineError, VmmUser, DEFAULT_VMM_USER};
 pub use daemons::DaemonKind;
 pub use host::HostFacts;
+pub use nic::NicSpec;
 pub use process::{ProcessError, ProcessRecord};
 pub use qemu::QemuHypervisor;
 pub use qmp::QmpError;

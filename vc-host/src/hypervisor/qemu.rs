@@ -78,6 +78,7 @@ impl Hypervisor for QemuHypervisor {
     fn capabilities(&self, config: &VmConfig) -> Capabilities {
         Capabilities {
             hotplug_block: config.machine == Machine::Q35,
+            hotplug_net: config.machine == Machine::Q35,
         }
     }
 
@@ -568,10 +569,19 @@ async fn open_taps(
     spec: &VmSpec,
     netns: Option<&File>,
 ) -> Result<Vec<std::os::fd::OwnedFd>, HypervisorError> {
-    if spec.taps.is_empty() {
+    let names: Vec<String> = spec.taps.iter().map(|t| t.ifname.clone()).collect();
+    open_tap_queues(names, netns).await
+}
+
+/// Opens one queue of each tap in `names`, inside `netns` (this process's
+/// namespace when `None`), as [`open_taps`] does.
+pub(super) async fn open_tap_queues(
+    names: Vec<String>,
+    netns: Option<&File>,
+) -> Result<Vec<std::os::fd::OwnedFd>, HypervisorError> {
+    if names.is_empty() {
         return Ok(Vec::new());
     }
-    let names: Vec<String> = spec.taps.iter().map(|t| t.ifname.clone()).collect();
     let netns = netns
         .map(File::try_clone)
         .transpose()

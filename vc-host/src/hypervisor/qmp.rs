@@ -15,7 +15,8 @@ use tokio::net::UnixStream;
 
 use super::scm::{FdSender, FdStream};
 
-type Stream = QapiStream<QmpStreamTokio<ReadHalf<FdStream>>, QmpStreamTokio<WriteHalf<FdStream>>>;
+pub(super) type Stream =
+    QapiStream<QmpStreamTokio<ReadHalf<FdStream>>, QmpStreamTokio<WriteHalf<FdStream>>>;
 
 /// Why a QMP command failed.
 #[derive(Debug, Error)]

@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 use super::cgroup::CgroupRecord;
 use super::config::{Accel, Machine, VsockKind};
 use super::daemons::DaemonKind;
+use super::nic::NicSpec;
 use super::process::ProcessRecord;
 use super::qmp::{Qmp, QmpError, RunState};
 use super::HypervisorError;
@@ -309,6 +310,52 @@ impl Vm {
         }
         self.qmp().unplug_disk(id, HOTPLUG_TIMEOUT).await?;
         info!(vm = self.name(), disk = id, "disk unplugged");
+        Ok(())
+    }
+
+    /// Hot-plugs a NIC (q35 only; see [`super::nic`]) backed by the tap
+    /// `tap` of the network namespace `netns`, whose queue is opened here
+    /// and handed to QEMU; returns the port it went to. On failure QEMU has
+    /// nothing of it and the queue is closed (the tap itself is the
+    /// caller's).
+    pub async fn hotplug_nic(
+        &self,
+        nic: &NicSpec,
+        netns: &Path,
+        tap: &str,
+    ) -> Result<String, HypervisorError> {
+        if !self.is_running() {
+            return Err(HypervisorError::NotRunning {
+                pid: self.record.qemu.pid,
+            });
+        }
+        let ns = std::fs::File::open(netns).map_err(|source| HypervisorError::Tap {
+            ifname: tap.to_owned(),
+            source,
+        })?;
+        let queue = super::qemu::open_tap_queues(vec![tap.to_owned()], Some(&ns))
+            .await?
+            .pop()
+            .ok_or_else(|| HypervisorError::Tap {
+                ifname: tap.to_owned(),
+                source: std::io::Error::other("no queue was opened"),
+            })?;
+        let port = self.qmp().hotplug_nic(nic, queue, HOTPLUG_TIMEOUT).await?;
+        info!(vm = self.name(), nic = %nic.id, mac = %nic.mac, port = %port, "NIC hot-plugged");
+        Ok(port)
+    }
+
+    /// Unplugs a hot-plugged NIC and waits until QEMU has removed it
+    /// (`DEVICE_DELETED`) and closed its tap queue; a NIC that is not there
+    /// is fine.
+    pub async fn unplug_nic(&self, id: &str) -> Result<(), HypervisorError> {
+        if !self.is_running() {
+            return Err(HypervisorError::NotRunning {
+                pid: self.record.qemu.pid,
+            });
+        }
+        self.qmp().unplug_nic(id, HOTPLUG_TIMEOUT).await?;
+        info!(vm = self.name(), nic = id, "NIC unplugged");
         Ok(())
     }
 

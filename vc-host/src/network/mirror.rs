@@ -137,6 +137,7 @@ impl Nl {
             index: link.index,
             mac: MacAddr(link.mac),
             tap: link.tap.clone(),
+            device: None,
         })
     }
 

@@ -18,7 +18,14 @@
 //! (module `netns`). [`teardown`] removes the taps and the interfaces' ingress
 //! qdiscs (their filters go with them), leaving the namespace as it was found.
 //! A failed [`setup`] undoes what it did before returning.
+//!
+//! A running pod's namespace may change: [`rescan`] reads it again and
+//! compares it with what is mirrored ([`NetworkChange`], module `change`);
+//! [`mirror_added`] mirrors one new interface and [`unmirror`] undoes the
+//! mirroring of interfaces that went away, each leaving nothing behind on
+//! failure.
 
+mod change;
 mod mac;
 mod mirror;
 mod netns;
@@ -34,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use vc_proto::{Interface, Neighbour, Route};
 
+pub use change::{AddedLink, NetworkChange};
 pub use mac::{MacAddr, MacAddrError};
 pub use plan::{tap_name, TAP_PREFIX};
 pub use tap::open_queues as open_tap_queues;
@@ -105,6 +113,10 @@ pub struct MirroredLink {
     pub mac: MacAddr,
     /// The tap's name.
     pub tap: String,
+    /// The id of the NIC hot-plugged for it into the running VM; `None` for
+    /// a NIC the VM got at launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// A mirrored namespace: what was made in it (to undo on stop) and what the
@@ -149,5 +161,41 @@ pub async fn teardown(network: &PodNetwork) -> Result<(), NetworkError> {
     netns::run_in(&network.netns, move |nl| async move {
         nl.unmirror_all(&links).await
     })
+    .await
+}
+
+/// Reads the namespace of `current` again and compares it with what is
+/// mirrored. Changes nothing.
+pub async fn rescan(current: &PodNetwork) -> Result<NetworkChange, NetworkError> {
+    let links = current.links.clone();
+    netns::run_in(&current.netns, move |nl| async move {
+        let found = nl.scan().await?;
+        Ok(change::diff(&links, plan::plan(&found)?))
+    })
+    .await
+}
+
+/// Mirrors one interface found by [`rescan`] into its tap. On failure
+/// nothing made here is left.
+pub async fn mirror_added(netns: &Path, link: &AddedLink) -> Result<MirroredLink, NetworkError> {
+    let planned = link.planned.clone();
+    netns::run_in(netns, move |nl| async move {
+        let mut done = nl.mirror_all(std::slice::from_ref(&planned)).await?;
+        done.pop().ok_or_else(|| NetworkError::Tap {
+            name: planned.tap.clone(),
+            source: std::io::Error::other("the mirroring returned no link"),
+        })
+    })
+    .await
+}
+
+/// Removes the taps and ingress qdiscs of `links` (interfaces that went
+/// away, or whose plug failed). What is already gone is fine.
+pub async fn unmirror(netns: &Path, links: &[MirroredLink]) -> Result<(), NetworkError> {
+    let links = links.to_vec();
+    netns::run_in(
+        netns,
+        move |nl| async move { nl.unmirror_all(&links).await },
+    )
     .await
 }

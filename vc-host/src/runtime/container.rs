@@ -9,7 +9,7 @@ use vc_proto::{ContainerSpec, ProcessRef, ProcessState, Rootfs};
 use super::pod::{connect_agent, LockedPod, CONNECT_DEADLINE};
 use super::record::{now, ContainerOp, ContainerRecord, ContainerStatus, ContainerVerb};
 use super::{mountpoints, share};
-use super::{Runtime, RuntimeError};
+use super::{HotplugRefusal, Runtime, RuntimeError};
 use crate::agent::AgentClient;
 use crate::blocking;
 use crate::config::ContainerConfig;
@@ -200,7 +200,7 @@ impl Runtime {
             {
                 return Err(RuntimeError::HotplugUnsupported {
                     pod: pod_id.clone(),
-                    container: id,
+                    refused: HotplugRefusal::ContainerDisks(id),
                 });
             }
             if pod.record.containers.contains_key(&id) {

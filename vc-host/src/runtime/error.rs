@@ -189,18 +189,46 @@ pub enum RuntimeError {
         /// it, else only that it is gone).
         status: HelperExit,
     },
-    /// A container with block devices cannot join a running microvm pod.
-    #[error(
-        "pod {pod} runs on microvm, which has no hotplug: container {container} has block \
-         devices, which a microvm gets only at pod start (list the container in the pod's \
-         configuration, or use machine q35)"
-    )]
+    /// A device cannot be added to or removed from the running pod's VM.
+    #[error("pod {pod} cannot change its VM's devices while it runs: {refused}")]
     HotplugUnsupported {
         /// The pod.
         pod: PodId,
-        /// The container.
-        container: ContainerId,
+        /// What was refused, and why.
+        refused: HotplugRefusal,
     },
+}
+
+/// What a running pod's VM cannot have plugged or unplugged
+/// ([`RuntimeError::HotplugUnsupported`]). Refused before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HotplugRefusal {
+    /// A container with block devices cannot join a running microvm pod.
+    #[error(
+        "it runs on microvm, which has no hotplug, and container {0} has block devices, which \
+         a microvm gets only at pod start (list the container in the pod's configuration, or \
+         use machine q35)"
+    )]
+    ContainerDisks(ContainerId),
+    /// Interfaces came or went in the namespace of a pod on microvm.
+    #[error(
+        "it runs on microvm, which has no hotplug, and its network namespace gained \
+         [{}] and lost [{}] (a microvm keeps the interfaces it started with; use machine q35)",
+        added.join(", "), removed.join(", ")
+    )]
+    Interfaces {
+        /// Interfaces that appeared.
+        added: Vec<String>,
+        /// Interfaces that went away.
+        removed: Vec<String>,
+    },
+    /// An interface the VM got at launch went away: a q35 VM's launch NICs
+    /// sit on its root bus, which has no hotplug.
+    #[error(
+        "interface {0} went away from its network namespace, and its NIC was given at launch, \
+         on the VM's root bus, which has no hotplug (restart the pod)"
+    )]
+    LaunchInterface(String),
 }
 
 impl RuntimeError {

@@ -15,6 +15,7 @@ mod force;
 pub mod guest;
 mod mountpoints;
 mod net;
+mod net_update;
 mod pause;
 mod pod;
 mod pool;
@@ -35,8 +36,9 @@ use crate::config::RuntimeConfig;
 use crate::hypervisor::Hypervisor;
 use crate::store::Store;
 
-pub use error::RuntimeError;
+pub use error::{HotplugRefusal, RuntimeError};
 pub use guest::GuestImage;
+pub use net_update::NetworkUpdateReport;
 pub use pool::{PoolShape, PoolStatus, SlotHealth, SlotStatus, StartOptions};
 pub use process::{ExecEnv, Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
 pub use record::{ContainerStatus, PodStatus, ProcessInfo, StartPhase};

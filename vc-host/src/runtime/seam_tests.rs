@@ -151,6 +151,7 @@ impl Hypervisor for FakeHypervisor {
     fn capabilities(&self, _config: &VmConfig) -> Capabilities {
         Capabilities {
             hotplug_block: self.hotplug_block,
+            hotplug_net: self.hotplug_block,
         }
     }
 

@@ -148,6 +148,23 @@ pub enum PodCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The pod's network: what is mirrored into its VM, and updates after
+    /// its network namespace changed.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Rescan the running pod's network namespace and apply the difference
+    /// to its VM (interfaces plugged or unplugged on q35; addresses, routes
+    /// and neighbours on every machine).
+    Update { id: PodId },
+    /// List the interfaces mirrored into the pod's VM, with their taps, and
+    /// the guest's routes.
+    List { id: PodId },
 }
 
 /// What a container runs, shared by `container create` and `run`.

@@ -7,7 +7,7 @@ use vc_host::config::PodConfig;
 use vc_host::runtime::StartOptions;
 use vc_host::Runtime;
 
-use crate::cli::{PodCommand, VmArgs};
+use crate::cli::{NetworkCommand, PodCommand, VmArgs};
 use crate::print::Printer;
 
 /// Applies the VM flags to a pod configuration.
@@ -95,6 +95,12 @@ pub async fn run(rt: &Runtime, out: &Printer, cmd: PodCommand) -> anyhow::Result
             }
             Ok(())
         }
+        PodCommand::Network {
+            command: NetworkCommand::Update { id },
+        } => out.network_update(&rt.update_pod_network(&id).await?),
+        PodCommand::Network {
+            command: NetworkCommand::List { id },
+        } => out.network(rt.pod_network(&id).await?.as_ref()),
         PodCommand::Enter { id, command } => {
             let output = rt.enter_pod(&id, command).await?;
             if out.json {

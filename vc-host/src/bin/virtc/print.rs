@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 use vc_host::config::ResourcesConfig;
-use vc_host::runtime::{ContainerStatus, PodEvent, PodStatus};
+use vc_host::network::PodNetwork;
+use vc_host::runtime::{ContainerStatus, NetworkUpdateReport, PodEvent, PodStatus};
 use vc_proto::ContainerStats;
 
 /// Where results go.
@@ -41,6 +42,73 @@ impl Printer {
             );
         }
         Ok(())
+    }
+
+    pub fn network(&self, network: Option<&PodNetwork>) -> anyhow::Result<()> {
+        if self.json {
+            return self.json(&network);
+        }
+        let Some(net) = network else {
+            println!("no network namespace mirrored");
+            return Ok(());
+        };
+        println!("netns {}", net.netns.display());
+        println!(
+            "{:<16} {:<18} {:<10} {:<8} ADDRESSES",
+            "INTERFACE", "MAC", "TAP", "PLUGGED"
+        );
+        for link in &net.links {
+            let addresses: Vec<String> = net
+                .interfaces
+                .iter()
+                .filter(|i| i.mac == link.mac.0)
+                .flat_map(|i| &i.addresses)
+                .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+                .collect();
+            let plugged = if link.device.is_some() {
+                "hotplug"
+            } else {
+                "launch"
+            };
+            println!(
+                "{:<16} {:<18} {:<10} {:<8} {}",
+                link.interface,
+                link.mac,
+                link.tap,
+                plugged,
+                addresses.join(" ")
+            );
+        }
+        for route in &net.routes {
+            let destination = route
+                .destination
+                .as_ref()
+                .map_or("default".to_owned(), |d| {
+                    format!("{}/{}", d.addr, d.prefix_len)
+                });
+            match route.gateway {
+                Some(gw) => println!("route {destination} via {gw}"),
+                None => println!("route {destination}"),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn network_update(&self, report: &NetworkUpdateReport) -> anyhow::Result<()> {
+        if self.json {
+            return self.json(report);
+        }
+        if !report.changed {
+            println!("unchanged ({} ms)", report.elapsed_ms);
+            return Ok(());
+        }
+        println!(
+            "updated in {} ms: added [{}], removed [{}]",
+            report.elapsed_ms,
+            report.added.join(", "),
+            report.removed.join(", ")
+        );
+        self.network(report.network.as_ref())
     }
 
     pub fn pod(&self, pod: &PodStatus) -> anyhow::Result<()> {
