@@ -10,128 +10,18 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use support::net::{veth, End, Netns};
+use support::net::{mac, tcp_both_ways, Pair, POD_MAC, POD_MAC2};
 use support::pod::TestRuntime;
 use support::virtc::Virtc;
-use vc_host::agent::{collect_output, Output};
-use vc_host::config::ContainerConfig;
 use vc_host::hypervisor::HypervisorError;
-use vc_host::id::PodId;
 use vc_host::runtime::RuntimeError;
-use vc_proto::{IpNet, ProcessRef};
-
-const POD_MAC: &str = "02:00:c0:00:02:02";
-const PEER_MAC: &str = "02:00:c0:00:02:01";
-const POD_MAC2: &str = "02:00:c6:33:64:02";
-const PEER_MAC2: &str = "02:00:c6:33:64:01";
-
-fn mac(s: &str) -> [u8; 6] {
-    s.parse::<vc_host::hypervisor::MacAddr>()
-        .expect("test MAC")
-        .0
-}
+use vc_proto::IpNet;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A pod namespace and a peer namespace joined by a veth:
-/// pod `eth0` 192.0.2.2/24 (default route via the peer), peer `p0` 192.0.2.1/24.
-struct Pair {
-    pod: Netns,
-    peer: Netns,
-}
-
-impl Pair {
-    fn new() -> Result<Self> {
-        let pod = Netns::new("p")?;
-        let peer = Netns::new("q")?;
-        veth(
-            &End {
-                ns: &pod,
-                name: "eth0",
-                mac: POD_MAC,
-                addr: "192.0.2.2/24",
-            },
-            &End {
-                ns: &peer,
-                name: "p0",
-                mac: PEER_MAC,
-                addr: "192.0.2.1/24",
-            },
-        )?;
-        pod.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "eth0"])?;
-        Ok(Self { pod, peer })
-    }
-}
-
-/// Starts a container and returns a future for its output.
-async fn start(t: &TestRuntime, pod: &PodId, config: ContainerConfig) -> Result<ProcessRef> {
-    let id = config.id.clone();
-    t.rt.create_container(pod, config).await?;
-    t.rt.start_container(pod, &id).await?;
-    Ok(ProcessRef {
-        container_id: id.to_string(),
-        exec_id: None,
-    })
-}
-
-async fn output(t: &TestRuntime, pod: &PodId, process: &ProcessRef) -> Result<Output> {
-    let agent = t.rt.pod_agent(pod).await?;
-    Ok(
-        tokio::time::timeout(Duration::from_secs(60), collect_output(&agent, process))
-            .await
-            .context("the container did not finish")??,
-    )
-}
-
-async fn run(t: &TestRuntime, pod: &PodId, config: ContainerConfig) -> Result<Output> {
-    let main = start(t, pod, config).await?;
-    output(t, pod, &main).await
-}
-
-/// Connects from the current namespace, retrying while the server starts.
-fn connect(addr: &str) -> Result<TcpStream> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(2)) {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot connect to {addr}")),
-        }
-    }
-}
-
-/// Sends `payload` to an echo server and returns what came back until EOF.
-fn echo_through(addr: &str, payload: Vec<u8>) -> Result<Vec<u8>> {
-    let stream = connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut writer = stream.try_clone()?;
-    let sender = std::thread::spawn(move || -> std::io::Result<()> {
-        writer.write_all(&payload)?;
-        writer.shutdown(Shutdown::Write)
-    });
-    let mut back = Vec::new();
-    (&stream).read_to_end(&mut back)?;
-    sender
-        .join()
-        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
-    Ok(back)
-}
-
-fn payload(len: usize) -> Vec<u8> {
-    // Every byte value, in an order that is not a plain cycle.
-    (0..len)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,81 +57,19 @@ async fn container_talks_tcp_and_ping_with_a_peer_namespace() -> Result<()> {
         "no default route via 192.0.2.1 on the guest interface: {routes:?}"
     );
 
-    // Peer -> container: an echo server in the container, 1 MiB each way.
-    let server = start(
-        &t,
-        &pod,
-        t.container("echo", &["nc", "-l", "-p", "5000", "-e", "cat"]),
-    )
-    .await?;
-    let sent = payload(1 << 20);
-    let expected = sent.clone();
-    let back = net
-        .peer
-        .run(move || echo_through("192.0.2.2:5000", sent))
-        .join()
-        .map_err(|_| anyhow::anyhow!("peer thread panicked"))??;
-    ensure!(
-        back.len() == expected.len() && back == expected,
-        "echo differs: sent {} bytes, got {}",
-        expected.len(),
-        back.len()
-    );
-    let out = output(&t, &pod, &server).await?;
-    ensure!(out.exit_code == 0, "echo server: {}", text(&out.stderr));
-
-    // Container -> peer: a server in the peer namespace.
-    let listener = net
-        .peer
-        .run(|| Ok(TcpListener::bind("192.0.2.1:6000")?))
-        .join()
-        .map_err(|_| anyhow::anyhow!("peer thread panicked"))??;
-    let peer_server = std::thread::spawn(move || -> Result<String> {
-        let (conn, from) = listener.accept()?;
-        conn.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut line = String::new();
-        BufReader::new(&conn).read_line(&mut line)?;
-        (&conn).write_all(b"hello from the peer\n")?;
-        conn.shutdown(Shutdown::Both)?;
-        Ok(format!("{from} {line}"))
-    });
-    let out = run(
-        &t,
-        &pod,
-        t.container(
-            "client",
-            &[
-                "sh",
-                "-c",
-                "echo hello from the container | nc 192.0.2.1 6000",
-            ],
-        ),
-    )
-    .await?;
-    ensure!(out.exit_code == 0, "client: {}", text(&out.stderr));
-    ensure!(
-        text(&out.stdout) == "hello from the peer\n",
-        "{}",
-        text(&out.stdout)
-    );
-    let got = peer_server
-        .join()
-        .map_err(|_| anyhow::anyhow!("peer server panicked"))??;
-    ensure!(
-        got.starts_with("192.0.2.2:") && got.ends_with(" hello from the container\n"),
-        "{got}"
-    );
+    // TCP both ways, byte-exact.
+    tcp_both_ways(&t, &pod, &net.peer, "192.0.2.2", "192.0.2.1").await?;
 
     // Ping both ways.
     net.peer
         .exec("busybox", &["ping", "-c", "3", "-W", "10", "192.0.2.2"])
         .context("peer pings the container")?;
-    let out = run(
-        &t,
-        &pod,
-        t.container("ping", &["ping", "-c", "3", "-W", "10", "192.0.2.1"]),
-    )
-    .await?;
+    let out = t
+        .run_container(
+            &pod,
+            t.container("ping", &["ping", "-c", "3", "-W", "10", "192.0.2.1"]),
+        )
+        .await?;
     ensure!(
         out.exit_code == 0,
         "container pings the peer: {}{}",
@@ -258,20 +86,7 @@ async fn container_talks_tcp_and_ping_with_a_peer_namespace() -> Result<()> {
 async fn two_interfaces_each_reachable_and_the_namespace_restored() -> Result<()> {
     let t = TestRuntime::new()?;
     let net = Pair::new()?;
-    veth(
-        &End {
-            ns: &net.pod,
-            name: "eth1",
-            mac: POD_MAC2,
-            addr: "198.51.100.2/24",
-        },
-        &End {
-            ns: &net.peer,
-            name: "p1",
-            mac: PEER_MAC2,
-            addr: "198.51.100.1/24",
-        },
-    )?;
+    net.second_link()?;
     let before = net.pod.snapshot()?;
     let mut config = t.pod("net2");
     config.netns = Some(net.pod.path());

@@ -6,12 +6,17 @@
 //! Network safety: only 192.0.2.0/24 and 198.51.100.0/24, only inside
 //! namespaces made here, never a route to the machine's real interfaces.
 
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
+use vc_host::id::PodId;
+
+use super::pod::TestRuntime;
 
 /// Runs `ip` with `args` and fails with its stderr.
 pub fn ip(args: &[&str]) -> Result<String> {
@@ -162,5 +167,192 @@ pub fn veth(a: &End<'_>, b: &End<'_>) -> Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    Ok(())
+}
+
+/// The pod end of the first veth of [`Pair`].
+pub const POD_MAC: &str = "02:00:c0:00:02:02";
+/// The peer end of the first veth of [`Pair`].
+pub const PEER_MAC: &str = "02:00:c0:00:02:01";
+/// The pod end of a second veth (198.51.100.0/24).
+pub const POD_MAC2: &str = "02:00:c6:33:64:02";
+/// The peer end of a second veth.
+pub const PEER_MAC2: &str = "02:00:c6:33:64:01";
+
+/// A MAC address in the guest's terms.
+pub fn mac(s: &str) -> [u8; 6] {
+    s.parse::<vc_host::hypervisor::MacAddr>()
+        .expect("test MAC")
+        .0
+}
+
+/// A pod namespace and a peer namespace joined by a veth:
+/// pod `eth0` 192.0.2.2/24 (default route via the peer), peer `p0` 192.0.2.1/24.
+pub struct Pair {
+    /// The pod's namespace.
+    pub pod: Netns,
+    /// The peer's.
+    pub peer: Netns,
+}
+
+impl Pair {
+    /// Both namespaces and the veth.
+    pub fn new() -> Result<Self> {
+        let pod = Netns::new("p")?;
+        let peer = Netns::new("q")?;
+        veth(
+            &End {
+                ns: &pod,
+                name: "eth0",
+                mac: POD_MAC,
+                addr: "192.0.2.2/24",
+            },
+            &End {
+                ns: &peer,
+                name: "p0",
+                mac: PEER_MAC,
+                addr: "192.0.2.1/24",
+            },
+        )?;
+        pod.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "eth0"])?;
+        Ok(Self { pod, peer })
+    }
+
+    /// A second veth: pod `eth1` 198.51.100.2/24, peer `p1` 198.51.100.1/24.
+    pub fn second_link(&self) -> Result<()> {
+        veth(
+            &End {
+                ns: &self.pod,
+                name: "eth1",
+                mac: POD_MAC2,
+                addr: "198.51.100.2/24",
+            },
+            &End {
+                ns: &self.peer,
+                name: "p1",
+                mac: PEER_MAC2,
+                addr: "198.51.100.1/24",
+            },
+        )
+    }
+}
+
+/// Connects from the current namespace, retrying while the server starts.
+pub fn connect(addr: &str) -> Result<TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(2)) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot connect to {addr}")),
+        }
+    }
+}
+
+/// Sends `payload` to an echo server and returns what came back until EOF.
+pub fn echo_through(addr: &str, payload: Vec<u8>) -> Result<Vec<u8>> {
+    let stream = connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut writer = stream.try_clone()?;
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        writer.write_all(&payload)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut back = Vec::new();
+    (&stream).read_to_end(&mut back)?;
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    Ok(back)
+}
+
+/// `len` bytes of every value, in an order that is not a plain cycle.
+pub fn payload(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// TCP both ways between a pod's containers and `peer`, byte-exact: the peer
+/// sends 1 MiB to an echo server in a container listening on `pod_addr`
+/// and gets it back; a container connects to a server of the peer on
+/// `peer_addr`, and each reads the other's line. Container ids are suffixed
+/// with `pod_addr`, so a pod can run this once per address.
+pub async fn tcp_both_ways(
+    t: &TestRuntime,
+    pod: &PodId,
+    peer: &Netns,
+    pod_addr: &str,
+    peer_addr: &str,
+) -> Result<()> {
+    let tag = pod_addr.replace(['.', ':'], "-");
+    // Peer -> container: an echo server in the container, 1 MiB each way.
+    let server = t
+        .start_container(
+            pod,
+            t.container(
+                &format!("echo{tag}"),
+                &["nc", "-l", "-p", "5000", "-e", "cat"],
+            ),
+        )
+        .await?;
+    let sent = payload(1 << 20);
+    let expected = sent.clone();
+    let target = format!("{pod_addr}:5000");
+    let back = peer
+        .run(move || echo_through(&target, sent))
+        .join()
+        .map_err(|_| anyhow::anyhow!("peer thread panicked"))??;
+    ensure!(
+        back.len() == expected.len() && back == expected,
+        "echo through {pod_addr} differs: sent {} bytes, got {}",
+        expected.len(),
+        back.len()
+    );
+    let out = t.output(pod, &server).await?;
+    ensure!(out.exit_code == 0, "echo server: {}", text(&out.stderr));
+
+    // Container -> peer: a server in the peer namespace.
+    let bind = format!("{peer_addr}:6000");
+    let listener = peer
+        .run(move || Ok(TcpListener::bind(&bind)?))
+        .join()
+        .map_err(|_| anyhow::anyhow!("peer thread panicked"))??;
+    let peer_server = std::thread::spawn(move || -> Result<String> {
+        let (conn, from) = listener.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut line = String::new();
+        BufReader::new(&conn).read_line(&mut line)?;
+        (&conn).write_all(b"hello from the peer\n")?;
+        conn.shutdown(Shutdown::Both)?;
+        Ok(format!("{from} {line}"))
+    });
+    let script = format!("echo hello from the container | nc {peer_addr} 6000");
+    let out = t
+        .run_container(
+            pod,
+            t.container(&format!("client{tag}"), &["sh", "-c", &script]),
+        )
+        .await?;
+    ensure!(out.exit_code == 0, "client: {}", text(&out.stderr));
+    ensure!(
+        text(&out.stdout) == "hello from the peer\n",
+        "{}",
+        text(&out.stdout)
+    );
+    let got = peer_server
+        .join()
+        .map_err(|_| anyhow::anyhow!("peer server panicked"))??;
+    ensure!(
+        got.starts_with(&format!("{pod_addr}:")) && got.ends_with(" hello from the container\n"),
+        "{got}"
+    );
     Ok(())
 }

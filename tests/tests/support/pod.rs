@@ -116,17 +116,33 @@ impl TestRuntime {
     /// Creates and starts a container in a running pod and collects its
     /// output (two minutes at most).
     pub async fn run_container(&self, pod: &PodId, config: ContainerConfig) -> Result<Output> {
+        let main = self.start_container(pod, config).await?;
+        self.output(pod, &main).await
+    }
+
+    /// Creates and starts a container in a running pod; returns its main
+    /// process.
+    pub async fn start_container(
+        &self,
+        pod: &PodId,
+        config: ContainerConfig,
+    ) -> Result<ProcessRef> {
         let id = config.id.clone();
         self.rt.create_container(pod, config).await?;
         self.rt.start_container(pod, &id).await?;
-        let agent = self.rt.pod_agent(pod).await?;
-        let main = ProcessRef {
+        Ok(ProcessRef {
             container_id: id.to_string(),
             exec_id: None,
-        };
-        let output = tokio::time::timeout(Duration::from_secs(120), collect_output(&agent, &main))
-            .await
-            .context("the container did not finish")??;
+        })
+    }
+
+    /// Collects a process's output until it exits (two minutes at most).
+    pub async fn output(&self, pod: &PodId, process: &ProcessRef) -> Result<Output> {
+        let agent = self.rt.pod_agent(pod).await?;
+        let output =
+            tokio::time::timeout(Duration::from_secs(120), collect_output(&agent, process))
+                .await
+                .context("the container did not finish")??;
         Ok(output)
     }
 
