@@ -10,6 +10,10 @@
 //! - q35: a veth added to the namespace is hot-plugged, carries TCP both ways
 //!   byte-exact, and is gone from the guest once the veth is deleted and the
 //!   network updated again; after stop the namespace is as the test made it.
+//! - q35: five veths added at once, one more than the VM's hotplug ports:
+//!   the fifth NIC finds no port and the four plugged before it are unplugged
+//!   again, their taps removed, the record and the namespace as before the
+//!   update; with one veth fewer the same update plugs all four.
 //!
 //! Each update's time is printed (`update took N ms`) for docs/networking.md.
 //!
@@ -22,10 +26,10 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use support::leaks::{assert_no_leak, on_disk};
-use support::net::{mac, tcp_both_ways, Pair, POD_MAC, POD_MAC2};
+use support::net::{mac, tcp_both_ways, veth, End, Pair, POD_MAC, POD_MAC2};
 use support::pod::TestRuntime;
 use support::virtc::Virtc;
-use vc_host::hypervisor::Machine;
+use vc_host::hypervisor::{HypervisorError, Machine, QmpError};
 use vc_host::id::PodId;
 use vc_host::runtime::{HotplugRefusal, RuntimeError};
 use vc_proto::{GuestInterface, Route};
@@ -284,4 +288,91 @@ async fn q35_pod_gets_a_new_interface_that_carries_tcp_and_loses_it_again() -> R
     ensure!(after == before, "after stop:\n{after}\nbefore:\n{before}");
     t.rt.delete_pod(&pod).await?;
     assert_no_leak(&t, &left, "after delete")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q35_update_that_cannot_plug_every_interface_is_undone() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let net = Pair::new()?;
+    let mut config = t.pod("live4");
+    config.netns = Some(net.pod.path());
+    config.vm.machine = Machine::Q35;
+    let pod = config.id.clone();
+    t.rt.run_pod(config).await?;
+
+    // Five new interfaces; the VM has four hotplug ports.
+    let macs: Vec<(String, String)> = (1..=5)
+        .map(|i| {
+            (
+                format!("02:00:c6:33:64:1{i}"),
+                format!("02:00:c6:33:64:2{i}"),
+            )
+        })
+        .collect();
+    for (i, (pod_mac, peer_mac)) in (1..).zip(&macs) {
+        veth(
+            &End {
+                ns: &net.pod,
+                name: &format!("eth{i}"),
+                mac: pod_mac,
+                addr: &format!("198.51.100.{}/24", 10 + i),
+            },
+            &End {
+                ns: &net.peer,
+                name: &format!("p{i}"),
+                mac: peer_mac,
+                addr: &format!("198.51.100.{}/24", 20 + i),
+            },
+        )?;
+    }
+    let namespace = net.pod.snapshot()?;
+    let record = t.rt.pod_network(&pod).await?;
+    match t.rt.update_pod_network(&pod).await {
+        Err(RuntimeError::Hypervisor(HypervisorError::Qmp(QmpError::NoFreePort { ports: 4 }))) => {}
+        other => bail!("expected no free hotplug port, got {other:?}"),
+    }
+    ensure!(
+        t.rt.pod_network(&pod).await? == record,
+        "the record changed"
+    );
+    let now = net.pod.snapshot()?;
+    ensure!(
+        now == namespace,
+        "after the undone update:\n{now}\nbefore:\n{namespace}"
+    );
+    let (interfaces, _) = guest_view(&t, &pod).await?;
+    for (m, _) in &macs {
+        ensure!(
+            !interfaces.iter().any(|i| i.mac == mac(m)),
+            "{m} stayed in the guest: {interfaces:?}"
+        );
+    }
+
+    // The ports were given back: four new interfaces fit.
+    net.pod.ip(&["link", "del", "eth5"])?;
+    let report = t.rt.update_pod_network(&pod).await?;
+    ensure!(
+        report.added == ["eth1", "eth2", "eth3", "eth4"],
+        "{report:?}"
+    );
+    println!(
+        "update took {} ms (q35, four NICs hot-plugged)",
+        report.elapsed_ms
+    );
+    let (interfaces, _) = guest_view(&t, &pod).await?;
+    for (i, (m, _)) in (1..=4).zip(&macs) {
+        ensure!(
+            has_address(&interfaces, mac(m), &format!("198.51.100.{}", 10 + i)),
+            "{m}: {interfaces:?}"
+        );
+    }
+
+    t.rt.stop_pod(&pod).await?;
+    let after = net.pod.snapshot()?;
+    ensure!(
+        !after.contains("vctap") && !after.contains("ingress"),
+        "taps or ingress qdiscs left after stop:\n{after}"
+    );
+    t.rt.delete_pod(&pod).await?;
+    Ok(())
 }

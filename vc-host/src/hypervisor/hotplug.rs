@@ -267,7 +267,7 @@ pub(super) async fn within<T>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -396,7 +396,8 @@ mod tests {
         assert!(matches!(err, QmpError::Timeout { .. }), "{err:?}");
     }
 
-    fn port(id: &str, devices: Value) -> Value {
+    /// A `query-pci` entry of the hotplug port `id` with `devices` behind it.
+    pub(in crate::hypervisor) fn port(id: &str, devices: Value) -> Value {
         let range = json!({"base": 0, "limit": 0});
         let mut bridge = json!({"bus": {"number": 1, "secondary": 1, "subordinate": 1,
             "io_range": range, "memory_range": range, "prefetchable_range": range}});

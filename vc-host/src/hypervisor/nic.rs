@@ -156,4 +156,105 @@ mod tests {
             })
         );
     }
+
+    /// A fake monitor with one empty hotplug port that answers `fail` with
+    /// an error and everything else with success. Returns the command names
+    /// it received, once the client has gone.
+    async fn fake_monitor(
+        fail: &'static str,
+    ) -> (tempfile::TempDir, Qmp, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("qmp.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let pci = json!({"return": [{"bus": 0, "devices": [
+            crate::hypervisor::hotplug::tests::port("vchp0", json!([]))
+        ]}]});
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.expect("accept");
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\n")
+                .await
+                .expect("greet");
+            let _caps = lines.next_line().await.expect("caps");
+            w.write_all(b"{\"return\": {}}\n").await.expect("caps ok");
+            let mut seen = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let cmd: Value = serde_json::from_str(&line).expect("json");
+                let name = cmd["execute"].as_str().expect("execute").to_owned();
+                let reply = if name == "query-pci" {
+                    pci.to_string()
+                } else if name == fail {
+                    r#"{"error": {"class": "GenericError", "desc": "refused"}}"#.to_owned()
+                } else {
+                    r#"{"return": {}}"#.to_owned()
+                };
+                seen.push(name);
+                w.write_all(format!("{reply}\n").as_bytes())
+                    .await
+                    .expect("reply");
+            }
+            seen
+        });
+        (dir, Qmp::new(socket), server)
+    }
+
+    async fn plug_against(fail: &'static str) -> (Result<String, QmpError>, Vec<String>) {
+        let (_dir, qmp, server) = fake_monitor(fail).await;
+        let tap = std::fs::File::open("/dev/null").expect("a descriptor");
+        let result = qmp
+            .hotplug_nic(&nic(), tap.into(), Duration::from_secs(10))
+            .await;
+        drop(qmp);
+        (result, server.await.expect("server"))
+    }
+
+    #[tokio::test]
+    async fn a_plug_runs_getfd_netdev_add_and_device_add_on_a_free_port() {
+        let (result, seen) = plug_against("none").await;
+        assert_eq!(result.expect("plugged"), "vchp0");
+        assert_eq!(seen, ["query-pci", "getfd", "netdev_add", "device_add"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_device_add_deletes_the_netdev() {
+        let (result, seen) = plug_against("device_add").await;
+        assert!(
+            matches!(
+                result,
+                Err(QmpError::Command {
+                    command: "device_add",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(
+            seen,
+            [
+                "query-pci",
+                "getfd",
+                "netdev_add",
+                "device_add",
+                "netdev_del"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_netdev_add_closes_the_passed_descriptor() {
+        let (result, seen) = plug_against("netdev_add").await;
+        assert!(
+            matches!(
+                result,
+                Err(QmpError::Command {
+                    command: "netdev_add",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(seen, ["query-pci", "getfd", "netdev_add", "closefd"]);
+    }
 }
