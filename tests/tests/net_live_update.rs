@@ -13,7 +13,9 @@
 //! - q35: five veths added at once, one more than the VM's hotplug ports:
 //!   the fifth NIC finds no port and the four plugged before it are unplugged
 //!   again, their taps removed, the record and the namespace as before the
-//!   update; with one veth fewer the same update plugs all four.
+//!   update; with one veth fewer the same update plugs all four; then the
+//!   launch interface deleted is refused (`LaunchInterface`), and stop still
+//!   removes every tap and ingress qdisc.
 //!
 //! Each update's time is printed (`update took N ms`) for docs/networking.md.
 //!
@@ -366,6 +368,22 @@ async fn q35_update_that_cannot_plug_every_interface_is_undone() -> Result<()> {
             "{m}: {interfaces:?}"
         );
     }
+
+    // The interface the VM was launched with cannot go: its NIC sits on the
+    // root bus. Refused, the record unchanged; stop still cleans up after it.
+    let record = t.rt.pod_network(&pod).await?;
+    net.pod.ip(&["link", "del", "eth0"])?;
+    match t.rt.update_pod_network(&pod).await {
+        Err(RuntimeError::HotplugUnsupported {
+            refused: HotplugRefusal::LaunchInterface(name),
+            ..
+        }) => ensure!(name == "eth0", "{name}"),
+        other => bail!("expected the launch interface refused, got {other:?}"),
+    }
+    ensure!(
+        t.rt.pod_network(&pod).await? == record,
+        "the record changed"
+    );
 
     t.rt.stop_pod(&pod).await?;
     let after = net.pod.snapshot()?;
