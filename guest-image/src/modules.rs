@@ -30,6 +30,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtiofs",
     // layered container root filesystems
     "overlay",
+    // free page reporting: the guest returns the memory it frees to the host
+    "virtio_balloon",
 ];
 
 /// The kernel's name for a module file name: no `.ko` suffix, `-` turned into `_`.

@@ -277,6 +277,7 @@ mod tests {
             loadable("fuse", &[]),
             loadable("virtiofs", &["fuse", "virtio", "virtio_ring"]),
             loadable("overlay", &[]),
+            loadable("virtio_balloon", &["virtio", "virtio_ring"]),
         ]
         .into_iter()
         .collect()
@@ -301,7 +302,7 @@ mod tests {
     #[test]
     fn guest_list_on_debian_cloud() {
         let r = resolve(&debian_cloud(), crate::modules::GUEST_MODULES).expect("resolve");
-        assert_eq!(r.load_order.len(), 16);
+        assert_eq!(r.load_order.len(), 17);
         assert!(r.builtin.is_empty());
         assert_deps_first(&r);
         assert_eq!(names(&r)[..2], ["virtio_ring", "virtio"]);

@@ -19,18 +19,13 @@ use super::confine::QEMU_SANDBOX;
 use super::hotplug::{HOTPLUG_PORTS, HOTPLUG_PORT_PREFIX};
 use super::spec::{DiskSpec, MacAddr, VmSpec, SHARED_FS_TAG};
 
-/// Size of TCG's translation cache, in MiB. QEMU 7.2's default is an
-/// eighth of the host's memory up to 1 GiB, which a guest running varied
-/// code fills over time; bounded, it is a known part of the pod's host
-/// memory overhead (see [`super::config::DEFAULT_HOST_MEMORY_OVERHEAD_MIB`]).
-pub const TCG_TB_SIZE_MIB: u32 = 128;
-
 /// Id of the shared memory backend (vhost-user daemons map guest memory).
 const MEM_ID: &str = "mem";
 const CONSOLE_ID: &str = "console";
 const QMP_ID: &str = "qmp";
 const VSOCK_ID: &str = "vsock";
 const FS_ID: &str = "fs";
+const BALLOON_ID: &str = "balloon";
 
 /// The `-add-fd` set of boot disk `i` is `DISK_FDSET_BASE + i`.
 pub const DISK_FDSET_BASE: u32 = 2;
@@ -147,6 +142,13 @@ pub enum Device {
         /// Node name, device id and serial.
         id: String,
     },
+    /// virtio-balloon with free page reporting: the guest tells the host
+    /// which pages it freed and QEMU discards them from the memory backend.
+    /// vc never inflates it.
+    Balloon {
+        /// Bus.
+        transport: Transport,
+    },
     /// A PCIe root port (q35) that a device can be hot-plugged into later.
     PcieRootPort {
         /// Port id.
@@ -181,8 +183,14 @@ pub enum QemuOpt {
         /// Memory backend id.
         memory_backend: &'static str,
     },
-    /// `-accel`.
-    Accel(Accel),
+    /// `-accel`; under TCG with the translation cache size in MiB
+    /// (`tb-size`, see [`super::config::VmConfig::tcg_tb_size_mib`]).
+    Accel {
+        /// The accelerator.
+        accel: Accel,
+        /// TCG's `tb-size`, ignored under KVM.
+        tb_size_mib: u32,
+    },
     /// `-cpu`.
     Cpu(&'static str),
     /// `-smp`.
@@ -276,7 +284,10 @@ impl QemuCommand {
             },
             memory_backend: MEM_ID,
         });
-        opts.push(QemuOpt::Accel(s.accel));
+        opts.push(QemuOpt::Accel {
+            accel: s.accel,
+            tb_size_mib: s.tcg_tb_size_mib,
+        });
         opts.push(QemuOpt::Cpu(match s.accel {
             Accel::Kvm => "host",
             Accel::Tcg => "max",
@@ -347,6 +358,9 @@ impl QemuCommand {
                 transport,
                 id: disk.id.clone(),
             }));
+        }
+        if s.free_page_reporting {
+            opts.push(QemuOpt::Device(Device::Balloon { transport }));
         }
         if s.machine == Machine::Q35 {
             for i in 0..HOTPLUG_PORTS {
@@ -431,10 +445,11 @@ impl QemuOpt {
                 m.push_str(&format!(",memory-backend={memory_backend}"));
                 pair("-machine", m.into());
             }
-            QemuOpt::Accel(Accel::Tcg) => {
-                pair("-accel", format!("tcg,tb-size={TCG_TB_SIZE_MIB}").into())
-            }
-            QemuOpt::Accel(a) => pair("-accel", a.qemu_name().into()),
+            QemuOpt::Accel {
+                accel: Accel::Tcg,
+                tb_size_mib,
+            } => pair("-accel", format!("tcg,tb-size={tb_size_mib}").into()),
+            QemuOpt::Accel { accel, .. } => pair("-accel", accel.qemu_name().into()),
             QemuOpt::Cpu(c) => pair("-cpu", (*c).into()),
             QemuOpt::Smp(n) => pair("-smp", n.to_string().into()),
             QemuOpt::Memory(mib) => pair("-m", format!("{mib}M").into()),
@@ -514,6 +529,11 @@ impl Device {
                 v.push(kv(",serial=", OsStr::new(id)));
                 v
             }
+            Device::Balloon { transport } => format!(
+                "virtio-balloon-{},id={BALLOON_ID},free-page-reporting=on",
+                transport.suffix()
+            )
+            .into(),
             Device::PcieRootPort { id, chassis } => {
                 let mut v = kv("pcie-root-port,id=", OsStr::new(id));
                 v.push(format!(",chassis={chassis}"));
@@ -551,6 +571,8 @@ mod tests {
             tsc_khz: Some(2_600_000),
             console_log: "/bin/vc-console-log".into(),
             console_max_bytes: 4 << 20,
+            tcg_tb_size_mib: 32,
+            free_page_reporting: true,
         }
     }
 
@@ -603,7 +625,7 @@ mod tests {
 
     fn expected(machine: &str, accel: &str, cpu: &str, vsock: &[&str], bus: &str) -> Vec<String> {
         let accel_arg = if accel == "tcg" {
-            format!("tcg,tb-size={TCG_TB_SIZE_MIB}")
+            "tcg,tb-size=32".to_owned()
         } else {
             accel.to_owned()
         };
@@ -652,6 +674,8 @@ mod tests {
             "socket,id=fs,fd=15".to_owned(),
             "-device".to_owned(),
             format!("vhost-user-fs-{bus},chardev=fs,tag=vcfs"),
+            "-device".to_owned(),
+            format!("virtio-balloon-{bus},id=balloon,free-page-reporting=on"),
         ]);
         if bus == "pci" {
             for i in 0..4 {
@@ -844,6 +868,15 @@ mod tests {
             append.as_deref(),
             Some("console=ttyS0 panic=-1 tsc_early_khz=2600000 vc.log=info vc.port=1024 vc.debug=a,b")
         );
+    }
+
+    #[test]
+    fn no_balloon_without_free_page_reporting() {
+        let mut spec = spec(Machine::Q35, Accel::Tcg, VsockKind::Hybrid);
+        spec.settings.free_page_reporting = false;
+        let args = strings(&QemuCommand::build(&spec, &fds(0), None));
+        assert!(!args.iter().any(|a| a.contains("balloon")), "{args:?}");
+        assert!(args.contains(&"-device".to_owned()));
     }
 
     #[test]

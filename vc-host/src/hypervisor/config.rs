@@ -163,6 +163,15 @@ pub struct VmConfig {
     /// (see `docs/reliability.md`): until then a boot whose console keeps
     /// making progress is waited for. At least 1.
     pub boot_timeout_secs: u32,
+    /// Size of TCG's translation cache in MiB (`-accel tcg,tb-size=`);
+    /// ignored under KVM. QEMU's own default (an eighth of host memory up to
+    /// 1 GiB) grows with what the guest runs; see docs/density.md for how
+    /// the default was chosen. At least [`MIN_TCG_TB_SIZE_MIB`].
+    pub tcg_tb_size_mib: u32,
+    /// Give the guest a virtio-balloon with free page reporting, through
+    /// which it returns the memory it frees to the host (see
+    /// docs/density.md). The balloon is never inflated by vc.
+    pub free_page_reporting: bool,
 }
 
 /// Default of [`VmConfig::boot_timeout_secs`]: two minutes, several times
@@ -181,6 +190,13 @@ pub const DEFAULT_HOST_MEMORY_OVERHEAD_MIB: u32 = 256;
 
 /// Smallest [`VmConfig::host_memory_overhead_mib`].
 pub const MIN_HOST_MEMORY_OVERHEAD_MIB: u32 = 64;
+
+/// Default of [`VmConfig::tcg_tb_size_mib`] (measured: docs/density.md).
+pub const DEFAULT_TCG_TB_SIZE_MIB: u32 = 32;
+
+/// Smallest [`VmConfig::tcg_tb_size_mib`]: below a few MiB TCG flushes its
+/// cache so often that the guest barely progresses.
+pub const MIN_TCG_TB_SIZE_MIB: u32 = 4;
 
 /// Default of [`VmConfig::host_pids_max`].
 pub const DEFAULT_HOST_PIDS_MAX: u32 = 512;
@@ -221,6 +237,8 @@ impl Default for VmConfig {
             host_memory_overhead_mib: DEFAULT_HOST_MEMORY_OVERHEAD_MIB,
             host_pids_max: DEFAULT_HOST_PIDS_MAX,
             boot_timeout_secs: DEFAULT_BOOT_TIMEOUT_SECS,
+            tcg_tb_size_mib: DEFAULT_TCG_TB_SIZE_MIB,
+            free_page_reporting: true,
         }
     }
 }
@@ -267,6 +285,16 @@ pub struct VmSettings {
     pub console_log: PathBuf,
     /// Most bytes of guest console kept on the host.
     pub console_max_bytes: u64,
+    /// TCG translation cache size in MiB.
+    #[serde(default = "default_tcg_tb_size_mib")]
+    pub tcg_tb_size_mib: u32,
+    /// A virtio-balloon with free page reporting.
+    #[serde(default)]
+    pub free_page_reporting: bool,
+}
+
+fn default_tcg_tb_size_mib() -> u32 {
+    DEFAULT_TCG_TB_SIZE_MIB
 }
 
 /// Why a [`VmConfig`] cannot be used.
@@ -364,6 +392,13 @@ impl VmConfig {
                 min: MIN_HOST_PIDS_MAX.into(),
             });
         }
+        if self.tcg_tb_size_mib < MIN_TCG_TB_SIZE_MIB {
+            return Err(ConfigError::TooSmall {
+                field: "tcg_tb_size_mib",
+                value: self.tcg_tb_size_mib.into(),
+                min: MIN_TCG_TB_SIZE_MIB.into(),
+            });
+        }
         if self.boot_timeout_secs == 0 {
             return Err(ConfigError::TooSmall {
                 field: "boot_timeout_secs",
@@ -434,6 +469,8 @@ impl VmConfig {
             tsc_khz: host.tsc_khz,
             console_log: tools.resolve(CONSOLE_LOG, self.binaries.console_log.as_deref())?,
             console_max_bytes: self.console_max_bytes,
+            tcg_tb_size_mib: self.tcg_tb_size_mib,
+            free_page_reporting: self.free_page_reporting,
         })
     }
 }
@@ -596,6 +633,10 @@ mod tests {
             },
             VmConfig {
                 boot_timeout_secs: 0,
+                ..config(&f)
+            },
+            VmConfig {
+                tcg_tb_size_mib: 1,
                 ..config(&f)
             },
         ] {

@@ -726,6 +726,8 @@ mod tests {
             tsc_khz: None,
             console_log: "/nonexistent/vc-console-log".into(),
             console_max_bytes: 4 << 20,
+            tcg_tb_size_mib: 32,
+            free_page_reporting: true,
         }
     }
 

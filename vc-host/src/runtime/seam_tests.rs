@@ -179,6 +179,8 @@ impl Hypervisor for FakeHypervisor {
             tsc_khz: None,
             console_log: PathBuf::from("/nonexistent/console-log"),
             console_max_bytes: config.console_max_bytes,
+            tcg_tb_size_mib: config.tcg_tb_size_mib,
+            free_page_reporting: config.free_page_reporting,
         })
     }
 
