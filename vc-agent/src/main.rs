@@ -1,7 +1,8 @@
 //! The `vc-agent` binary: `/init` of the guest, or a normal process for tests.
 //!
-//! As PID 1: banner, panic hook, mount table, `vc.*` settings, log, modules (all
-//! single-threaded), then a multi-thread tokio runtime serving vsock. Every way
+//! As PID 1: banner, panic hook, mount table, `vc.*` settings, log, the modules
+//! vsock needs (all single-threaded), then a multi-thread tokio runtime serving
+//! vsock; the other modules load in the background once it listens. Every way
 //! out ends in sync + power off; `main` never returns.
 //!
 //! As a normal process: `vc-agent --listen-unix PATH [--log LEVEL]` serves on a
@@ -65,16 +66,18 @@ fn pid1_main() -> ! {
         tracing::warn!("{warning}");
     }
     boot::raise_nofile_limit();
-    let modules = match boot::load_modules() {
-        Ok(modules) => modules,
+    // What vsock needs now, the rest once the listener is up.
+    let (modules, late) = match boot::load_modules() {
+        Ok(lists) => lists,
         Err(e) => fatal(&error_chain(&e)),
     };
     tracing::info!(
         modules = modules.len(),
+        late = late.len(),
         port = config.port,
         "early setup done"
     );
-    let options = AgentOptions::guest(modules, config.debug);
+    let options = AgentOptions::guest(modules, late, config.debug);
     let served = runtime().block_on(async {
         let agent = Agent::new(options).map_err(|e| format!("cannot start the agent: {e}"))?;
         vc_agent::serve_vsock(Arc::clone(&agent), config.port)

@@ -41,7 +41,7 @@ impl Agent {
             agent_version: crate::VERSION.to_owned(),
             protocol_version,
             kernel_release: uname.release().to_string_lossy().into_owned(),
-            modules_loaded: self.options.modules_loaded.clone(),
+            modules_loaded: self.modules.loaded(),
             uptime_ms,
             cpus,
             memory_bytes: info.ram_total(),

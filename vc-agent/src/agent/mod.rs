@@ -9,6 +9,7 @@ mod containers;
 mod errors;
 mod exec;
 pub(crate) mod guest;
+mod modules;
 mod pod;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use crate::events::{EventSink, Events};
 use crate::process::{ProcessTable, ReapMode};
 
 pub use errors::ToAgentError;
+pub use modules::LateModules;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -35,8 +37,13 @@ pub struct AgentOptions {
     /// Where `SetupPod` writes `resolv.conf`, `hosts` and `hostname` for the
     /// containers (`/run/vc` in the guest).
     pub run_dir: PathBuf,
-    /// The modules loaded at boot, reported by `GuestDetails`.
+    /// The modules loaded before the listener, reported by `GuestDetails`.
     pub modules_loaded: Vec<String>,
+    /// The modules loaded once the listener is up, from `module_dir`
+    /// (see [`LateModules`]).
+    pub modules_late: Vec<String>,
+    /// Where the module files are.
+    pub module_dir: PathBuf,
     /// Debug switches.
     pub debug: DebugFlags,
     /// Where containers live (state directories, cgroup parent). Its
@@ -46,11 +53,17 @@ pub struct AgentOptions {
 
 impl AgentOptions {
     /// Options of PID 1 in the guest.
-    pub fn guest(modules_loaded: Vec<String>, debug: DebugFlags) -> Self {
+    pub fn guest(
+        modules_loaded: Vec<String>,
+        modules_late: Vec<String>,
+        debug: DebugFlags,
+    ) -> Self {
         Self {
             guest: true,
             run_dir: PathBuf::from("/run/vc"),
             modules_loaded,
+            modules_late,
+            module_dir: PathBuf::from(crate::boot::MODULE_DIR),
             debug,
             containers: ContainerPaths::default(),
         }
@@ -71,6 +84,8 @@ impl AgentOptions {
             },
             run_dir,
             modules_loaded: Vec::new(),
+            modules_late: Vec::new(),
+            module_dir: PathBuf::new(),
             debug: DebugFlags::default(),
         }
     }
@@ -84,6 +99,7 @@ pub struct Agent {
     containers: containers::Containers,
     pod: pod::PodState,
     events: Arc<Events>,
+    modules: LateModules,
     shutdown: watch::Sender<bool>,
     _reaper: tokio::task::JoinHandle<()>,
 }
@@ -99,7 +115,13 @@ impl Agent {
         };
         let processes = ProcessTable::new(mode);
         let reaper = processes.start_reaper()?;
+        let modules = LateModules::new(
+            options.modules_loaded.clone(),
+            options.modules_late.clone(),
+            options.module_dir.clone(),
+        );
         Ok(Arc::new(Self {
+            modules,
             options,
             processes,
             containers: containers::Containers::default(),
@@ -125,8 +147,20 @@ impl Agent {
         &self.processes
     }
 
-    /// Answers one request. `protocol_version` is the connection's.
+    /// The modules loaded in the background.
+    pub fn late_modules(&self) -> &LateModules {
+        &self.modules
+    }
+
+    /// Answers one request. `protocol_version` is the connection's. Every
+    /// request but the liveness ones and shutdown waits for the late
+    /// modules first (see [`LateModules`]).
     pub async fn handle(self: &Arc<Self>, request: Request, protocol_version: u16) -> Response {
+        if !matches!(request, Request::Ping | Request::Health | Request::Shutdown) {
+            if let Err(e) = self.modules.ready().await {
+                return Response::Error(e);
+            }
+        }
         let result = match request {
             Request::Ping => Ok(Response::Ok),
             Request::GuestDetails => self.guest_details(protocol_version),

@@ -6,7 +6,7 @@ pub mod console;
 pub mod modules;
 pub mod mounts;
 
-pub use modules::{load_modules, ModuleError, MODULE_DIR, MODULE_LIST};
+pub use modules::{load_modules, ModuleError, MODULE_DIR, MODULE_LIST, VSOCK_TRANSPORT};
 
 /// Descriptors PID 1 (and what it starts) may open: the kernel's default soft
 /// limit of 1024 is too low for many processes with attached streams.

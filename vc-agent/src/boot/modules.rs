@@ -1,5 +1,11 @@
 //! Kernel modules of the image, loaded with `finit_module` in the order of
 //! [`MODULE_LIST`] (dependencies first, written by the image builder).
+//!
+//! The list is loaded in two steps ([`split_at_vsock`]): up to the vsock
+//! transport before the listener comes up, single-threaded; the rest
+//! (network, block, virtio-fs, overlay, balloon) in the background once the
+//! listener is up ([`crate::agent::LateModules`]), so that the host's
+//! handshake does not wait for modules it does not need.
 
 use std::ffi::CStr;
 use std::os::fd::AsRawFd;
@@ -13,6 +19,9 @@ pub const MODULE_LIST: &str = "/etc/vc/modules";
 
 /// Where the module files are.
 pub const MODULE_DIR: &str = "/lib/modules";
+
+/// The last module the vsock listener needs: the virtio vsock transport.
+pub const VSOCK_TRANSPORT: &str = "vmw_vsock_virtio_transport.ko";
 
 /// Why the modules could not be loaded.
 #[derive(Debug, Error)]
@@ -94,17 +103,38 @@ pub fn load_module(name: &str, dir: &Path) -> Result<(), ModuleError> {
     }
 }
 
-/// Loads every module of [`MODULE_LIST`] from [`MODULE_DIR`], in order, and
-/// returns their names. The first failure is returned and stops the loading.
-pub fn load_modules() -> Result<Vec<String>, ModuleError> {
-    let names = read_list(Path::new(MODULE_LIST))?;
-    let dir = Path::new(MODULE_DIR);
-    for name in &names {
+/// Splits a load-ordered list after [`VSOCK_TRANSPORT`]: what the vsock
+/// listener needs (the transport and everything before it, its
+/// dependencies), and the rest. A list without the transport (a kernel that
+/// has it built in) is loaded whole before the listener.
+pub fn split_at_vsock(mut names: Vec<String>) -> (Vec<String>, Vec<String>) {
+    match names.iter().position(|n| n == VSOCK_TRANSPORT) {
+        Some(i) => {
+            let rest = names.split_off(i + 1);
+            (names, rest)
+        }
+        None => (names, Vec::new()),
+    }
+}
+
+/// Loads `names` from `dir`, in order. The first failure is returned and
+/// stops the loading.
+pub fn load_list(names: &[String], dir: &Path) -> Result<(), ModuleError> {
+    for name in names {
         let start = std::time::Instant::now();
         load_module(name, dir)?;
         tracing::debug!(module = %name, elapsed_us = start.elapsed().as_micros() as u64, "module loaded");
     }
-    Ok(names)
+    Ok(())
+}
+
+/// Reads [`MODULE_LIST`], loads from [`MODULE_DIR`] what the vsock listener
+/// needs and returns the names loaded and those left for later
+/// ([`split_at_vsock`]).
+pub fn load_modules() -> Result<(Vec<String>, Vec<String>), ModuleError> {
+    let (early, late) = split_at_vsock(read_list(Path::new(MODULE_LIST))?);
+    load_list(&early, Path::new(MODULE_DIR))?;
+    Ok((early, late))
 }
 
 #[cfg(test)]
@@ -117,6 +147,24 @@ mod tests {
             parse_list("virtio_ring.ko\n\n  virtio.ko  \n# comment\nvsock.ko # trailing\n"),
             ["virtio_ring.ko", "virtio.ko", "vsock.ko"]
         );
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_list_splits_after_the_vsock_transport() {
+        let list = names(&["virtio.ko", "vsock.ko", VSOCK_TRANSPORT, "virtio_net.ko"]);
+        assert_eq!(
+            split_at_vsock(list),
+            (
+                names(&["virtio.ko", "vsock.ko", VSOCK_TRANSPORT]),
+                names(&["virtio_net.ko"])
+            )
+        );
+        let built_in = names(&["virtio.ko", "overlay.ko"]);
+        assert_eq!(split_at_vsock(built_in.clone()), (built_in, Vec::new()));
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn serve_vsock(agent: Arc<Agent>, port: u32) -> Result<(), ServeError>
         let _ = writeln!(console, "{}", vc_proto::AGENT_READY_LINE);
         let _ = console.flush();
     }
+    agent.late_modules().start();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -78,6 +79,7 @@ pub async fn serve_unix(agent: Arc<Agent>, path: &Path) -> Result<(), ServeError
         source,
     })?;
     tracing::info!(path = %path.display(), "listening on unix socket");
+    agent.late_modules().start();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
