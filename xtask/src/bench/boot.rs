@@ -1,14 +1,17 @@
 //! `cargo xtask bench boot`: QEMU spawn to agent handshake done, for the guest image (vc-agent
 //! as PID 1) and for its floor (the same kernel and modules with a minimal static init, see
-//! [`super::floor`]). Runs alternate between the two, one VM at a time; every VM is stopped.
+//! [`super::floor`]). As the library does, the host waits for the ready line on the console
+//! before it connects (both inits print it once they listen). Runs alternate between the two,
+//! one VM at a time; every VM is stopped.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest};
 use vc_host::agent::{AgentClient, ConnectOptions};
-use vc_host::hypervisor::{Hypervisor, QemuHypervisor, VmConfig, VmSettings, VmSpec};
+use vc_host::hypervisor::console::ConsoleWatch;
+use vc_host::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmConfig, VmSettings, VmSpec};
 
 use super::floor;
 use super::inputs::{scratch, tokio_runtime, Image};
@@ -22,7 +25,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Console lines shown when a VM does not answer.
 const DIAG_LINES: usize = 30;
 /// Goal: vc at most this many times the floor.
-const GOAL_RATIO: f64 = 1.2;
+const GOAL_RATIO: f64 = 1.1;
+/// How long a VM gets to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Console polling interval while waiting for the ready line.
+const READY_POLL: Duration = Duration::from_millis(2);
 
 /// One of the two measured guests.
 #[derive(Debug)]
@@ -135,7 +142,12 @@ async fn boot_once(hv: &QemuHypervisor, t: &Target, run_dir: &Path) -> Result<Du
     let vm = hv.launch(&spec).await.context("cannot launch the VM")?;
     let qemu = vm.record().qemu;
     let opts = ConnectOptions::default().vm_alive(move || qemu.is_alive());
-    let connected = AgentClient::connect(vm.agent_addr(), &opts).await;
+    let connected = match wait_ready(&vm).await {
+        Ok(()) => AgentClient::connect(vm.agent_addr(), &opts)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
     let elapsed = start.elapsed();
     let outcome = match connected {
         Ok(client) => {
@@ -147,7 +159,7 @@ async fn boot_once(hv: &QemuHypervisor, t: &Target, run_dir: &Path) -> Result<Du
             vm.wait_exit(EXIT_WAIT).await;
             Ok(elapsed)
         }
-        Err(e) => Err(anyhow!(e).context(format!(
+        Err(e) => Err(e.context(format!(
             "no handshake after {}; {}",
             ms(elapsed),
             vm.diagnostics(DIAG_LINES)
@@ -157,4 +169,21 @@ async fn boot_once(hv: &QemuHypervisor, t: &Target, run_dir: &Path) -> Result<Du
     let d = outcome?;
     stopped.context("cannot stop the VM")?;
     Ok(d)
+}
+
+/// Waits until the console shows the agent's ready line, as the library does before its first
+/// connection; fails when QEMU dies or [`READY_TIMEOUT`] passes.
+async fn wait_ready(vm: &Vm) -> Result<()> {
+    let mut watch = ConsoleWatch::new(&vm.record().console_log, 1 << 20);
+    let start = Instant::now();
+    while !watch.poll(vc_proto::AGENT_READY_LINE.as_bytes()) {
+        if !vm.record().qemu.is_alive() {
+            bail!("QEMU exited before the ready line");
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            bail!("no ready line within {READY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+    Ok(())
 }

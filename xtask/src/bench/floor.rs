@@ -1,7 +1,8 @@
 //! The boot benchmark's floor: an initrd with the same kernel modules as the guest image but a
 //! minimal static C init instead of vc-agent. The init loads the modules up to the vsock
-//! transport with `finit_module`, listens on the agent's vsock port, answers the host's Hello with
-//! a valid vc-proto Hello frame, waits for the connection to close and powers off.
+//! transport with `finit_module`, listens on the agent's vsock port, prints the agent's ready line
+//! on the console (as vc-agent does, and the host waits for), answers the host's Hello with a
+//! valid vc-proto Hello frame, waits for the connection to close and powers off.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -70,6 +71,7 @@ int main(void) {
     addr.svm_port = @PORT@;
     if (bind(s, (struct sockaddr *)&addr, sizeof addr) != 0) halt("bind");
     if (listen(s, 1) != 0) halt("listen");
+    dprintf(2, "%s\n", "@READY@");
     int c = accept(s, NULL, NULL);
     if (c < 0) halt("accept");
     unsigned char buf[4096];
@@ -190,6 +192,7 @@ fn c_source(modules: &[String], hello: &[u8]) -> String {
         .replace("@MODULES@", &mods)
         .replace("@HELLO@", &bytes)
         .replace("@PORT@", &vc_proto::AGENT_VSOCK_PORT.to_string())
+        .replace("@READY@", vc_proto::AGENT_READY_LINE)
 }
 
 /// The `.ko` files of a gzip-compressed newc cpio initrd, by file name.
