@@ -35,6 +35,16 @@ async fn boot_handshake_details_and_clean_shutdown() -> Result<()> {
     assert_eq!(details.agent_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(details.protocol_version, vc_proto::PROTOCOL_VERSION);
     assert_eq!(details.kernel_release, t.image.manifest.kernel_version);
+    // Asked right after the handshake, the answer waits for the modules the
+    // agent loads once it listens: every module of the image, in order.
+    let modules: Vec<String> = t
+        .image
+        .manifest
+        .modules
+        .iter()
+        .map(|m| m.file.clone())
+        .collect();
+    assert_eq!(details.modules_loaded, modules);
     agent.ping().await?;
     drop(agent);
 
