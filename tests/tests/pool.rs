@@ -29,7 +29,7 @@ async fn qemu_pid(t: &TestRuntime, pod: &PodId) -> Result<i32> {
 }
 
 fn slot_pids(status: &PoolStatus) -> BTreeSet<i32> {
-    status.slots.iter().filter_map(|s| s.qemu_pid).collect()
+    status.slots.iter().filter_map(|s| s.vmm_pid()).collect()
 }
 
 /// Nothing of the runtime is left: no pod, no slot, no mount, no process
@@ -340,7 +340,7 @@ fn virtc_fills_and_reports_a_shape() -> Result<()> {
     // A pod of that shape, through virtc, adopts it.
     virtc.ok(["pod", "create", "shaped", "--memory-mib", "320"])?;
     virtc.ok(["pod", "start", "shaped"])?;
-    let pid = slot["qemu_pid"].as_i64().context("pid")?;
+    let pid = slot["processes"][0]["pid"].as_i64().context("pid")?;
     let pod = virtc.ok(["--json", "pod", "status", "shaped"])?.json()?;
     let qemu = pod["processes"]
         .as_array()

@@ -1,8 +1,8 @@
 //! `cargo xtask test`: the project's one test command (the README's, and `.ci/run`'s). In order:
 //! deps, guest image, rootfs, OCI image archives, `cargo fmt --check`, `cargo clippy -D warnings`,
 //! `cargo doc` with rustdoc warnings denied, then every test of the workspace with the image, the
-//! rootfs, the OCI archives and the tools made known to the test processes. Stops at the first
-//! failure.
+//! rootfs, the OCI archives and the tools made known to the test processes, then the lifecycle,
+//! process I/O and storage suites once more with a warm pool. Stops at the first failure.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,6 +19,18 @@ use crate::{deps, image, oci, rootfs};
 /// this runs on have 2 cores.
 pub(crate) const TEST_THREADS: u32 = 2;
 
+/// The suites run a second time with a warm pool: every test runtime fills one slot before the
+/// test, so a test's first pod of the default shape adopts a pooled VM instead of booting one.
+const POOLED_SUITES: [&str; 4] = [
+    "pod_lifecycle",
+    "process_io",
+    "storage_volumes",
+    "storage_block",
+];
+
+/// The variable that makes the tests' runtimes fill a pool (`tests/tests/support/pod.rs`).
+const POOL_ENV: &str = "VC_TEST_POOL";
+
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct Args {
@@ -34,7 +46,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let start = Instant::now();
-    let total = 6;
+    let total = 7;
     let mut n = 0;
     let mut stage = |what: &str| {
         n += 1;
@@ -73,6 +85,20 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         inputs
             .cargo_test(ctx)
             .args(["--workspace", "--"])
+            .arg(format!("--test-threads={TEST_THREADS}"))
+            .args(&args.test_args),
+    )?;
+
+    stage("the lifecycle, process I/O and storage suites again, each pod adopting a pooled VM");
+    let mut pooled = inputs.cargo_test(ctx);
+    pooled.arg("--workspace");
+    for suite in POOLED_SUITES {
+        pooled.args(["--test", suite]);
+    }
+    ctx::run(
+        pooled
+            .env(POOL_ENV, "1")
+            .arg("--")
             .arg(format!("--test-threads={TEST_THREADS}"))
             .args(&args.test_args),
     )?;

@@ -25,7 +25,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::admission::BootDeadline;
 use super::pod::{connect_agent, wait_for_agent_ready, BootWait, LockedPod, BOOT_CONNECT_DEADLINE};
-use super::record::{now, StartPhase};
+use super::record::{now, ProcessInfo, StartPhase};
 use super::share::{PodShare, EXPORT_TARGETS};
 use super::{Runtime, RuntimeError, SHUTDOWN_GRACE};
 use crate::blocking;
@@ -33,6 +33,7 @@ use crate::hypervisor::cgroup::{self, CgroupLimits, CgroupSpec};
 use crate::hypervisor::config::Machine;
 use crate::hypervisor::journal::LaunchJournal;
 use crate::hypervisor::{Vm, VmConfig, VmRecord, VmSettings, VmSpec};
+use crate::state::State;
 use crate::store::pool::SlotDir;
 use crate::store::{read_json, write_json_atomic, PodLock};
 
@@ -133,8 +134,9 @@ pub struct SlotStatus {
     pub age_secs: u64,
     /// Seconds its boot took, once ready.
     pub boot_secs: Option<u64>,
-    /// QEMU's pid, once launched.
-    pub qemu_pid: Option<i32>,
+    /// QEMU (first, under the hypervisor's name) and its helpers, alive or
+    /// not, once launched.
+    pub processes: Vec<ProcessInfo>,
 }
 
 /// The pool, as [`Runtime::pool_status`] reports it.
@@ -142,6 +144,13 @@ pub struct SlotStatus {
 pub struct PoolStatus {
     /// Every slot, oldest first.
     pub slots: Vec<SlotStatus>,
+}
+
+impl SlotStatus {
+    /// QEMU's pid, once launched.
+    pub fn vmm_pid(&self) -> Option<i32> {
+        self.processes.first().map(|p| p.pid)
+    }
 }
 
 impl PoolStatus {
@@ -435,7 +444,7 @@ impl Runtime {
                         },
                         age_secs: 0,
                         boot_secs: None,
-                        qemu_pid: None,
+                        processes: Vec::new(),
                     });
                 }
                 continue;
@@ -453,7 +462,15 @@ impl Runtime {
                 health,
                 age_secs: at.saturating_sub(record.created_at),
                 boot_secs: record.ready_at.map(|r| r.saturating_sub(record.created_at)),
-                qemu_pid: vm.map(|v| v.record().qemu.pid),
+                processes: vm
+                    .map(|v| {
+                        super::supervise::processes(
+                            v.record(),
+                            State::Running,
+                            self.hypervisor.name(),
+                        )
+                    })
+                    .unwrap_or_default(),
             });
         }
         Ok(PoolStatus { slots })

@@ -11,6 +11,8 @@ mod io;
 mod io_floor;
 mod net;
 mod pod;
+mod pool;
+mod procfs;
 mod stats;
 mod storm;
 
@@ -27,6 +29,10 @@ pub(crate) struct Args {
     /// How many runs of each measured path.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
+    /// `pod` only: also measure pods that adopt a warm pool slot, against cold boots in the
+    /// same run, and the pool's idle cost per slot.
+    #[arg(long)]
+    pub pool: bool,
 }
 
 /// The benchmarks.
@@ -47,7 +53,7 @@ pub(crate) enum Bench {
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     match args.which {
         Bench::Boot => boot::run(ctx, args.runs),
-        Bench::Pod => pod::run(ctx, args.runs),
+        Bench::Pod => pod::run(ctx, args.runs, args.pool),
         Bench::Io => io::run(ctx, args.runs),
         Bench::Net => net::run(ctx, args.runs),
         Bench::Storm => storm::run(ctx, args.runs),

@@ -1,5 +1,7 @@
-//! `cargo xtask bench pod`: `create_pod + start_pod + create_container + start_container` to the
-//! first byte of the container's stdout, through the library's [`Runtime`], one pod at a time.
+//! `cargo xtask bench pod [--pool]`: `create_pod + start_pod + create_container +
+//! start_container` to the first byte of the container's stdout, through the library's
+//! [`Runtime`], one pod at a time. With `--pool`, the same again with each pod adopting a VM of
+//! the warm pool, the ratio of the medians, and the pool's idle cost per slot ([`super::pool`]).
 //! Each step is timed on its own too; `start_pod` is the boot (VM launch, agent handshake, pod
 //! setup) that `bench boot` measures the first part of. Every pod is stopped and deleted (not
 //! timed), even when a run fails.
@@ -11,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use tokio::io::AsyncReadExt as _;
 use vc_host::config::{ContainerConfig, PodConfig};
 use vc_host::id::{ContainerId, PodId};
+use vc_host::runtime::{PoolShape, StartOptions};
 use vc_host::Runtime;
 use vc_proto::{ProcessRef, StreamKind};
 
@@ -31,29 +34,66 @@ const STEPS: [&str; 5] = [
     "first byte",
 ];
 
-pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, runs: u32, pool: bool) -> Result<()> {
     let image = Image::locate(ctx)?;
     let rootfs = rootfs(ctx)?;
-    tokio_runtime()?.block_on(bench(&image.dir, &rootfs, runs))
+    tokio_runtime()?.block_on(async {
+        // Short paths: the VM's sockets must fit in sun_path.
+        let tmp = scratch("vp")?;
+        let rt = vc_runtime(tmp.path(), &image.dir)?;
+        let measured = async {
+            let cold = bench(&rt, &rootfs, runs, Start::Cold).await?;
+            if pool {
+                let warm = bench(&rt, &rootfs, runs, Start::Warm).await?;
+                println!(
+                    "\nwarm / cold, pod to first byte: {:.2} (medians {} / {}; goal <= 0.30)",
+                    warm.as_secs_f64() / cold.as_secs_f64(),
+                    ms(warm),
+                    ms(cold)
+                );
+                super::pool::idle_cost(&rt).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        // Not measured: whatever a failed run left in the pool.
+        let drained = rt.drain_pool().await;
+        measured?;
+        drained.context("cannot drain the pool")?;
+        drop(rt);
+        tmp.close().context("cannot remove the temporary directory")
+    })
 }
 
-async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<()> {
-    // Short paths: the VM's sockets must fit in sun_path.
-    let tmp = scratch("vp")?;
-    let rt = vc_runtime(tmp.path(), image_dir)?;
+/// How the measured pods start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// A VM booted for the pod (the pool is not used).
+    Cold,
+    /// A VM of the pool, filled (not timed) before each run.
+    Warm,
+}
+
+/// `runs` measured runs (after one unmeasured); returns the median of the totals.
+async fn bench(rt: &Runtime, rootfs: &Path, runs: u32, start: Start) -> Result<Duration> {
     ctx::step(format!(
         "{runs} runs of create_pod + start_pod + create_container + start_container to the \
-         first byte of `/bin/echo hi` (rootfs {}), one pod at a time",
-        rootfs.display()
+         first byte of `/bin/echo hi` (rootfs {}), one pod at a time, {}",
+        rootfs.display(),
+        match start {
+            Start::Cold => "each pod booting its VM",
+            Start::Warm =>
+                "each pod adopting a VM of the warm pool (filled before each run, not timed)",
+        }
     ));
 
     // One unmeasured run first, so that every measured run starts with warm caches.
-    run_once(&rt, rootfs, "pw")
+    run_once(rt, rootfs, "pw", start)
         .await
         .context("warm-up run failed")?;
     let mut samples: Vec<[Duration; STEPS.len()]> = Vec::new();
     for i in 0..runs {
-        let steps = run_once(&rt, rootfs, &format!("p{i}"))
+        let steps = run_once(rt, rootfs, &format!("p{i}"), start)
             .await
             .with_context(|| format!("run {} failed", i + 1))?;
         let total: Duration = steps.iter().sum();
@@ -95,15 +135,21 @@ async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<()> {
         "  (start_pod is the boot: VM launch, agent handshake and pod setup; see `cargo xtask \
          bench boot` for the handshake alone against its floor)"
     );
-    drop(rt);
-    tmp.close()
-        .context("cannot remove the temporary directory")?;
-    Ok(())
+    Ok(t.median)
 }
 
 /// One measured run in pod `id`: the duration of each of [`STEPS`]. The pod is stopped and
 /// deleted whatever happens.
-async fn run_once(rt: &Runtime, rootfs: &Path, id: &str) -> Result<[Duration; STEPS.len()]> {
+async fn run_once(
+    rt: &Runtime,
+    rootfs: &Path,
+    id: &str,
+    start: Start,
+) -> Result<[Duration; STEPS.len()]> {
+    if start == Start::Warm {
+        let filled = rt.fill_pool(1, &PoolShape::default()).await?;
+        anyhow::ensure!(filled.ready() == 1, "the pool did not fill: {filled:?}");
+    }
     let pod_id = PodId::new(id).context("invalid pod id")?;
     let cid = ContainerId::new(CONTAINER).context("invalid container id")?;
     let container = ContainerConfig::new(
@@ -123,8 +169,16 @@ async fn run_once(rt: &Runtime, rootfs: &Path, id: &str) -> Result<[Duration; ST
         .context("create_pod failed")?;
     lap(0);
     let measured = async {
-        rt.start_pod(&pod_id).await.context("start_pod failed")?;
+        let options = StartOptions {
+            use_pool: start == Start::Warm,
+        };
+        rt.start_pod_with(&pod_id, options)
+            .await
+            .context("start_pod failed")?;
         lap(1);
+        if start == Start::Warm && rt.pool_status().await?.ready() != 0 {
+            bail!("the pod did not adopt the pool's VM");
+        }
         rt.create_container(&pod_id, container)
             .await
             .context("create_container failed")?;

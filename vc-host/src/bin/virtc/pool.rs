@@ -54,7 +54,7 @@ fn print_status(out: &Printer, status: &PoolStatus) -> anyhow::Result<()> {
             vm.machine.qemu_name(),
             s.age_secs,
             dash(s.boot_secs.map(|b| b.to_string())),
-            dash(s.qemu_pid.map(|p| p.to_string())),
+            dash(s.vmm_pid().map(|p| p.to_string())),
         );
     }
     Ok(())
