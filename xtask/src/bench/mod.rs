@@ -1,10 +1,12 @@
-//! `cargo xtask bench <boot|pod|io|net|storm>`: benchmarks (not timed tests). Each prints its
-//! results and the floor it compares against: `boot` ([`boot`], with its floor image in
-//! [`floor`]), `pod` ([`pod`]), `io` ([`io`], floor in [`io_floor`]), `net` ([`net`]) and `storm`
-//! ([`storm`], 16 starts at once against one after another); [`inputs`] finds what they start
-//! from and [`stats`] summarizes samples.
+//! `cargo xtask bench <boot|pod|io|net|storm|density>`: benchmarks (not timed tests). Each prints
+//! its results and the floor or goal it compares against: `boot` ([`boot`], with its floor image
+//! in [`floor`]), `pod` ([`pod`]), `io` ([`io`], floor in [`io_floor`]), `net` ([`net`]), `storm`
+//! ([`storm`], 16 starts at once against one after another) and `density` ([`density`], host
+//! memory and CPU of N idle pods, read from `/proc` by [`procfs`]); `pod --pool` adds warm pool
+//! starts ([`pool`]); [`inputs`] finds what they start from and [`stats`] summarizes samples.
 
 mod boot;
+mod density;
 mod floor;
 mod inputs;
 mod io;
@@ -33,6 +35,18 @@ pub(crate) struct Args {
     /// same run, and the pool's idle cost per slot.
     #[arg(long)]
     pub pool: bool,
+    /// density: how many idle pods (keep it low on a small or shared host).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pods: u32,
+    /// density: TCG translation cache size in MiB (default: the library's).
+    #[arg(long, value_name = "MIB")]
+    pub tb_size_mib: Option<u32>,
+    /// density: boot the pods without the free page reporting balloon.
+    #[arg(long)]
+    pub no_free_page_reporting: bool,
+    /// density: an extra guest kernel argument (repeatable).
+    #[arg(long, value_name = "ARG")]
+    pub kernel_arg: Vec<String>,
 }
 
 /// The benchmarks.
@@ -48,6 +62,9 @@ pub(crate) enum Bench {
     Net,
     /// 16 pod starts at once against the same 16 one after another (`--runs` rounds).
     Storm,
+    /// Host memory (PSS), CPU, start and exec time of `--pods` idle pods, before and after
+    /// each frees 100 MiB.
+    Density,
 }
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
@@ -57,5 +74,14 @@ pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         Bench::Io => io::run(ctx, args.runs),
         Bench::Net => net::run(ctx, args.runs),
         Bench::Storm => storm::run(ctx, args.runs),
+        Bench::Density => density::run(
+            ctx,
+            &density::Knobs {
+                pods: args.pods,
+                tb_size_mib: args.tb_size_mib,
+                no_free_page_reporting: args.no_free_page_reporting,
+                kernel_args: args.kernel_arg.clone(),
+            },
+        ),
     }
 }
