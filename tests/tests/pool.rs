@@ -46,9 +46,9 @@ fn assert_nothing_left(t: &TestRuntime) -> Result<()> {
         t.leftover_slots()
     );
     ensure!(
-        t.leftover_mounts().is_empty(),
+        vc_host::runtime::share::mounts_under(t.root()).is_empty(),
         "mounts left: {:?}",
-        t.leftover_mounts()
+        vc_host::runtime::share::mounts_under(t.root())
     );
     ensure!(
         t.cgroup_pids().is_empty(),

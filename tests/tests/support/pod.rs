@@ -160,9 +160,20 @@ impl TestRuntime {
             .unwrap_or_default()
     }
 
-    /// Mount points under the runtime root.
+    /// Mount points under the runtime root, but the export of each idle
+    /// pool slot (`mounts` on itself and `shared`), which the pool owns and
+    /// drains when the runtime is dropped (see [`POOL_ENV`];
+    /// [`Self::leftover_slots`] lists the slots).
     pub fn leftover_mounts(&self) -> Vec<PathBuf> {
+        use vc_host::runtime::share::EXPORT_TARGETS;
+        let pool = self.root().join("pool");
         vc_host::runtime::share::mounts_under(self.root())
+            .into_iter()
+            .filter(|m| {
+                !(EXPORT_TARGETS.iter().any(|t| m.ends_with(t))
+                    && m.parent().and_then(|p| p.parent()) == Some(pool.as_path()))
+            })
+            .collect()
     }
 
     /// Container bind mounts under the runtime root: every mount but each
