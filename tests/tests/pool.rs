@@ -1,7 +1,8 @@
 //! The warm pool on real VMs: slots filled, adopted by pods and drained; a
 //! slot whose VM died discarded at the claim; two processes racing for one
-//! slot; pods that must boot cold (a network namespace, `--no-pool`); and
-//! every pool VM accounted for by the leak checks.
+//! slot; pods that must boot cold (a network namespace on microvm, another
+//! shape, `--no-pool`); a q35 pod with a network namespace adopting a slot,
+//! its NICs hot-plugged; and every pool VM accounted for by the leak checks.
 
 mod support;
 
@@ -9,11 +10,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use support::net::Netns;
+use support::net::{tcp_both_ways, Netns, Pair};
 use support::pod::{pid_gone, wait_pids_gone, TestRuntime};
 use support::virtc::Virtc;
 use support::ChildGuard;
 use vc_host::config::VolumeConfig;
+use vc_host::hypervisor::Machine;
 use vc_host::id::PodId;
 use vc_host::runtime::{PoolShape, PoolStatus, SlotHealth};
 
@@ -352,5 +354,48 @@ fn virtc_fills_and_reports_a_shape() -> Result<()> {
     virtc.ok(["pod", "stop", "shaped"])?;
     virtc.ok(["pod", "delete", "shaped"])?;
     ensure!(virtc.ok(["--json", "pool", "drain"])?.json()?["removed"] == 0);
+    assert_nothing_left(&t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_q35_pod_with_a_netns_adopts_a_slot_and_gets_its_nics_hot_plugged() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let q35 = PoolShape {
+        machine: Some(Machine::Q35),
+        ..PoolShape::default()
+    };
+    let filled = t.rt.fill_pool(1, &q35).await?;
+    let pooled = slot_pids(&filled);
+    let net = Pair::new()?;
+    net.second_link()?;
+    let before = net.pod.snapshot()?;
+    let mut config = t.pod("netq35");
+    config.netns = Some(net.pod.path());
+    config.vm.machine = Machine::Q35;
+    let pod = config.id.clone();
+    t.rt.run_pod(config).await?;
+    let qemu = qemu_pid(&t, &pod).await?;
+    ensure!(
+        pooled.contains(&qemu),
+        "QEMU {qemu} is not the slot's {pooled:?}"
+    );
+    ensure!(t.rt.pool_status().await?.slots.is_empty());
+    // Both interfaces, hot-plugged at adoption, carry TCP both ways.
+    let network = t.rt.pod_network(&pod).await?.context("no network")?;
+    ensure!(
+        network.links.len() == 2 && network.links.iter().all(|l| l.device.is_some()),
+        "{network:?}"
+    );
+    tcp_both_ways(&t, &pod, &net.peer, "192.0.2.2", "192.0.2.1").await?;
+    tcp_both_ways(&t, &pod, &net.peer, "198.51.100.2", "198.51.100.1").await?;
+    // The default route of the namespace reached the guest.
+    let out = t
+        .run_container(&pod, t.container("route", &["/bin/sh", "-c", "ip route"]))
+        .await?;
+    let routes = String::from_utf8_lossy(&out.stdout);
+    ensure!(routes.contains("default via 192.0.2.1"), "{routes}");
+    t.rt.stop_pod(&pod).await?;
+    ensure!(net.pod.snapshot()? == before, "the namespace changed");
+    t.rt.delete_pod(&pod).await?;
     assert_nothing_left(&t)
 }

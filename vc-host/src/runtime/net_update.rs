@@ -101,6 +101,38 @@ impl Runtime {
         .await
     }
 
+    /// Gives an adopted pool VM the pod's network: every interface of the
+    /// pod's namespace mirrored and hot-plugged (its tap passed to QEMU by
+    /// descriptor, as a live update does), then the guest configured, before
+    /// the pod is set up. Nothing to do without a namespace. On failure the
+    /// record names what is plugged, for the failed start to tear down.
+    pub(super) async fn plug_adopted_network(
+        &self,
+        pod: &mut LockedPod,
+        vm: &Vm,
+    ) -> Result<(), RuntimeError> {
+        let Some(netns) = pod.config.netns.clone() else {
+            return Ok(());
+        };
+        let current = PodNetwork {
+            netns,
+            links: Vec::new(),
+            interfaces: Vec::new(),
+            routes: Vec::new(),
+            neighbours: Vec::new(),
+        };
+        pod.record.network = Some(current.clone());
+        pod.save().await?;
+        let change = network::rescan(&current).await?;
+        self.check_hotplug(pod, &change)?;
+        self.apply(pod, vm, &current, &change).await?;
+        info!(
+            interfaces = change.added.len(),
+            "the adopted VM's interfaces plugged"
+        );
+        Ok(())
+    }
+
     /// Refuses a change the VM cannot take, before anything changes.
     fn check_hotplug(&self, pod: &LockedPod, change: &NetworkChange) -> Result<(), RuntimeError> {
         if !change.changes_interfaces() {

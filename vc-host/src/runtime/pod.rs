@@ -238,7 +238,7 @@ impl Runtime {
                     let vm = self.adopt_slot(&mut pod, slot).await?;
                     crate::fault::point("start.vm-recorded");
                     let set_up = match connect_agent(&vm, CONNECT_DEADLINE).await {
-                        Ok(agent) => self.setup_guest(&mut pod, &agent).await,
+                        Ok(agent) => self.setup_adopted(&mut pod, &vm, &agent).await,
                         Err(source) => Err(RuntimeError::BootFailed {
                             pod: pod.config.id.clone(),
                             console_tail: vm.console_tail(30),
@@ -309,10 +309,12 @@ impl Runtime {
         .await
     }
 
-    /// True when the pod may adopt a pool slot: a slot has no network and no
-    /// disks, and its share has only the export.
+    /// True when the pod may adopt a pool slot: a slot has no disks and
+    /// its share has only the export; a slot has no NICs either, so a pod
+    /// with a network namespace needs NIC hot-plug (q35), its taps then
+    /// handed to the slot's QEMU by descriptor.
     fn poolable(&self, pod: &LockedPod) -> bool {
-        pod.config.netns.is_none()
+        (pod.config.netns.is_none() || self.capabilities(&pod.config).hotplug_net)
             && pod.record.network.is_none()
             && pod.record.binds.is_empty()
             && boot_disks(pod, self.capabilities(&pod.config)).is_empty()
@@ -402,6 +404,31 @@ impl Runtime {
         pod: &mut LockedPod,
         agent: &AgentClient,
     ) -> Result<(), RuntimeError> {
+        self.setup_pod_in_guest(pod, agent).await?;
+        self.start_containers_in_guest(pod, agent).await
+    }
+
+    /// [`Self::setup_guest`] for an adopted pool VM, which has no NICs: the
+    /// pod is set up without a network, its interfaces are then hot-plugged
+    /// and configured (a live update, see `net_update`), and only then are its
+    /// containers started.
+    async fn setup_adopted(
+        &self,
+        pod: &mut LockedPod,
+        vm: &Vm,
+        agent: &AgentClient,
+    ) -> Result<(), RuntimeError> {
+        self.setup_pod_in_guest(pod, agent).await?;
+        self.plug_adopted_network(pod, vm).await?;
+        self.start_containers_in_guest(pod, agent).await
+    }
+
+    /// Sends `SetupPod`: hostname, DNS, the share, the network recorded.
+    async fn setup_pod_in_guest(
+        &self,
+        pod: &mut LockedPod,
+        agent: &AgentClient,
+    ) -> Result<(), RuntimeError> {
         let network = pod.record.network.as_ref();
         let setup = PodSetup {
             pod_id: pod.config.id.to_string(),
@@ -423,6 +450,15 @@ impl Runtime {
             neighbours: network.map(|n| n.neighbours.clone()).unwrap_or_default(),
         };
         agent.setup_pod(setup).await?;
+        Ok(())
+    }
+
+    /// Creates and starts the pod's ready containers in the guest.
+    async fn start_containers_in_guest(
+        &self,
+        pod: &mut LockedPod,
+        agent: &AgentClient,
+    ) -> Result<(), RuntimeError> {
         let ids: Vec<_> = pod.record.containers.keys().cloned().collect();
         for cid in ids {
             self.create_in_guest(pod, agent, &cid).await?;
