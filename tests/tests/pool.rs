@@ -341,7 +341,7 @@ fn virtc_fills_and_reports_a_shape() -> Result<()> {
     );
     // A pod of that shape, through virtc, adopts it.
     virtc.ok(["pod", "create", "shaped", "--memory-mib", "320"])?;
-    virtc.ok(["pod", "start", "shaped"])?;
+    let started = virtc.ok(["pod", "start", "shaped"])?;
     let pid = slot["processes"][0]["pid"].as_i64().context("pid")?;
     let pod = virtc.ok(["--json", "pod", "status", "shaped"])?.json()?;
     let qemu = pod["processes"]
@@ -350,7 +350,7 @@ fn virtc_fills_and_reports_a_shape() -> Result<()> {
         .flatten()
         .find(|p| p["name"] == "qemu")
         .and_then(|p| p["pid"].as_i64());
-    ensure!(qemu == Some(pid), "{pod}");
+    ensure!(qemu == Some(pid), "{pod}\n{started:?}");
     virtc.ok(["pod", "stop", "shaped"])?;
     virtc.ok(["pod", "delete", "shaped"])?;
     ensure!(virtc.ok(["--json", "pool", "drain"])?.json()?["removed"] == 0);

@@ -496,6 +496,35 @@ fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
     }
 }
 
+/// Settings of a VM that is never started, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_settings() -> VmSettings {
+    VmSettings {
+        vcpus: 1,
+        memory_mib: 256,
+        machine: Machine::Microvm,
+        accel: Accel::Tcg,
+        vsock: VsockKind::Hybrid,
+        kernel: "/nonexistent/vmlinuz".into(),
+        initrd: None,
+        kernel_args: Vec::new(),
+        agent_port: 1024,
+        agent_log: "info".to_owned(),
+        agent_debug: Vec::new(),
+        virtiofs_cache: VirtiofsCache::Auto,
+        virtiofs_sandbox: VirtiofsSandbox::Namespace,
+        // Never started: the paths do not exist.
+        qemu: "/nonexistent/qemu".into(),
+        vhost_device_vsock: Some("/nonexistent/vhost-device-vsock".into()),
+        virtiofsd: Some("/nonexistent/virtiofsd".into()),
+        tsc_khz: None,
+        console_log: "/nonexistent/vc-console-log".into(),
+        console_max_bytes: 4 << 20,
+        tcg_tb_size_mib: 32,
+        free_page_reporting: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

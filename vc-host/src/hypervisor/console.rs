@@ -268,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    fn the_log_rotates_where_its_directory_moved() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (old, new) = (tmp.path().join("slot"), tmp.path().join("pod"));
+        std::fs::create_dir(&old).expect("dir");
+        let mut log = RotatingLog::create(&old.join("console.log"), 100).expect("log");
+        log.write(b"before the move ").expect("write");
+        std::fs::rename(&old, &new).expect("move");
+        log.write(&[b'x'; 120]).expect("write across a rotation");
+        let current = new.join("console.log");
+        assert!(rotated_path(&current).exists(), "rotated in the new place");
+        assert!(!old.exists(), "nothing made at the old path");
+        let text = tail_bytes(&console_files(&current), 1000);
+        assert!(text.ends_with(&[b'x'; 50]), "{text:?}");
+    }
+
+    #[test]
     fn the_log_keeps_the_latest_bytes_within_its_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("console.log");

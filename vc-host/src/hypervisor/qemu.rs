@@ -702,33 +702,10 @@ async fn wait_for_monitor(qemu: &ProcessRecord, layout: &RunLayout) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypervisor::config::{Accel, Machine, VirtiofsCache, VmSettings};
+    use crate::hypervisor::config::VmSettings;
 
     fn settings() -> VmSettings {
-        VmSettings {
-            vcpus: 1,
-            memory_mib: 256,
-            machine: Machine::Microvm,
-            accel: Accel::Tcg,
-            vsock: VsockKind::Hybrid,
-            kernel: "/nonexistent/vmlinuz".into(),
-            initrd: None,
-            kernel_args: Vec::new(),
-            agent_port: 1024,
-            agent_log: "info".to_owned(),
-            agent_debug: Vec::new(),
-            virtiofs_cache: VirtiofsCache::Auto,
-            virtiofs_sandbox: crate::hypervisor::config::VirtiofsSandbox::Namespace,
-            // Never started: every case below fails before spawning.
-            qemu: "/nonexistent/qemu".into(),
-            vhost_device_vsock: Some("/nonexistent/vhost-device-vsock".into()),
-            virtiofsd: Some("/nonexistent/virtiofsd".into()),
-            tsc_khz: None,
-            console_log: "/nonexistent/vc-console-log".into(),
-            console_max_bytes: 4 << 20,
-            tcg_tb_size_mib: 32,
-            free_page_reporting: true,
-        }
+        crate::hypervisor::config::test_settings()
     }
 
     #[tokio::test]

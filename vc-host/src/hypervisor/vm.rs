@@ -506,6 +506,43 @@ fn tail_of(paths: &[PathBuf], lines: usize) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn relocate_moves_every_path_under_the_run_directory_only() {
+        let mut r = record(Path::new("/r/pool/s1/vm"));
+        r.cleanup = vec![
+            PathBuf::from("/r/pool/s1/vm/qmp.sock"),
+            PathBuf::from("/elsewhere/file"),
+        ];
+        r.relocate(Path::new("/r/pool/s1"), Path::new("/r/pods/p"));
+        assert_eq!(r.run_dir, Path::new("/r/pods/p/vm"));
+        assert_eq!(
+            r.agent,
+            VsockAddr::Hybrid {
+                uds: PathBuf::from("/r/pods/p/vm/vsock.sock")
+            }
+        );
+        assert!(r
+            .daemons
+            .iter()
+            .all(|d| d.socket.starts_with("/r/pods/p/vm")));
+        assert_eq!(
+            r.cleanup,
+            [
+                PathBuf::from("/r/pods/p/vm/qmp.sock"),
+                PathBuf::from("/elsewhere/file")
+            ]
+        );
+        // A path that only shares a prefix string is not under the directory.
+        assert_eq!(
+            relocated(
+                Path::new("/r/pool/s10/vm"),
+                Path::new("/r/pool/s1"),
+                Path::new("/x")
+            ),
+            Path::new("/r/pool/s10/vm")
+        );
+    }
+
     fn record(dir: &Path) -> VmRecord {
         VmRecord {
             format: VM_RECORD_FORMAT,

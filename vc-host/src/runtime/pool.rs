@@ -103,8 +103,9 @@ struct SlotRecord {
     vm: Option<VmRecord>,
     /// The share's export binds made, relative to the slot directory.
     binds: Vec<PathBuf>,
+    /// When its fill started (ms since the epoch).
     created_at: u64,
-    /// Set once the agent answered.
+    /// When its agent answered (ms since the epoch).
     ready_at: Option<u64>,
 }
 
@@ -209,13 +210,16 @@ async fn read_record(slot: &SlotDir) -> Option<SlotRecord> {
 
 /// True when VMs launched with `a` and `b` are the same to a guest: every
 /// setting but where the host found its programs (processes of one runtime
-/// root may find the same tools by other paths).
+/// root may find the same tools by other paths) and the host's TSC
+/// frequency, which each process measures and which differs between them by
+/// a few kHz.
 fn same_vm(a: &VmSettings, b: &VmSettings) -> bool {
     let guest_view = |s: &VmSettings| VmSettings {
         qemu: PathBuf::new(),
         vhost_device_vsock: None,
         virtiofsd: None,
         console_log: PathBuf::new(),
+        tsc_khz: None,
         ..s.clone()
     };
     guest_view(a) == guest_view(b)
@@ -460,8 +464,10 @@ impl Runtime {
                 name,
                 shape: record.shape.clone(),
                 health,
-                age_secs: at.saturating_sub(record.created_at),
-                boot_secs: record.ready_at.map(|r| r.saturating_sub(record.created_at)),
+                age_secs: at.saturating_sub(record.created_at) / 1000,
+                boot_secs: record
+                    .ready_at
+                    .map(|r| r.saturating_sub(record.created_at) / 1000),
                 processes: vm
                     .map(|v| {
                         super::supervise::processes(
@@ -571,5 +577,47 @@ impl Runtime {
         }
         info!(slot = %name, pid = vm_record.qemu.pid, "adopted a pool slot");
         Ok(Vm::from_record(vm_record)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_on_what_the_guest_sees_not_on_host_tool_paths_or_tsc() {
+        let a = VmSettings {
+            tsc_khz: Some(2_200_000),
+            ..crate::hypervisor::config::test_settings()
+        };
+        let mut b = a.clone();
+        b.qemu = PathBuf::from("/elsewhere/qemu-system-x86_64");
+        b.console_log = PathBuf::from("/elsewhere/vc-console-log");
+        b.tsc_khz = a.tsc_khz.map(|k| k + 3);
+        assert!(same_vm(&a, &b));
+        b.memory_mib += 64;
+        assert!(!same_vm(&a, &b));
+        let mut c = a.clone();
+        c.kernel_args.push("quiet".to_owned());
+        assert!(!same_vm(&a, &c));
+    }
+
+    #[test]
+    fn a_shape_changes_only_what_it_names() {
+        let shape = PoolShape {
+            memory_mib: Some(320),
+            ..PoolShape::default()
+        };
+        let vm = shape.vm_config();
+        assert_eq!(vm.memory_mib, 320);
+        assert_eq!(
+            VmConfig {
+                memory_mib: VmConfig::default().memory_mib,
+                ..vm
+            },
+            VmConfig::default()
+        );
+        let parsed: Result<PoolShape, _> = serde_json::from_str(r#"{"memory": 1}"#);
+        assert!(parsed.is_err(), "unknown fields are refused");
     }
 }
