@@ -35,7 +35,7 @@ use crate::hypervisor::journal::LaunchJournal;
 use crate::hypervisor::{Vm, VmConfig, VmRecord, VmSettings, VmSpec};
 use crate::state::State;
 use crate::store::pool::SlotDir;
-use crate::store::{read_json, write_json_atomic, PodLock};
+use crate::store::{read_json, write_json_atomic, PodLock, StoreError};
 
 /// Version of the [`SlotRecord`] layout.
 const SLOT_RECORD_FORMAT: u32 = 1;
@@ -550,14 +550,25 @@ impl Runtime {
         let (pod_dir, store) = (pod.dir.clone(), self.store.clone());
         let staged = record.clone();
         blocking::run(move || {
-            let run_dir = slot_dir.vm_dir();
-            if let Some(mut journal) = LaunchJournal::read(&run_dir)? {
-                journal.relocate(&from, &to);
-                journal.write(&run_dir)?;
-            }
             write_json_atomic(&slot_dir.path.join("config.json"), &config)?;
             write_json_atomic(&slot_dir.path.join("state.json"), &staged)?;
-            store.exchange_with_slot(&slot_dir, &pod_dir)
+            store.exchange_with_slot(&slot_dir, &pod_dir)?;
+            // Only now: a journal naming the pod's paths must never be left
+            // in a slot that could still be discarded.
+            // A journal left unrelocated names files under the slot's path,
+            // which holds only the pod's old directory now: harmless.
+            let run_dir = pod_dir.vm_dir();
+            let relocated = LaunchJournal::read(&run_dir).and_then(|journal| match journal {
+                Some(mut journal) => {
+                    journal.relocate(&from, &to);
+                    journal.write(&run_dir)
+                }
+                None => Ok(()),
+            });
+            if let Err(e) = relocated {
+                warn!(error = %e, "cannot relocate the adopted VM's launch journal");
+            }
+            Ok::<_, StoreError>(())
         })
         .await?;
         pod.record = record;
