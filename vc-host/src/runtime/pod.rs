@@ -209,7 +209,7 @@ impl Runtime {
     }
 
     /// Boots the pod's VM (or adopts a matching VM of the warm pool, see
-    /// [`super::pool`]), sets the pod up in the guest, and creates and starts
+    /// [`Self::fill_pool`]), sets the pod up in the guest, and creates and starts
     /// the containers of its configuration.
     pub async fn start_pod(&self, id: &PodId) -> Result<PodStatus, RuntimeError> {
         self.start_pod_with(id, StartOptions::default()).await
