@@ -33,6 +33,25 @@ fn main_process(id: &ContainerId) -> ProcessRef {
     }
 }
 
+/// Polls `probe` until it returns `Ok(Some(_))`, failing after [`HANG`]
+/// with `what` and the last value it saw.
+async fn poll_until<T, L: std::fmt::Debug, F>(what: &str, mut probe: impl FnMut() -> F) -> Result<T>
+where
+    F: Future<Output = Result<Result<T, L>>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match probe().await? {
+            Ok(done) => return Ok(done),
+            Err(last) => last,
+        };
+        if start.elapsed() > HANG {
+            bail!("never saw {what}; last: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls the container's stats until `done` holds, and returns them.
 async fn stats_until(
     t: &TestRuntime,
@@ -41,17 +60,11 @@ async fn stats_until(
     what: &str,
     done: impl Fn(&ContainerStats) -> bool,
 ) -> Result<ContainerStats> {
-    let start = Instant::now();
-    loop {
+    poll_until(&format!("stats showing {what}"), || async {
         let stats = t.rt.container_stats(pod, id).await?;
-        if done(&stats) {
-            return Ok(stats);
-        }
-        if start.elapsed() > HANG {
-            bail!("stats never showed {what}; last: {stats:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok(if done(&stats) { Ok(stats) } else { Err(stats) })
+    })
+    .await
 }
 
 async fn bounded<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
@@ -214,13 +227,11 @@ async fn pids_limit_raised_live_and_the_same_through_virtc() -> Result<()> {
     let id = spinner.id.clone();
     t.rt.create_container(&pod, spinner).await?;
     t.rt.start_container(&pod, &id).await?;
-    let marked = Instant::now();
-    while !mark_dir.join("refused").exists() {
-        if marked.elapsed() > HANG {
-            bail!("the spinner never marked a refused fork");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mark = mark_dir.join("refused");
+    poll_until("the spinner's mark of a refused fork", || async {
+        Ok(if mark.exists() { Ok(()) } else { Err(()) })
+    })
+    .await?;
     // Spinning shows as CPU time: stats move while the container works.
     let spun = stats_until(&t, &pod, &id, "CPU time spent spinning", |s| {
         s.cpu_usage_us > 300_000

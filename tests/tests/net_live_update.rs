@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use support::leaks::{assert_no_leak, on_disk};
+use support::leaks::{assert_no_leak, on_disk, OnDisk};
 use support::net::{mac, tcp_both_ways, veth, End, Pair, POD_MAC, POD_MAC2};
 use support::pod::TestRuntime;
 use support::virtc::Virtc;
@@ -171,11 +171,7 @@ async fn microvm_pod_follows_addresses_routes_and_neighbours() -> Result<()> {
     net.pod.ip(&["route", "del", "198.51.100.0/24"])?;
     net.pod
         .ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "eth0"])?;
-    t.rt.stop_pod(&pod).await?;
-    let after = net.pod.snapshot()?;
-    ensure!(after == before, "after stop:\n{after}\nbefore:\n{before}");
-    t.rt.delete_pod(&pod).await?;
-    assert_no_leak(&t, &left, "after delete")
+    stop_and_delete(&t, &net, &pod, &before, &left).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,11 +281,7 @@ async fn q35_pod_gets_a_new_interface_that_carries_tcp_and_loses_it_again() -> R
     let network = t.rt.pod_network(&pod).await?.context("no network")?;
     ensure!(network.links.len() == 1, "{network:?}");
 
-    t.rt.stop_pod(&pod).await?;
-    let after = net.pod.snapshot()?;
-    ensure!(after == before, "after stop:\n{after}\nbefore:\n{before}");
-    t.rt.delete_pod(&pod).await?;
-    assert_no_leak(&t, &left, "after delete")
+    stop_and_delete(&t, &net, &pod, &before, &left).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,4 +385,20 @@ async fn q35_update_that_cannot_plug_every_interface_is_undone() -> Result<()> {
     );
     t.rt.delete_pod(&pod).await?;
     Ok(())
+}
+
+/// Stops the pod, checks that its namespace is as `before`, deletes it and
+/// checks that nothing of it is left.
+async fn stop_and_delete(
+    t: &TestRuntime,
+    net: &Pair,
+    pod: &PodId,
+    before: &str,
+    left: &OnDisk,
+) -> Result<()> {
+    t.rt.stop_pod(pod).await?;
+    let after = net.pod.snapshot()?;
+    ensure!(after == before, "after stop:\n{after}\nbefore:\n{before}");
+    t.rt.delete_pod(pod).await?;
+    assert_no_leak(t, left, "after delete")
 }

@@ -327,25 +327,49 @@ pub(super) mod tests {
         assert_eq!(free_port(&pci[..0]), None);
     }
 
+    /// A directory holding a listening socket for a fake monitor.
+    pub(crate) fn fake_monitor_socket() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        tokio::net::UnixListener,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("qmp.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        (dir, socket, listener)
+    }
+
+    /// Accepts a QMP client on a fake monitor and does QEMU's side of the
+    /// greeting and capabilities negotiation; returns the client's lines and
+    /// the writer for the answers.
+    pub(crate) async fn accept_qmp_client(
+        listener: &tokio::net::UnixListener,
+    ) -> (
+        tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+        tokio::net::unix::OwnedWriteHalf,
+    ) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let (s, _) = listener.accept().await.expect("accept");
+        let (r, mut w) = s.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\n")
+            .await
+            .expect("greet");
+        let _caps = lines.next_line().await.expect("caps");
+        w.write_all(b"{\"return\": {}}\n").await.expect("caps ok");
+        (lines, w)
+    }
+
     /// A fake monitor: answers `device_del` at once, sends `DEVICE_DELETED`
     /// for it `delay` later (an event for another device first), then answers
     /// `blockdev-del`. Returns the command names it received.
     async fn fake_unplug_monitor(
         delay: Duration,
     ) -> (tempfile::TempDir, Qmp, tokio::task::JoinHandle<Vec<String>>) {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("qmp.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        use tokio::io::AsyncWriteExt;
+        let (dir, socket, listener) = fake_monitor_socket();
         let server = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.expect("accept");
-            let (r, mut w) = s.into_split();
-            let mut lines = BufReader::new(r).lines();
-            w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\n")
-                .await
-                .expect("greet");
-            let _caps = lines.next_line().await.expect("caps");
-            w.write_all(b"{\"return\": {}}\n").await.expect("caps ok");
+            let (mut lines, mut w) = accept_qmp_client(&listener).await;
             let mut seen = Vec::new();
             let del = lines.next_line().await.expect("read").expect("device_del");
             seen.push(del.clone());

@@ -163,22 +163,14 @@ mod tests {
     async fn fake_monitor(
         fail: &'static str,
     ) -> (tempfile::TempDir, Qmp, tokio::task::JoinHandle<Vec<String>>) {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("qmp.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        use crate::hypervisor::hotplug::tests::{accept_qmp_client, fake_monitor_socket};
+        use tokio::io::AsyncWriteExt;
+        let (dir, socket, listener) = fake_monitor_socket();
         let pci = json!({"return": [{"bus": 0, "devices": [
             crate::hypervisor::hotplug::tests::port("vchp0", json!([]))
         ]}]});
         let server = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.expect("accept");
-            let (r, mut w) = s.into_split();
-            let mut lines = BufReader::new(r).lines();
-            w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\n")
-                .await
-                .expect("greet");
-            let _caps = lines.next_line().await.expect("caps");
-            w.write_all(b"{\"return\": {}}\n").await.expect("caps ok");
+            let (mut lines, mut w) = accept_qmp_client(&listener).await;
             let mut seen = Vec::new();
             while let Ok(Some(line)) = lines.next_line().await {
                 let cmd: Value = serde_json::from_str(&line).expect("json");

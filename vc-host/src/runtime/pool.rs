@@ -373,14 +373,12 @@ impl Runtime {
             }
         }
         self.hypervisor.reap_interrupted_launch(&dir.vm_dir()).await;
-        let binds = record.map(|r| r.binds).unwrap_or_default();
+        // A slot's only binds are the export, recorded or not (a filler may
+        // die between the two): undone by name, which is harmless where
+        // nothing is mounted.
         let path = dir.path.clone();
         let unbound = blocking::run(move || {
             let share = PodShare::open(&path)?;
-            for target in binds.iter().rev() {
-                share.unbind(target)?;
-            }
-            // A record lost with its binds made: undo the export by name.
             for target in EXPORT_TARGETS.iter().rev() {
                 share.unbind(Path::new(target))?;
             }
