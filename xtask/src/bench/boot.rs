@@ -15,6 +15,7 @@ use vc_host::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmConfig, VmSettings, 
 
 use super::floor;
 use super::inputs::{scratch, tokio_runtime, Image};
+use super::report::{Figure, Goal, Outcome};
 use super::stats::{ms, Summary};
 use crate::ctx::{self, Ctx};
 
@@ -45,13 +46,21 @@ struct Target {
     samples: Vec<Duration>,
 }
 
-pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
+/// The floor's name in reports.
+const FLOOR_NAME: &str = "same kernel and vsock modules, static C init";
+
+pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<Outcome> {
     let image = Image::locate(ctx)?;
     let manifest = image.manifest()?;
     tokio_runtime()?.block_on(bench(&image.dir, &image.paths, &manifest, runs))
 }
 
-async fn bench(image_dir: &Path, paths: &ImagePaths, manifest: &Manifest, runs: u32) -> Result<()> {
+async fn bench(
+    image_dir: &Path,
+    paths: &ImagePaths,
+    manifest: &Manifest,
+    runs: u32,
+) -> Result<Outcome> {
     // Short paths: the VM's sockets must fit in sun_path.
     let tmp = scratch("vb")?;
     ctx::step("building the floor initrd (static C init, vsock modules)");
@@ -72,6 +81,7 @@ async fn bench(image_dir: &Path, paths: &ImagePaths, manifest: &Manifest, runs: 
         },
     ];
     let s = &targets[0].settings;
+    let shape = format!("{} vCPU, {} MiB, {:?}", s.vcpus, s.memory_mib, s.machine);
     ctx::step(format!(
         "booting {runs} times each, alternating (kernel {}, {} vCPU, {} MiB, {:?}, {:?}, vsock {:?})",
         manifest.kernel_version, s.vcpus, s.memory_mib, s.machine, s.accel, s.vsock
@@ -120,7 +130,33 @@ async fn bench(image_dir: &Path, paths: &ImagePaths, manifest: &Manifest, runs: 
     println!(
         "  ratio vc/floor: median {ratio:.2}, p90 {ratio90:.2} (goal <= {GOAL_RATIO}: {verdict})"
     );
-    Ok(())
+
+    let mut outcome = Outcome::new(
+        "boot",
+        format!(
+            "QEMU spawn to agent handshake done (after the ready line), {runs} runs each, \
+             alternating with the floor: the same kernel and vsock modules with a minimal static \
+             C init. Kernel {}, {shape}.",
+            manifest.kernel_version
+        ),
+    );
+    outcome.figures.push(
+        Figure::ms("boot, median", vc.median)
+            .floor_ms(FLOOR_NAME, fl.median)
+            .goal(Goal::RatioAtMost(GOAL_RATIO)),
+    );
+    outcome
+        .figures
+        .push(Figure::ms("boot, p90", vc.p90).floor_ms(FLOOR_NAME, fl.p90));
+    for t in &targets {
+        let series = if t.agent {
+            "vc (vc-agent)"
+        } else {
+            "floor (static init)"
+        };
+        outcome.durations_ms("boot time", series, &t.samples);
+    }
+    Ok(outcome)
 }
 
 /// Validated settings of a VM booting `kernel` with `initrd`, otherwise the defaults.

@@ -28,7 +28,9 @@ use vc_host::Runtime;
 use vc_proto::{ProcessRef, ProcessSpec};
 
 use super::inputs::{rootfs, scratch, tokio_runtime, Image};
+use super::plot::{DENSITY_AFTER, DENSITY_IDLE};
 use super::procfs::{cpu_ticks, pss_kib, ticks_per_second};
+use super::report::{Figure, Goal, Outcome, Unit};
 use super::stats::{ms, Summary};
 use crate::ctx::{self, Ctx};
 
@@ -60,13 +62,13 @@ pub(crate) struct Knobs {
     pub kernel_args: Vec<String>,
 }
 
-pub(crate) fn run(ctx: &Ctx, knobs: &Knobs) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, knobs: &Knobs) -> Result<Outcome> {
     let image = Image::locate(ctx)?;
     let rootfs = rootfs(ctx)?;
     tokio_runtime()?.block_on(bench(&image.dir, &rootfs, knobs))
 }
 
-async fn bench(image_dir: &Path, rootfs: &Path, knobs: &Knobs) -> Result<()> {
+async fn bench(image_dir: &Path, rootfs: &Path, knobs: &Knobs) -> Result<Outcome> {
     // Short paths: the VM's sockets must fit in sun_path.
     let tmp = scratch("vd")?;
     let config = RuntimeConfig {
@@ -90,12 +92,24 @@ async fn bench(image_dir: &Path, rootfs: &Path, knobs: &Knobs) -> Result<()> {
         if vm.free_page_reporting { "on" } else { "off" },
         vm.kernel_args
     ));
+    let about = format!(
+        "{} idle pods ({} vCPU, {} MiB, tb-size {} MiB, free page reporting {}), each with \
+         `sleep` in a container: the first half started one after another, the rest at once; \
+         host PSS once settled, then again after each pod wrote and removed {ALLOC_MIB} MiB.",
+        knobs.pods,
+        vm.vcpus,
+        vm.memory_mib,
+        vm.tcg_tb_size_mib,
+        if vm.free_page_reporting { "on" } else { "off" },
+    );
     let rt = Runtime::new(config).context("cannot open the runtime root")?;
     let ids: Vec<PodId> = (0..knobs.pods)
         .map(|i| PodId::new(format!("d{i}")))
         .collect::<Result<_, _>>()
         .context("invalid pod id")?;
-    let result = measure(&rt, &ids, rootfs, &vm).await;
+    let mut outcome = Outcome::new("density", about);
+    outcome.pods = Some(knobs.pods);
+    let result = measure(&rt, &ids, rootfs, &vm, &mut outcome).await;
     // Whatever happened, leave nothing running.
     for id in &ids {
         let _ = rt.stop_pod(id).await;
@@ -103,10 +117,17 @@ async fn bench(image_dir: &Path, rootfs: &Path, knobs: &Knobs) -> Result<()> {
     }
     let cleanup = tmp.close();
     result?;
-    cleanup.context("cannot remove the temporary directory")
+    cleanup.context("cannot remove the temporary directory")?;
+    Ok(outcome)
 }
 
-async fn measure(rt: &Runtime, ids: &[PodId], rootfs: &Path, vm: &VmConfig) -> Result<()> {
+async fn measure(
+    rt: &Runtime,
+    ids: &[PodId],
+    rootfs: &Path,
+    vm: &VmConfig,
+    outcome: &mut Outcome,
+) -> Result<()> {
     let half = ids.len().div_ceil(2);
     let (sequential, concurrent) = ids.split_at(half);
     ctx::step(format!(
@@ -149,9 +170,23 @@ async fn measure(rt: &Runtime, ids: &[PodId], rootfs: &Path, vm: &VmConfig) -> R
             ms(batch)
         );
     }
+    if let Some(s) = Summary::of(&seq) {
+        outcome
+            .figures
+            .push(Figure::ms("start, one after another, median", s.median));
+    }
+    if let Some(s) = Summary::of(&conc) {
+        outcome
+            .figures
+            .push(Figure::ms("start, all at once, median", s.median));
+    }
+    let mut starts = seq.clone();
+    starts.extend(&conc);
+    outcome.durations_ms("start time", "run_pod", &starts);
 
     let idle = snapshot(rt, ids, "idle").await?;
     idle.print(ids.len());
+    idle.report(ids.len(), DENSITY_IDLE, outcome);
 
     ctx::step(format!(
         "each pod writes and removes {ALLOC_MIB} MiB of tmpfs"
@@ -167,6 +202,7 @@ async fn measure(rt: &Runtime, ids: &[PodId], rootfs: &Path, vm: &VmConfig) -> R
     }
     let after = snapshot(rt, ids, "after").await?;
     after.print(ids.len());
+    after.report(ids.len(), DENSITY_AFTER, outcome);
     Ok(())
 }
 
@@ -323,6 +359,44 @@ fn mib(kib: f64) -> String {
 }
 
 impl Snapshot {
+    /// Adds this moment's figures to `outcome`; `pss_name` names the PSS per pod figure.
+    fn report(&self, pods: usize, pss_name: &str, outcome: &mut Outcome) {
+        let n = pods.max(1) as f64;
+        let label = self.label;
+        let mut pss = Figure::new(
+            pss_name,
+            Unit::Mib,
+            total(&self.per_pod) as f64 / n / 1024.0,
+        );
+        if label == "idle" {
+            pss = pss.goal(Goal::AtMost(GOAL_PSS_MIB));
+        }
+        outcome.figures.push(pss);
+        for (kind, kib) in &self.by_kind {
+            outcome.figures.push(Figure::new(
+                format!("{label}: PSS per pod of {kind}"),
+                Unit::Mib,
+                *kib as f64 / n / 1024.0,
+            ));
+        }
+        outcome.figures.push(Figure::new(
+            format!("{label}: guest-reported used"),
+            Unit::Mib,
+            self.guest_used.iter().sum::<u64>() as f64 / n / f64::from(1u32 << 20),
+        ));
+        if let Some(s) = Summary::of(&self.execs) {
+            outcome.figures.push(Figure::ms(
+                format!("{label}: exec /bin/true, median"),
+                s.median,
+            ));
+        }
+        outcome.figures.push(Figure::new(
+            format!("{label}: host CPU per pod"),
+            Unit::CpuPercent,
+            self.cpu_percent / n,
+        ));
+    }
+
     fn print(&self, pods: usize) {
         let n = pods.max(1) as f64;
         println!("\n{} ({pods} pods):", self.label);

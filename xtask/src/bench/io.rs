@@ -26,6 +26,7 @@ use vc_proto::{ProcessRef, ProcessSpec};
 
 use super::inputs::{rootfs, scratch, tokio_runtime, vc_runtime, Image};
 use super::io_floor;
+use super::report::{Figure, Goal, Outcome, Unit};
 use super::stats::{ms, Summary};
 use crate::ctx::{self, Ctx};
 
@@ -40,7 +41,7 @@ const MIN_EXECS: u32 = 100;
 /// How long the floor guest gets to listen.
 const FLOOR_READY: Duration = Duration::from_secs(60);
 
-pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<Outcome> {
     let image = Image::locate(ctx)?;
     let manifest = image.manifest()?;
     let rootfs = rootfs(ctx)?;
@@ -78,7 +79,7 @@ async fn bench(
     manifest: &Manifest,
     rootfs: &Path,
     execs: u32,
-) -> Result<()> {
+) -> Result<Outcome> {
     // Short paths: the VM's sockets must fit in sun_path.
     let tmp = scratch("vi")?;
     ctx::step("building the I/O floor initrd (static C init: vsock echo and source)");
@@ -164,7 +165,44 @@ async fn bench(
     );
     tmp.close()
         .context("cannot remove the temporary directory")?;
-    Ok(())
+
+    let mut outcome = Outcome::new(
+        "io",
+        format!(
+            "In a running pod: exec of `/bin/true` in a container through `Process::spawn`, \
+             {execs} runs; stdout of `dd bs=1M` over {} MiB read on the host (median of \
+             {TRANSFERS}). The floor is a VM on the same kernel with a static C init serving raw \
+             vsock; both VMs run at once and their transfers alternate.",
+            BULK >> 20
+        ),
+    );
+    outcome.figures.push(
+        Figure::new("stdout throughput", Unit::MbPerS, vc.mb_s)
+            .floor("raw vsock, static C writer", floor.mb_s)
+            .goal(Goal::RatioAtLeast(0.8)),
+    );
+    outcome.figures.push(
+        Figure::ms("exec /bin/true, median", vc.spawn.median)
+            .floor_ms("vsock round trip + guest fork+exec+wait", budget)
+            .goal(Goal::RatioAtMost(10.0)),
+    );
+    outcome
+        .figures
+        .push(Figure::ms("exec /bin/true, p99", vc.spawn_p99));
+    outcome
+        .figures
+        .push(Figure::ms("exec + wait only, median", vc.bare.median));
+    outcome.figures.push(Figure::new(
+        "raw vsock round trip (floor), median",
+        Unit::Us,
+        floor.rtt.median.as_secs_f64() * 1e6,
+    ));
+    outcome.figures.push(Figure::new(
+        "guest pipe alone (reference)",
+        Unit::MbPerS,
+        vc.guest_pipe_mb_s,
+    ));
+    Ok(outcome)
 }
 
 fn us(d: Duration) -> String {

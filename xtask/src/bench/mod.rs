@@ -1,5 +1,8 @@
-//! `cargo xtask bench <boot|pod|io|net|storm|density>`: benchmarks (not timed tests). Each prints
-//! its results and the floor or goal it compares against: `boot` ([`boot`], with its floor image
+//! `cargo xtask bench <boot|pod|io|net|storm|density|all> [--report DIR]`: benchmarks (not timed
+//! tests). Each prints its results and the floor or goal it compares against, and returns them
+//! as a [`report::Outcome`]; `--report DIR` writes the outcomes of the run as `report.md`,
+//! `results.json` and SVG plots ([`report`], [`plot`]), and `all` runs every bench in turn
+//! (`density` at 1, 2, 4, ... up to `--pods` pods). The benches: `boot` ([`boot`], with its floor image
 //! in [`floor`]), `pod` ([`pod`]), `io` ([`io`], floor in [`io_floor`]), `net` ([`net`]), `storm`
 //! ([`storm`], 16 starts at once against one after another) and `density` ([`density`], host
 //! memory and CPU of N idle pods, read from `/proc` by [`procfs`]); `pod --pool` adds warm pool
@@ -12,15 +15,19 @@ mod inputs;
 mod io;
 mod io_floor;
 mod net;
+mod plot;
 mod pod;
 mod pool;
 mod procfs;
+mod report;
 mod stats;
 mod storm;
 
-use anyhow::Result;
+use std::path::PathBuf;
 
-use crate::ctx::Ctx;
+use anyhow::{Context as _, Result};
+
+use crate::ctx::{self, Ctx};
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +54,9 @@ pub(crate) struct Args {
     /// density: an extra guest kernel argument (repeatable).
     #[arg(long, value_name = "ARG")]
     pub kernel_arg: Vec<String>,
+    /// Write `report.md`, `results.json` and SVG plots of this run into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 /// The benchmarks.
@@ -65,23 +75,101 @@ pub(crate) enum Bench {
     /// Host memory (PSS), CPU, start and exec time of `--pods` idle pods, before and after
     /// each frees 100 MiB.
     Density,
+    /// Every bench above, one after another (`pod` with `--pool`; `density` at 1, 2, 4, ...
+    /// up to `--pods` pods).
+    All,
 }
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    match args.which {
+    let mut host = report::Host::probe(&ctx.workspace, command_line());
+    let outcomes = match args.which {
+        Bench::All => all(ctx, args)?,
+        one => vec![one_bench(ctx, args, one, args.pods)?],
+    };
+    host.finish();
+    if let Some(dir) = &args.report {
+        report::write(dir, &host, &outcomes)
+            .with_context(|| format!("cannot write the report into {}", dir.display()))?;
+        ctx::step(format!(
+            "report written: {}",
+            dir.join("report.md").display()
+        ));
+    }
+    Ok(())
+}
+
+/// Every bench in turn; a failed bench fails the run (a report with holes would read as
+/// complete).
+fn all(ctx: &Ctx, args: &Args) -> Result<Vec<report::Outcome>> {
+    let mut outcomes = Vec::new();
+    for which in [Bench::Boot, Bench::Pod, Bench::Io, Bench::Net, Bench::Storm] {
+        ctx::step(format!("bench {which:?}"));
+        outcomes.push(
+            one_bench(ctx, args, which, args.pods)
+                .with_context(|| format!("bench {which:?} failed"))?,
+        );
+    }
+    for pods in density_scales(args.pods) {
+        ctx::step(format!("bench Density with {pods} pods"));
+        outcomes.push(
+            one_bench(ctx, args, Bench::Density, pods)
+                .with_context(|| format!("bench Density with {pods} pods failed"))?,
+        );
+    }
+    Ok(outcomes)
+}
+
+/// Rounds of `storm` in `all`: one round is 32 pod starts.
+const ALL_STORM_ROUNDS: u32 = 2;
+
+/// 1, 2, 4, ... below `max`, then `max`.
+fn density_scales(max: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = std::iter::successors(Some(1u32), |n| n.checked_mul(2))
+        .take_while(|n| *n < max)
+        .collect();
+    v.push(max);
+    v
+}
+
+fn one_bench(ctx: &Ctx, args: &Args, which: Bench, pods: u32) -> Result<report::Outcome> {
+    match which {
         Bench::Boot => boot::run(ctx, args.runs),
-        Bench::Pod => pod::run(ctx, args.runs, args.pool),
+        Bench::Pod => pod::run(ctx, args.runs, args.pool || args.which == Bench::All),
         Bench::Io => io::run(ctx, args.runs),
         Bench::Net => net::run(ctx, args.runs),
+        Bench::Storm if args.which == Bench::All => {
+            storm::run(ctx, args.runs.min(ALL_STORM_ROUNDS))
+        }
         Bench::Storm => storm::run(ctx, args.runs),
         Bench::Density => density::run(
             ctx,
             &density::Knobs {
-                pods: args.pods,
+                pods,
                 tb_size_mib: args.tb_size_mib,
                 no_free_page_reporting: args.no_free_page_reporting,
                 kernel_args: args.kernel_arg.clone(),
             },
         ),
+        Bench::All => anyhow::bail!("`all` is not one bench"),
+    }
+}
+
+/// The arguments after `bench`, for the report's header.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    let from = args.iter().position(|a| a == "bench").map_or(0, |i| i + 1);
+    args[from..].join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::density_scales;
+
+    #[test]
+    fn density_scales_double_up_to_the_maximum() {
+        assert_eq!(density_scales(1), [1]);
+        assert_eq!(density_scales(4), [1, 2, 4]);
+        assert_eq!(density_scales(6), [1, 2, 4, 6]);
+        assert_eq!(density_scales(8), [1, 2, 4, 8]);
     }
 }

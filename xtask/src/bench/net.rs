@@ -20,6 +20,7 @@ use vc_host::config::{ContainerConfig, PodConfig};
 use vc_host::id::{ContainerId, PodId};
 
 use super::inputs::{rootfs, scratch, tokio_runtime, vc_runtime, Image};
+use super::report::{Figure, Outcome, Unit};
 use super::stats::Summary;
 use crate::ctx::{self, Ctx};
 
@@ -196,13 +197,13 @@ fn mib_s(d: Duration) -> f64 {
     TRANSFER as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
 
-pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<Outcome> {
     let image = Image::locate(ctx)?;
     let rootfs = rootfs(ctx)?;
     tokio_runtime()?.block_on(bench(&image.dir, &rootfs, runs))
 }
 
-async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<()> {
+async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<Outcome> {
     let tmp = scratch("vn")?;
     let rt = vc_runtime(tmp.path(), image_dir)?;
 
@@ -286,6 +287,16 @@ async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<()> {
             .median)
     };
     println!("\nmedians of {runs} runs (pod = peer namespace <-> container in the VM; floor = veth alone):");
+    let mut outcome = Outcome::new(
+        "net",
+        format!(
+            "{} MiB upload and download and {ROUND_TRIPS} one-byte round trips between a peer \
+             namespace and busybox nc servers in a container of a pod whose namespace is \
+             mirrored into its VM, {runs} runs alternating with the floor, medians.",
+            TRANSFER >> 20
+        ),
+    );
+    const FLOOR: &str = "the same servers in a namespace over a veth alone";
     for (name, f) in [
         ("upload", (|s: &Sample| s.upload) as fn(&Sample) -> Duration),
         ("download", |s: &Sample| s.download),
@@ -295,6 +306,9 @@ async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<()> {
             "  {name:<9} pod {p:>8.1} MiB/s   floor {fl:>8.1} MiB/s   pod/floor {:.3}",
             p / fl
         );
+        outcome
+            .figures
+            .push(Figure::new(name, Unit::MibPerS, p).floor(FLOOR, fl));
     }
     let (p, fl) = (median(&pod, |s| s.rtt)?, median(&floor, |s| s.rtt)?);
     println!(
@@ -304,8 +318,12 @@ async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<()> {
         us(fl),
         p.as_secs_f64() / fl.as_secs_f64()
     );
+    outcome.figures.push(
+        Figure::new("1-byte round trip, median", Unit::Us, p.as_secs_f64() * 1e6)
+            .floor(FLOOR, fl.as_secs_f64() * 1e6),
+    );
     drop(rt);
     tmp.close()
         .context("cannot remove the temporary directory")?;
-    Ok(())
+    Ok(outcome)
 }

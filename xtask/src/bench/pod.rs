@@ -18,6 +18,7 @@ use vc_host::Runtime;
 use vc_proto::{ProcessRef, StreamKind};
 
 use super::inputs::{rootfs, scratch, tokio_runtime, vc_runtime, Image};
+use super::report::{Figure, Goal, Outcome, Unit};
 use super::stats::{ms, Summary};
 use crate::ctx::{self, Ctx};
 
@@ -34,7 +35,10 @@ const STEPS: [&str; 5] = [
     "first byte",
 ];
 
-pub(crate) fn run(ctx: &Ctx, runs: u32, pool: bool) -> Result<()> {
+/// Goal of issue 15: warm pod to first byte at most this fraction of a cold one.
+const WARM_GOAL: f64 = 0.30;
+
+pub(crate) fn run(ctx: &Ctx, runs: u32, pool: bool) -> Result<Outcome> {
     let image = Image::locate(ctx)?;
     let rootfs = rootfs(ctx)?;
     tokio_runtime()?.block_on(async {
@@ -42,27 +46,75 @@ pub(crate) fn run(ctx: &Ctx, runs: u32, pool: bool) -> Result<()> {
         let tmp = scratch("vp")?;
         let rt = vc_runtime(tmp.path(), &image.dir)?;
         let measured = async {
+            let mut outcome = Outcome::new(
+                "pod",
+                format!(
+                    "create_pod + start_pod + create_container + start_container to the first \
+                     byte of `/bin/echo hi` in the container, {runs} runs, one pod at a time{}.",
+                    if pool {
+                        "; then the same with each pod adopting a VM of the warm pool (filled \
+                         before each run, not timed), and the idle cost of pool slots"
+                    } else {
+                        ""
+                    }
+                ),
+            );
             let cold = bench(&rt, &rootfs, runs, Start::Cold).await?;
+            outcome.figures.push(Figure::ms("pod to first byte, cold, median", cold.total.median));
+            outcome.figures.push(Figure::ms("start_pod, cold, median", cold.start_pod));
+            outcome.durations_ms("pod to first byte", "cold boot", &cold.totals);
             if pool {
                 let warm = bench(&rt, &rootfs, runs, Start::Warm).await?;
+                let (w, c) = (warm.total.median, cold.total.median);
                 println!(
-                    "\nwarm / cold, pod to first byte: {:.2} (medians {} / {}; goal <= 0.30)",
-                    warm.as_secs_f64() / cold.as_secs_f64(),
-                    ms(warm),
-                    ms(cold)
+                    "\nwarm / cold, pod to first byte: {:.2} (medians {} / {}; goal <= {WARM_GOAL})",
+                    w.as_secs_f64() / c.as_secs_f64(),
+                    ms(w),
+                    ms(c)
                 );
-                super::pool::idle_cost(&rt).await?;
+                outcome.figures.push(
+                    Figure::ms("pod to first byte, warm pool, median", w)
+                        .floor_ms("cold boot (pod to first byte, median)", c)
+                        .goal(Goal::RatioAtMost(WARM_GOAL)),
+                );
+                outcome.figures.push(Figure::ms("start_pod, warm pool, median", warm.start_pod));
+                outcome.durations_ms("pod to first byte", "warm pool", &warm.totals);
+                for (i, slot) in super::pool::idle_cost(&rt).await?.iter().enumerate() {
+                    outcome.figures.push(Figure::new(
+                        format!("idle pool slot {}: PSS", i + 1),
+                        Unit::Mib,
+                        slot.pss_mib,
+                    ));
+                    outcome.figures.push(Figure::new(
+                        format!("idle pool slot {}: CPU", i + 1),
+                        Unit::CpuPercent,
+                        slot.cpu_percent,
+                    ));
+                }
             }
-            Ok::<_, anyhow::Error>(())
+            Ok::<_, anyhow::Error>(outcome)
         }
         .await;
         // Not measured: whatever a failed run left in the pool.
         let drained = rt.drain_pool().await;
-        measured?;
+        let outcome = measured?;
         drained.context("cannot drain the pool")?;
         drop(rt);
-        tmp.close().context("cannot remove the temporary directory")
+        tmp.close()
+            .context("cannot remove the temporary directory")?;
+        Ok(outcome)
     })
+}
+
+/// What [`bench`] measured.
+#[derive(Debug)]
+struct Measured {
+    /// Pod to first byte, per run.
+    totals: Vec<Duration>,
+    /// Their summary.
+    total: Summary,
+    /// The median of `start_pod` alone.
+    start_pod: Duration,
 }
 
 /// How the measured pods start.
@@ -74,8 +126,8 @@ enum Start {
     Warm,
 }
 
-/// `runs` measured runs (after one unmeasured); returns the median of the totals.
-async fn bench(rt: &Runtime, rootfs: &Path, runs: u32, start: Start) -> Result<Duration> {
+/// `runs` measured runs (after one unmeasured).
+async fn bench(rt: &Runtime, rootfs: &Path, runs: u32, start: Start) -> Result<Measured> {
     ctx::step(format!(
         "{runs} runs of create_pod + start_pod + create_container + start_container to the \
          first byte of `/bin/echo hi` (rootfs {}), one pod at a time, {}",
@@ -112,9 +164,13 @@ async fn bench(rt: &Runtime, rootfs: &Path, runs: u32, start: Start) -> Result<D
     }
 
     println!("\npod to first byte of container output, {runs} runs:");
+    let mut start_pod = Duration::ZERO;
     for (k, name) in STEPS.iter().enumerate() {
         let s =
             Summary::of(&samples.iter().map(|r| r[k]).collect::<Vec<_>>()).context("no samples")?;
+        if *name == "start_pod" {
+            start_pod = s.median;
+        }
         println!(
             "  {name:<16} median {:>9}  p90 {:>9}",
             ms(s.median),
@@ -135,7 +191,11 @@ async fn bench(rt: &Runtime, rootfs: &Path, runs: u32, start: Start) -> Result<D
         "  (start_pod is the boot: VM launch, agent handshake and pod setup; see `cargo xtask \
          bench boot` for the handshake alone against its floor)"
     );
-    Ok(t.median)
+    Ok(Measured {
+        totals,
+        total: t,
+        start_pod,
+    })
 }
 
 /// One measured run in pod `id`: the duration of each of [`STEPS`]. The pod is stopped and

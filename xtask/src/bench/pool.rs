@@ -17,8 +17,17 @@ const SLOTS: usize = 2;
 /// for anything).
 const WINDOW: Duration = Duration::from_secs(10);
 
-/// Fills [`SLOTS`] slots, measures them idle, and drains the pool.
-pub(super) async fn idle_cost(rt: &Runtime) -> Result<()> {
+/// What one idle slot costs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SlotCost {
+    /// PSS of its processes at the end of the window, MiB.
+    pub pss_mib: f64,
+    /// CPU of its processes over the window, percent of one host CPU.
+    pub cpu_percent: f64,
+}
+
+/// Fills [`SLOTS`] slots and measures them idle (the caller drains the pool).
+pub(super) async fn idle_cost(rt: &Runtime) -> Result<Vec<SlotCost>> {
     ctx::step(format!(
         "the pool's idle cost: {SLOTS} slots of the default shape, idle for {} s",
         WINDOW.as_secs()
@@ -45,6 +54,7 @@ pub(super) async fn idle_cost(rt: &Runtime) -> Result<()> {
         "\nidle pool slots (default shape), after {} s idle:",
         WINDOW.as_secs()
     );
+    let mut costs = Vec::new();
     for (i, slot) in pids.iter().enumerate() {
         let mut parts = Vec::new();
         let mut total = 0;
@@ -61,6 +71,10 @@ pub(super) async fn idle_cost(rt: &Runtime) -> Result<()> {
             parts.join(", "),
             cpu * 100.0
         );
+        costs.push(SlotCost {
+            pss_mib: total as f64 / 1024.0,
+            cpu_percent: cpu * 100.0,
+        });
     }
-    Ok(())
+    Ok(costs)
 }

@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use super::inputs::{scratch, Image};
+use super::report::{Figure, Goal, Outcome};
 use super::stats::{ms, Summary};
 use crate::ctx::{self, Ctx};
 
 /// Pods in the storm.
 const PODS: usize = 16;
+/// Goal of issue 13: storm / sequential at most this, in every round.
+const GOAL_RATIO: f64 = 1.15;
 
-pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<Outcome> {
     let image = Image::locate(ctx)?;
     ctx::run(ctx.cargo().args(["build", "-q", "-p", "vc-host", "--bins"]))?;
     let virtc = ctx.workspace.join("target/debug/virtc");
@@ -61,9 +64,13 @@ pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
         .zip(&sequential)
         .map(|(s, q)| s.as_secs_f64() / q.as_secs_f64())
         .collect();
-    let worst = ratios.iter().copied().fold(0.0, f64::max);
+    let (worst_round, worst) =
+        ratios.iter().copied().enumerate().fold(
+            (0, 0.0),
+            |best, (i, r)| if r > best.1 { (i, r) } else { best },
+        );
     println!(
-        "  storm / sequential: {} (worst {worst:.2}x; goal at most 1.15x), boot width {width}",
+        "  storm / sequential: {} (worst {worst:.2}x; goal at most {GOAL_RATIO}x), boot width {width}",
         ratios
             .iter()
             .map(|r| format!("{r:.2}x"))
@@ -72,7 +79,30 @@ pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<()> {
     );
     tmp.close()
         .context("cannot remove the temporary directory")?;
-    Ok(())
+
+    let mut outcome = Outcome::new(
+        "storm",
+        format!(
+            "{PODS} `virtc pod start` processes at once against the same {PODS} pods started one \
+             after another, {runs} round(s), boot width {width} (the host's CPUs)."
+        ),
+    );
+    const SEQUENTIAL: &str = "the same pods one after another";
+    outcome.figures.push(
+        Figure::ms(format!("{PODS} at once, median round"), sto.median)
+            .floor_ms(SEQUENTIAL, seq.median),
+    );
+    outcome.figures.push(
+        Figure::ms(
+            format!("{PODS} at once, worst round (round {})", worst_round + 1),
+            storm[worst_round],
+        )
+        .floor_ms(SEQUENTIAL, sequential[worst_round])
+        .goal(Goal::RatioAtMost(GOAL_RATIO)),
+    );
+    outcome.durations_ms("round time", "one after another", &sequential);
+    outcome.durations_ms("round time", "all at once", &storm);
+    Ok(outcome)
 }
 
 /// virtc bound to the bench's root and image.
