@@ -82,41 +82,55 @@ pub(crate) enum Bench {
 
 pub(crate) fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let mut host = report::Host::probe(&ctx.workspace, command_line());
-    let outcomes = match args.which {
-        Bench::All => all(ctx, args)?,
-        one => vec![one_bench(ctx, args, one, args.pods)?],
+    let (outcomes, failures) = match args.which {
+        Bench::All => all(ctx, args),
+        one => (vec![one_bench(ctx, args, one, args.pods)?], Vec::new()),
     };
     host.finish();
     if let Some(dir) = &args.report {
-        report::write(dir, &host, &outcomes)
+        report::write(dir, &host, &outcomes, &failures)
             .with_context(|| format!("cannot write the report into {}", dir.display()))?;
         ctx::step(format!(
             "report written: {}",
             dir.join("report.md").display()
         ));
     }
+    if !failures.is_empty() {
+        let names: Vec<&str> = failures.iter().map(|f| f.bench.as_str()).collect();
+        anyhow::bail!("{} bench(es) failed: {}", failures.len(), names.join(", "));
+    }
     Ok(())
 }
 
-/// Every bench in turn; a failed bench fails the run (a report with holes would read as
-/// complete).
-fn all(ctx: &Ctx, args: &Args) -> Result<Vec<report::Outcome>> {
+/// Every bench in turn. A bench that fails is recorded as failed, with its error, and the
+/// others still run: the report shows the failure, and the command fails at the end.
+fn all(ctx: &Ctx, args: &Args) -> (Vec<report::Outcome>, Vec<report::Failure>) {
+    let mut runs: Vec<(Bench, u32, String)> = [Bench::Boot, Bench::Pod, Bench::Io, Bench::Net]
+        .into_iter()
+        .chain([Bench::Storm])
+        .map(|b| (b, args.pods, format!("{b:?}").to_lowercase()))
+        .collect();
+    runs.extend(
+        density_scales(args.pods)
+            .into_iter()
+            .map(|n| (Bench::Density, n, format!("density ({n} pods)"))),
+    );
     let mut outcomes = Vec::new();
-    for which in [Bench::Boot, Bench::Pod, Bench::Io, Bench::Net, Bench::Storm] {
-        ctx::step(format!("bench {which:?}"));
-        outcomes.push(
-            one_bench(ctx, args, which, args.pods)
-                .with_context(|| format!("bench {which:?} failed"))?,
-        );
+    let mut failures = Vec::new();
+    for (which, pods, name) in runs {
+        ctx::step(format!("bench {name}"));
+        match one_bench(ctx, args, which, pods) {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                eprintln!("bench {name} failed: {e:#}");
+                failures.push(report::Failure {
+                    bench: name,
+                    error: format!("{e:#}"),
+                });
+            }
+        }
     }
-    for pods in density_scales(args.pods) {
-        ctx::step(format!("bench Density with {pods} pods"));
-        outcomes.push(
-            one_bench(ctx, args, Bench::Density, pods)
-                .with_context(|| format!("bench Density with {pods} pods failed"))?,
-        );
-    }
-    Ok(outcomes)
+    (outcomes, failures)
 }
 
 /// Rounds of `storm` in `all`: one round is 32 pod starts.

@@ -298,20 +298,39 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// A bench of the run that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Failure {
+    /// Which (`density (4 pods)`).
+    pub bench: String,
+    /// Its error chain.
+    pub error: String,
+}
+
 /// `results.json`.
 #[derive(Debug, Serialize)]
 struct Results<'a> {
     host: &'a Host,
     outcomes: &'a [Outcome],
+    failures: &'a [Failure],
 }
 
 /// Writes `report.md`, `results.json` and the plots into `dir` (created if missing).
-pub(crate) fn write(dir: &Path, host: &Host, outcomes: &[Outcome]) -> Result<()> {
+pub(crate) fn write(
+    dir: &Path,
+    host: &Host,
+    outcomes: &[Outcome],
+    failures: &[Failure],
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let plots = plot::draw_all(dir, outcomes)?;
-    let json = serde_json::to_string_pretty(&Results { host, outcomes })
-        .context("cannot serialize the results")?;
-    let md = markdown(host, outcomes, &plots);
+    let json = serde_json::to_string_pretty(&Results {
+        host,
+        outcomes,
+        failures,
+    })
+    .context("cannot serialize the results")?;
+    let md = markdown(host, outcomes, failures, &plots);
     for (name, text) in [("results.json", json), ("report.md", md)] {
         let path = dir.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -333,7 +352,12 @@ pub(crate) fn num(v: f64) -> String {
 
 /// The text of `report.md`. `plots` are the file names of the SVGs, by the bench they belong
 /// to (`None`: a plot across benches).
-fn markdown(host: &Host, outcomes: &[Outcome], plots: &[plot::Drawn]) -> String {
+fn markdown(
+    host: &Host,
+    outcomes: &[Outcome],
+    failures: &[Failure],
+    plots: &[plot::Drawn],
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# vc benchmark report\n");
     let _ = writeln!(
@@ -348,6 +372,16 @@ fn markdown(host: &Host, outcomes: &[Outcome], plots: &[plot::Drawn]) -> String 
          compare against a floor measured in the same run.\n",
         host.cpus, host.memory_mib, host.kernel, host.qemu, host.load_before, host.load_after
     );
+    if !failures.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Failed\n\nThese benches failed in this run; their figures are missing.\n"
+        );
+        for f in failures {
+            let _ = writeln!(md, "- **{}**: {}", f.bench, f.error.replace('\n', " "));
+        }
+        let _ = writeln!(md);
+    }
     let goals: Vec<(&Outcome, &Figure)> = outcomes
         .iter()
         .flat_map(|o| o.figures.iter().map(move |f| (o, f)))
@@ -484,7 +518,15 @@ mod tests {
             title: "boot".to_owned(),
             file: "boot.svg".to_owned(),
         }];
-        let md = markdown(&host, &[outcome()], &plots);
+        let failed = [Failure {
+            bench: "storm".to_owned(),
+            error: "virtc pod start s3 failed".to_owned(),
+        }];
+        let md = markdown(&host, &[outcome()], &failed, &plots);
+        assert!(
+            md.contains("- **storm**: virtc pod start s3 failed"),
+            "{md}"
+        );
         assert!(
             md.contains("| boot | boot, median | 1.10 | ratio <= 1.1 | yes |"),
             "{md}"
