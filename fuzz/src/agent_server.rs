@@ -4,7 +4,7 @@
 //! host sent: handshake, request frames, stream attaches, garbage.
 //!
 //! Requests that would start programs or containers on the machine that
-//! runs the fuzzer (`Exec`, `CreateContainer`) are taken out of the bytes
+//! runs the fuzzer (`Exec`, `ExecDirect`, `CreateContainer`) are taken out of the bytes
 //! before the agent sees them (see [`without_side_effects`]); everything else
 //! runs for real. As a normal process the agent's `SetupPod` only writes its
 //! files into the temporary directory, and every request about a container
@@ -63,7 +63,7 @@ fn has_side_effects(header: &Header, payload: &[u8]) -> bool {
     header.kind == FrameKind::Request
         && matches!(
             codec::decode::<Request>(payload),
-            Ok(Request::Exec { .. } | Request::CreateContainer(_))
+            Ok(Request::Exec { .. } | Request::ExecDirect { .. } | Request::CreateContainer(_))
         )
 }
 

@@ -10,7 +10,9 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use serde::{de::DeserializeOwned, Serialize};
-use vc_proto::{codec, FrameKind, FrameReader, Hello, PodSetup, Request, Response, StreamAttach};
+use vc_proto::{
+    codec, FrameKind, FrameReader, Hello, PodSetup, Request, Response, StreamAttach, StreamPark,
+};
 
 /// Runs a future that never waits (a reader over a byte slice) to completion.
 pub(crate) fn ready<F: Future>(future: F) -> F::Output {
@@ -54,6 +56,9 @@ pub(crate) fn decode_frame(data: &[u8]) {
             FrameKind::StreamAttach => frame
                 .decode::<StreamAttach>(FrameKind::StreamAttach)
                 .map(|v| round_trip(&v)),
+            FrameKind::StreamPark => frame
+                .decode::<StreamPark>(FrameKind::StreamPark)
+                .map(|v| round_trip(&v)),
         }
         .ok();
     }
@@ -62,5 +67,6 @@ pub(crate) fn decode_frame(data: &[u8]) {
     payload::<Response>(data);
     payload::<Hello>(data);
     payload::<StreamAttach>(data);
+    payload::<StreamPark>(data);
     payload::<PodSetup>(data);
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use vc_proto::{
     ContainerSpec, ContainerStats, ContainerStatus, ErrorCode, Event, FrameKind, FrameWriter,
     GuestDetails, Health, Hello, PodSetup, ProcessRef, ProcessState, Request, Response, Rootfs,
-    StreamAttach, StreamKind,
+    StreamAttach, StreamKind, StreamPark,
 };
 
 use crate::agent_client;
@@ -247,6 +247,32 @@ fn agent_server_seeds() -> Vec<Seed> {
             },
         )
         .0;
+    // Version 3: a park (refused over the fuzzer's in-memory connection) and
+    // the exec that would claim it (taken out before the agent sees it).
+    let park = Frames::default()
+        .hello("vc-host 0.1.0")
+        .add(
+            FrameKind::StreamPark,
+            0,
+            &StreamPark {
+                process: process(),
+                stream: StreamKind::Stderr,
+                timeout_ms: 1000,
+            },
+        )
+        .0;
+    let exec_direct = Frames::default()
+        .hello("vc-host 0.1.0")
+        .request(
+            1,
+            &Request::ExecDirect {
+                process: process(),
+                spec: vc_proto::ProcessSpec::default(),
+                streams: vec![StreamKind::Stdout, StreamKind::Stderr],
+            },
+        )
+        .request(2, &Request::Ping)
+        .0;
     let pings = (1..=8)
         .fold(Frames::default().hello("vc-host 0.1.0"), |f, id| {
             f.request(id, &Request::Ping)
@@ -263,6 +289,16 @@ fn agent_server_seeds() -> Vec<Seed> {
             target: "agent_server",
             name: "stream-attach",
             bytes: attach,
+        },
+        Seed {
+            target: "agent_server",
+            name: "stream-park",
+            bytes: park,
+        },
+        Seed {
+            target: "agent_server",
+            name: "exec-direct",
+            bytes: exec_direct,
         },
         Seed {
             target: "agent_server",

@@ -1,9 +1,12 @@
-//! Process I/O in real pod VMs, through `vc_host::runtime::Process`: exact
+//! Process I/O in real pod VMs, through `vc_host::runtime::Process` on its
+//! default path (stdout and stderr are the vsock connections themselves,
+//! protocol version 3; `process_io_paths.rs` forces the pipes): exact
 //! bytes on stdout and stderr at once (256 MiB, sha256), binary data without
 //! a final newline, a process that closes stdout early, output that ends as
 //! the process exits, 64 MiB of stdin, a terminal with resize, exit codes and
-//! signals, a wait from another process, a missing program, the agent's memory
-//! flat under a slow reader, and sixteen concurrent execs.
+//! signals, a wait from another process, a missing program, the memory of the
+//! agent and of the host's vsock daemon flat under a slow reader, and sixteen
+//! concurrent execs.
 //!
 //! Time bounds here only catch hangs; they are generous for TCG on a loaded
 //! two-core machine.
@@ -13,79 +16,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
-use support::io::{agent_rss_kib, data, hash_stream, read_until, sha256_hex};
+use support::exec::{exec, finish, pod, put, run, sh, LONG, SHORT};
+use support::io::{agent_rss_kib, data, hash_stream, read_until, sha256_hex, vsock_daemon_rss_kib};
 use support::pod::TestRuntime;
 use support::virtc::Virtc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vc_host::id::{ContainerId, PodId};
-use vc_host::runtime::{Process, ProcessConfig};
-
-/// Generous bound for one exec and its short output.
-const SHORT: Duration = Duration::from_secs(60);
-/// Generous bound for a transfer of hundreds of MiB under TCG.
-const LONG: Duration = Duration::from_secs(300);
-
-/// A running pod with one busybox container `c` that sleeps.
-async fn pod(t: &TestRuntime, name: &str) -> Result<(PodId, ContainerId)> {
-    let mut config = t.pod(name);
-    config
-        .containers
-        .push(t.container("c", &["sleep", "1000000"]));
-    t.rt.run_pod(config).await?;
-    Ok((name.parse()?, "c".parse()?))
-}
-
-fn sh(script: &str) -> ProcessConfig {
-    ProcessConfig::new(["sh", "-c", script])
-}
-
-async fn exec(
-    t: &TestRuntime,
-    pod: &PodId,
-    c: &ContainerId,
-    cfg: ProcessConfig,
-) -> Result<Process> {
-    let started = tokio::time::timeout(SHORT, t.rt.exec_process(pod, c, cfg))
-        .await
-        .context("exec did not answer")??;
-    Ok(started)
-}
-
-/// Runs `script` and returns its whole output.
-async fn run(
-    t: &TestRuntime,
-    pod: &PodId,
-    c: &ContainerId,
-    script: &str,
-) -> Result<vc_host::agent::Output> {
-    let p = exec(t, pod, c, sh(script)).await?;
-    Ok(tokio::time::timeout(SHORT, p.output())
-        .await
-        .with_context(|| format!("{script:?} did not finish"))??)
-}
-
-/// Writes `bytes` to `path` in the container through stdin.
-async fn put(
-    t: &TestRuntime,
-    pod: &PodId,
-    c: &ContainerId,
-    path: &str,
-    bytes: &[u8],
-) -> Result<()> {
-    let mut p = exec(t, pod, c, sh(&format!("cat > {path}")).stdin(true)).await?;
-    let mut stdin = p.stdin.take().context("no stdin")?;
-    stdin.write_all(bytes).await?;
-    stdin.shutdown().await?;
-    let out = tokio::time::timeout(SHORT, p.output()).await??;
-    ensure!(out.exit_code == 0, "cat > {path}: {out:?}");
-    Ok(())
-}
-
-async fn finish(t: TestRuntime, pod: &PodId) -> Result<()> {
-    t.rt.stop_pod(pod).await?;
-    t.rt.delete_pod(pod).await?;
-    Ok(())
-}
+use vc_host::runtime::ProcessConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_and_stderr_are_exact_and_agent_memory_stays_flat() -> Result<()> {
@@ -110,6 +47,8 @@ async fn stdout_and_stderr_are_exact_and_agent_memory_stays_flat() -> Result<()>
     ensure!(a16.exit_code == 0, "{a16:?}");
 
     let rss_before = agent_rss_kib(&t.rt, &pod, &c).await?;
+    let daemon_before = vsock_daemon_rss_kib(&t.rt, &pod).await?;
+    let daemon_samples = std::sync::Mutex::new(Vec::new());
     // 256 MiB of A on stdout while 16 MiB of B go to stderr at the same time.
     let mut p = exec(
         &t,
@@ -122,14 +61,17 @@ async fn stdout_and_stderr_are_exact_and_agent_memory_stays_flat() -> Result<()>
     let stderr = p.stderr.take().context("stderr")?;
     let started = Instant::now();
     let samples = std::sync::Mutex::new(Vec::new());
-    // A slow reader: every 32 MiB it stops for half a second (the pipe fills
-    // and the writer blocks) and reads the agent's resident memory meanwhile.
+    // A slow reader: every 32 MiB it stops for half a second (the
+    // connection fills and the writer blocks) and reads the resident memory
+    // of the agent and of the host's vsock daemon meanwhile.
     let slow = hash_stream(stdout, 32 << 20, |_| {
-        let (rt, pod, c, samples) = (&t.rt, &pod, &c, &samples);
+        let (rt, pod, c, samples, daemon) = (&t.rt, &pod, &c, &samples, &daemon_samples);
         async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let kib = agent_rss_kib(rt, pod, c).await?;
             samples.lock().expect("samples lock").push(kib);
+            let kib = vsock_daemon_rss_kib(rt, pod).await?;
+            daemon.lock().expect("samples lock").push(kib);
             Ok(())
         }
     });
@@ -141,8 +83,9 @@ async fn stdout_and_stderr_are_exact_and_agent_memory_stays_flat() -> Result<()>
     .context("256 MiB did not pass")??;
     let secs = started.elapsed().as_secs_f64();
     let rss = samples.into_inner().expect("samples lock");
+    let daemon = daemon_samples.into_inner().expect("samples lock");
     eprintln!(
-        "256 MiB stdout + 16 MiB stderr in {secs:.1} s ({:.1} MB/s) with {} pauses; agent VmRSS {rss_before} KiB before, during {rss:?}",
+        "256 MiB stdout + 16 MiB stderr in {secs:.1} s ({:.1} MB/s) with {} pauses; agent VmRSS {rss_before} KiB before, during {rss:?}; vsock daemon VmRSS {daemon_before} KiB before, during {daemon:?}",
         (out.len + err.len) as f64 / secs / 1e6,
         rss.len()
     );
@@ -153,13 +96,21 @@ async fn stdout_and_stderr_are_exact_and_agent_memory_stays_flat() -> Result<()>
     assert_eq!(out.sha256, expect_out, "stdout differs");
     assert_eq!(err.len, 16 << 20);
     assert_eq!(err.sha256, expect_err, "stderr differs");
-    // The agent copies each stream through one 128 KiB buffer: its memory must
-    // not grow with the data (an unbounded buffer would hold up to 256 MiB).
+    // The process writes into the connection itself (the agent holds no
+    // copy; on the pipe path it copies through one 128 KiB buffer), and the
+    // vsock daemon buffers at most its per-connection credit: neither one's
+    // memory may grow with the data (an unbounded buffer would hold up to
+    // 256 MiB).
     let peak = rss.iter().copied().max().unwrap_or(rss_before);
     assert!(rss.len() >= 7, "too few samples: {rss:?}");
     assert!(
         peak < rss_before + 16 * 1024 && peak < 64 * 1024,
         "agent VmRSS grew from {rss_before} KiB to {peak} KiB"
+    );
+    let daemon_peak = daemon.iter().copied().max().unwrap_or(daemon_before);
+    assert!(
+        daemon_peak < daemon_before + 16 * 1024,
+        "vsock daemon VmRSS grew from {daemon_before} KiB to {daemon_peak} KiB"
     );
     finish(t, &pod).await
 }

@@ -3,8 +3,9 @@
 //! As PID 1 of the guest (the `vc-agent` binary is `/init` in the initrd) it mounts
 //! the pseudo filesystems, loads the image's kernel modules, and serves
 //! [`vc_proto`] on vsock. The same server runs as a normal process for tests:
-//! [`serve_connection`] takes any `AsyncRead + AsyncWrite` stream, so a test can
-//! drive an [`Agent`] over `tokio::io::duplex`.
+//! [`serve_connection`] takes any [`Connection`] (a vsock or unix socket, or
+//! `tokio::io::duplex`), so a test can drive an [`Agent`] in memory; parked
+//! output streams need a socket.
 //!
 //! What lives where:
 //! - [`boot`]: PID 1 early setup (mount table, modules), before the async runtime;
@@ -66,7 +67,7 @@ pub mod fuzzing {
 }
 
 pub use agent::{Agent, AgentOptions};
-pub use server::{serve_connection, serve_unix, serve_vsock, ServeError};
+pub use server::{serve_connection, serve_unix, serve_vsock, Connection, ServeError};
 
 /// The agent's version, as reported in `GuestDetails` and the handshake.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -20,7 +20,10 @@
 //!   reader refuses versions it does not know ([`FrameError::UnsupportedVersion`]).
 //!   The [`Hello`](crate::Hello) frames of the handshake are always sent with
 //!   version [`HANDSHAKE_VERSION`] so that peers of any version can read them.
-//! - **kind** (byte 6): a [`FrameKind`]; it tells which payload type follows.
+//! - **kind** (byte 6): a [`FrameKind`]; it tells which payload type follows:
+//!   1 `Hello`, 2 `Request`, 3 `Response`, 4 `StreamAttach`, and from version 3
+//!   on 5 `StreamPark` (a kind-5 frame of an older version is refused as an
+//!   unknown kind).
 //! - **flags** (byte 7): reserved, must be zero on send and is ignored on receive,
 //!   so that a later version can give it meaning without breaking older readers.
 //! - **request id** (bytes 8..16): chosen by the side that sends a request, echoed in
@@ -60,6 +63,14 @@ pub enum FrameKind {
     /// A [`StreamAttach`](crate::StreamAttach): turns the connection into a raw
     /// byte stream of one process after the agent's [`Response`](crate::Response).
     StreamAttach = 4,
+    /// A [`StreamPark`](crate::StreamPark) (version 3 and later): parks the
+    /// connection as an output stream of a process not started yet; after the
+    /// agent's [`Response`](crate::Response) it carries the process's raw
+    /// bytes once a [`Request::ExecDirect`](crate::Request::ExecDirect)
+    /// claims it. A frame of this kind with a version below
+    /// [`DIRECT_STREAMS_VERSION`](crate::DIRECT_STREAMS_VERSION) is
+    /// [`FrameError::UnknownKind`].
+    StreamPark = 5,
 }
 
 impl FrameKind {
@@ -70,6 +81,7 @@ impl FrameKind {
             2 => Self::Request,
             3 => Self::Response,
             4 => Self::StreamAttach,
+            5 => Self::StreamPark,
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -115,6 +127,9 @@ impl Header {
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         let kind = FrameKind::from_u8(bytes[6])?;
+        if kind == FrameKind::StreamPark && version < crate::DIRECT_STREAMS_VERSION {
+            return Err(FrameError::UnknownKind(bytes[6]));
+        }
         let handshake = kind == FrameKind::Hello && version == HANDSHAKE_VERSION;
         if !(versions.contains(&version) || handshake) {
             return Err(FrameError::UnsupportedVersion {
@@ -296,6 +311,26 @@ mod tests {
                 length: 42,
                 max: 41
             })
+        ));
+    }
+
+    #[test]
+    fn stream_park_exists_from_version_3() {
+        let park = |version| Header {
+            version,
+            kind: FrameKind::StreamPark,
+            id: 0,
+            length: 0,
+        };
+        let bytes = park(3).encode();
+        assert_eq!(bytes[4..7], [3, 0, 5]);
+        assert_eq!(
+            Header::decode(&bytes, 2..=3, 100).expect("decodes"),
+            park(3)
+        );
+        assert!(matches!(
+            Header::decode(&park(2).encode(), 2..=3, 100),
+            Err(FrameError::UnknownKind(5))
         ));
     }
 

@@ -9,7 +9,11 @@
 //!
 //! Process output and input do not travel in request frames: the host opens one
 //! more connection per process stream and sends a [`StreamAttach`] frame; after
-//! the agent's `Response::Ok` that connection carries raw bytes.
+//! the agent's `Response::Ok` that connection carries raw bytes. From version 3
+//! the host can instead *park* an output connection with a [`StreamPark`]
+//! frame before the process exists and name it in [`Request::ExecDirect`]:
+//! the agent then gives the process that connection itself as its stdout or
+//! stderr, and no agent copy sits between the process and the host.
 //!
 //! The rules for growing the messages without breaking older peers are in
 //! [`msg`].
@@ -29,7 +33,16 @@ pub use msg::*;
 /// The protocol version this crate speaks at most; see [`msg`] for what a bump means.
 ///
 /// 2: `ContainerSpec` gained `masked_paths` and `readonly_paths`.
-pub const MAX_PROTOCOL_VERSION: u16 = 2;
+///
+/// 3: direct output streams: the [`StreamPark`] frame (kind 5) and
+/// [`Request::ExecDirect`], which give a process the stream connections
+/// themselves as its stdout and stderr. A connection negotiated at 2 has
+/// neither; the host then uses the agent's pipes (`StreamAttach`).
+pub const MAX_PROTOCOL_VERSION: u16 = 3;
+
+/// The first protocol version with direct output streams ([`StreamPark`],
+/// [`Request::ExecDirect`]).
+pub const DIRECT_STREAMS_VERSION: u16 = 3;
 
 /// The oldest protocol version this crate still speaks. Version 1's
 /// `ContainerSpec` is not kept: host and agent are built from one tree.

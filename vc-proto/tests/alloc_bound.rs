@@ -142,6 +142,9 @@ fn read_all(bytes: &[u8]) -> (usize, FrameError, usize) {
                 FrameKind::StreamAttach => frame
                     .decode::<StreamAttach>(FrameKind::StreamAttach)
                     .map(drop),
+                FrameKind::StreamPark => frame
+                    .decode::<vc_proto::StreamPark>(FrameKind::StreamPark)
+                    .map(drop),
             };
             if let Err(err) = decoded {
                 return (frames, err);

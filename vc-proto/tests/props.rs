@@ -41,12 +41,14 @@ proptest! {
         setup in strategies::pod_setup(),
         spec in strategies::container_spec(),
         attach in strategies::stream_attach(),
+        park in strategies::stream_park(),
         event in strategies::event(),
         hello in strategies::hello(),
     ) {
         identity(&setup)?;
         identity(&spec)?;
         identity(&attach)?;
+        identity(&park)?;
         identity(&event)?;
         identity(&hello)?;
     }

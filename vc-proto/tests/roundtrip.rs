@@ -284,7 +284,7 @@ async fn frame_bytes_are_header_then_payload() {
         bytes,
         [
             b'v', b'c', b'p', b'!', // magic
-            2, 0, // version
+            3, 0, // version
             2, // kind: Request
             0, // flags
             2, 1, 0, 0, 0, 0, 0, 0, // request id

@@ -1,6 +1,6 @@
 //! Helpers for the process I/O tests: deterministic test data, hashing while
-//! reading, reading a terminal until a text shows, and the agent's resident
-//! memory read from the guest.
+//! reading, reading a terminal until a text shows, the agent's resident
+//! memory read from the guest, and the host's vsock daemon's.
 
 use std::time::Duration;
 
@@ -133,11 +133,30 @@ pub async fn agent_rss_kib(rt: &Runtime, pod: &PodId, container: &ContainerId) -
         .enter_pod(pod, vec![busybox, "cat".into(), "/proc/1/status".into()])
         .await
         .context("reading the agent's /proc/1/status from the VM")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
+    vm_rss(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The resident memory (`VmRSS`, KiB) of the pod's hybrid vsock daemon
+/// (`vhost-device-vsock`) on the host: every byte between the guest and the
+/// host passes through it.
+pub async fn vsock_daemon_rss_kib(rt: &Runtime, pod: &PodId) -> Result<u64> {
+    let status = rt.pod_status(pod).await?;
+    let daemon = status
+        .processes
+        .iter()
+        .find(|p| p.name == "vhost-device-vsock")
+        .with_context(|| format!("no vsock daemon among {:?}", status.processes))?;
+    let path = format!("/proc/{}/status", daemon.pid);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    vm_rss(&text)
+}
+
+/// The `VmRSS` of a `/proc/PID/status` text, in KiB.
+fn vm_rss(status: &str) -> Result<u64> {
+    let line = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
-        .with_context(|| format!("no VmRSS in /proc/1/status: {text}"))?;
+        .with_context(|| format!("no VmRSS in the status: {status}"))?;
     line.split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())

@@ -15,6 +15,7 @@ use guest_image::{ImagePaths, Manifest, IMAGE_DIR_ENV};
 
 pub mod account;
 pub mod containerd;
+pub mod exec;
 pub mod faults;
 pub mod io;
 pub mod leaks;

@@ -244,7 +244,13 @@ impl Agent {
         let program = spec.args.first().cloned().unwrap_or_default();
         let spawned = self
             .processes
-            .spawn(key, Box::new(plan), spec.terminal, program)
+            .spawn(
+                key,
+                Box::new(plan),
+                spec.terminal,
+                crate::process::DirectOutput::default(),
+                program,
+            )
             .await;
         let mut map = self.containers.lock();
         let entry = map.get_mut(id).ok_or_else(|| not_found(id))?;

@@ -4,7 +4,7 @@
 use vc_proto::{AgentError, ErrorCode};
 
 use crate::power::error_chain;
-use crate::process::{ProcessError, SpawnError, StdioError};
+use crate::process::{ParkError, ProcessError, SpawnError, StdioError};
 
 /// An error that knows its [`ErrorCode`].
 pub trait ToAgentError: std::error::Error {
@@ -44,9 +44,22 @@ impl ToAgentError for ProcessError {
 impl ToAgentError for StdioError {
     fn code(&self) -> ErrorCode {
         match self {
-            StdioError::AlreadyAttached(_) | StdioError::StdinClosed => ErrorCode::WrongState,
+            StdioError::AlreadyAttached(_) | StdioError::StdinClosed | StdioError::Direct(_) => {
+                ErrorCode::WrongState
+            }
             StdioError::NoSuchStream(..) | StdioError::NoTerminal => ErrorCode::InvalidArgument,
             StdioError::Sys(_) => ErrorCode::System,
+        }
+    }
+}
+
+impl ToAgentError for ParkError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ParkError::NotOutput(_) | ParkError::Duplicate(_) => ErrorCode::InvalidArgument,
+            ParkError::AlreadyParked(..) => ErrorCode::AlreadyExists,
+            ParkError::Full(_) => ErrorCode::WrongState,
+            ParkError::NotParked(..) => ErrorCode::NotFound,
         }
     }
 }

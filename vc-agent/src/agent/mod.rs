@@ -1,7 +1,8 @@
 //! The [`Agent`]: the guest's state and one handler per request.
 //!
 //! Each piece of mutable state has one owner: the processes
-//! ([`ProcessTable`], shared with the reaper), the containers
+//! ([`ProcessTable`], shared with the reaper), the output connections parked
+//! for processes not started yet ([`ParkedStreams`]), the containers
 //! (`containers::Containers`), the pod setup (`pod::PodState`) and the event
 //! queue ([`Events`]). Handlers are in the files named after what they touch.
 
@@ -21,7 +22,7 @@ use vc_proto::{Request, Response, Seccomp};
 use crate::config::DebugFlags;
 use crate::container::ContainerPaths;
 use crate::events::{EventSink, Events};
-use crate::process::{ProcessTable, ReapMode};
+use crate::process::{ParkedStreams, ProcessTable, ReapMode};
 
 pub use errors::ToAgentError;
 pub use modules::LateModules;
@@ -96,6 +97,7 @@ impl AgentOptions {
 pub struct Agent {
     options: AgentOptions,
     processes: ProcessTable,
+    parked: Arc<ParkedStreams>,
     containers: containers::Containers,
     pod: pod::PodState,
     events: Arc<Events>,
@@ -124,6 +126,7 @@ impl Agent {
             modules,
             options,
             processes,
+            parked: Arc::default(),
             containers: containers::Containers::default(),
             pod: pod::PodState::default(),
             events: Events::new(),
@@ -207,6 +210,14 @@ impl Agent {
             Request::UpdateNetwork(update) => self.update_network(update).await,
             // The server calls `request_shutdown` once this answer is written.
             Request::Shutdown => Ok(Response::Ok),
+            Request::ExecDirect {
+                process,
+                spec,
+                streams,
+            } => {
+                self.exec_direct(process, spec, streams, protocol_version)
+                    .await
+            }
         };
         result.unwrap_or_else(Response::Error)
     }

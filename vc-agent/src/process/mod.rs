@@ -10,6 +10,7 @@
 //! exited, which bounds the memory and descriptors they hold.
 
 pub mod launch;
+pub mod parked;
 pub mod reaper;
 pub mod spawn;
 pub mod stdio;
@@ -24,9 +25,10 @@ use tokio::sync::watch;
 use vc_proto::{ProcessRef, StreamKind};
 
 pub use launch::{ChildFailure, FailureKind, Launch};
+pub use parked::{ParkError, ParkedStreams};
 pub use reaper::{LiveTable, ReapMode};
 pub use spawn::SpawnError;
-pub use stdio::{ParentStdio, StdioError, StreamEnd};
+pub use stdio::{DirectOutput, ParentStdio, StdioError, StreamEnd};
 
 /// Exited exec'd processes that are remembered for `Wait` and late attaches.
 pub const EXITED_EXECS_KEPT: usize = 256;
@@ -159,13 +161,15 @@ impl ProcessTable {
             .expect("process registry lock poisoned")
     }
 
-    /// Starts a process under `key` and registers it. `program` names it in
-    /// errors. Fails at once when the program cannot be executed.
+    /// Starts a process under `key` and registers it, its stdout and stderr
+    /// on the sockets of `direct` where given. `program` names it in errors.
+    /// Fails at once when the program cannot be executed.
     pub async fn spawn(
         &self,
         key: ProcessRef,
         launch: Box<dyn Launch>,
         terminal: bool,
+        direct: DirectOutput,
         program: String,
     ) -> Result<Arc<Process>, ProcessError> {
         {
@@ -176,7 +180,7 @@ impl ProcessTable {
         }
         let live = Arc::clone(&self.live);
         let spawned = tokio::task::spawn_blocking(move || {
-            spawn::spawn(&live, launch.as_ref(), terminal, &program)
+            spawn::spawn(&live, launch.as_ref(), terminal, direct, &program)
         })
         .await;
         let mut registry = self.registry();

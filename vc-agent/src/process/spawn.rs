@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use super::launch::{ChildFailure, FailureKind, Launch, RECORD_LEN};
 use super::reaper::{LiveEntry, LiveTable};
-use super::stdio::{self, ParentStdio};
+use super::stdio::{self, DirectOutput, ParentStdio};
 
 /// How long the parent waits for the child to exec (or report failure). The
 /// child does only setup system calls before its exec, so this is generous.
@@ -101,6 +101,7 @@ pub(crate) fn spawn(
     live: &LiveTable,
     launch: &dyn Launch,
     terminal: bool,
+    direct: DirectOutput,
     program: &str,
 ) -> Result<Spawned, SpawnError> {
     let flags = launch.clone_flags();
@@ -108,7 +109,7 @@ pub(crate) fn spawn(
     let (pid, parent_stdio, status_r) = {
         let mut pids = live.lock();
         let (child_stdio, parent_stdio) =
-            stdio::create(terminal, launch.ptmx()).map_err(SpawnError::Stdio)?;
+            stdio::create(terminal, launch.ptmx(), direct).map_err(SpawnError::Stdio)?;
         let (status_r, status_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
         let (child_fds, tty) = child_stdio.raw();

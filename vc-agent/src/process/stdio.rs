@@ -1,4 +1,5 @@
-//! A process's stdio: three pipes, or a pseudo-terminal.
+//! A process's stdio: three pipes, or a pseudo-terminal; or, for stdout and
+//! stderr, connections the host parked for the process ([`DirectOutput`]).
 //!
 //! Every descriptor is created close-on-exec. The child's ends are placed on
 //! fds 0, 1 and 2 after the fork (`dup2` clears close-on-exec on the copies); the
@@ -40,12 +41,34 @@ impl ChildStdio {
     }
 }
 
+/// Sockets given to a process as its stdout and stderr instead of pipes: the
+/// host's parked connections (see [`super::parked`]). The child gets them on
+/// fds 1 and 2 and the agent closes its own copies after the fork, so the
+/// process is their only holder and its last close is the end of the stream.
+#[derive(Debug, Default)]
+pub struct DirectOutput {
+    /// The socket for fd 1, or `None` for the stdout pipe.
+    pub stdout: Option<OwnedFd>,
+    /// The socket for fd 2, or `None` for the stderr pipe.
+    pub stderr: Option<OwnedFd>,
+}
+
+impl DirectOutput {
+    /// Whether no stream is direct.
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_none() && self.stderr.is_none()
+    }
+}
+
 /// Creates the stdio of one process: the child's ends and the agent's ends. A
 /// terminal comes from `ptmx` (the container's devpts instance), else from the
-/// VM's `/dev/ptmx`.
+/// VM's `/dev/ptmx`. The sockets of `direct` take the place of the stdout and
+/// stderr pipes (not with a terminal: the caller refuses that combination,
+/// and here they would be dropped).
 pub(crate) fn create(
     terminal: bool,
     ptmx: Option<&std::ffi::CStr>,
+    direct: DirectOutput,
 ) -> Result<(ChildStdio, ParentStdio), Errno> {
     if terminal {
         let (master, slave) = open_pty(ptmx)?;
@@ -56,17 +79,25 @@ pub(crate) fn create(
         return Ok((child, ParentStdio::terminal(master)));
     }
     let (stdin_r, stdin_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let (stdout_r, stdout_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let (stderr_r, stderr_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    for fd in [&stdout_r, &stderr_r] {
-        // Best effort: a smaller buffer only costs throughput.
-        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER));
-    }
+    let (stdout_r, stdout_w) = output(direct.stdout)?;
+    let (stderr_r, stderr_w) = output(direct.stderr)?;
     let child = ChildStdio {
         fds: [stdin_r, stdout_w, stderr_w],
         terminal: false,
     };
     Ok((child, ParentStdio::pipes(stdin_w, stdout_r, stderr_r)))
+}
+
+/// One output: the agent's read end (none for a direct socket) and the
+/// child's end.
+fn output(direct: Option<OwnedFd>) -> Result<(Output, OwnedFd), Errno> {
+    if let Some(socket) = direct {
+        return Ok((Output::Direct, socket));
+    }
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // Best effort: a smaller buffer only costs throughput.
+    let _ = fcntl(read.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER));
+    Ok((Output::Pipe(Some(read)), write))
 }
 
 /// A close-on-exec duplicate.
@@ -127,12 +158,21 @@ enum StdinSlot {
     Closed,
 }
 
+/// An output of a process as the agent holds it.
+#[derive(Debug)]
+enum Output {
+    /// The pipe's read end until a stream attaches and takes it.
+    Pipe(Option<OwnedFd>),
+    /// The process writes into a host connection; the agent holds nothing.
+    Direct,
+}
+
 /// The agent's ends of one process's stdio.
 #[derive(Debug)]
 pub struct ParentStdio {
     stdin: Mutex<StdinSlot>,
-    stdout: Mutex<Option<OwnedFd>>,
-    stderr: Mutex<Option<OwnedFd>>,
+    stdout: Mutex<Output>,
+    stderr: Mutex<Output>,
     /// The pty master, kept for resizes; streams get their own duplicate.
     pty: Option<OwnedFd>,
     tty_taken: Mutex<bool>,
@@ -161,6 +201,10 @@ pub enum StdioError {
     /// The stream was attached before (each stream attaches once).
     #[error("the {0:?} stream of this process is already attached")]
     AlreadyAttached(StreamKind),
+    /// The stream went to the process directly at its start (a parked
+    /// connection): there is nothing to attach.
+    #[error("the {0:?} stream of this process was handed to it as a connection at its start")]
+    Direct(StreamKind),
     /// The stream is not one the process has (`Tty` without a terminal, or a
     /// pipe with one).
     #[error("the process has no {0:?} stream (terminal: {1})")]
@@ -177,11 +221,11 @@ pub enum StdioError {
 }
 
 impl ParentStdio {
-    fn pipes(stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Self {
+    fn pipes(stdin: OwnedFd, stdout: Output, stderr: Output) -> Self {
         Self {
             stdin: Mutex::new(StdinSlot::Ready(stdin)),
-            stdout: Mutex::new(Some(stdout)),
-            stderr: Mutex::new(Some(stderr)),
+            stdout: Mutex::new(stdout),
+            stderr: Mutex::new(stderr),
             pty: None,
             tty_taken: Mutex::new(false),
         }
@@ -190,8 +234,8 @@ impl ParentStdio {
     fn terminal(master: OwnedFd) -> Self {
         Self {
             stdin: Mutex::new(StdinSlot::Closed),
-            stdout: Mutex::new(None),
-            stderr: Mutex::new(None),
+            stdout: Mutex::new(Output::Pipe(None)),
+            stderr: Mutex::new(Output::Pipe(None)),
             pty: Some(master),
             tty_taken: Mutex::new(false),
         }
@@ -205,12 +249,12 @@ impl ParentStdio {
     /// Hands out one stream end; each stream can be taken once.
     pub fn take(&self, kind: StreamKind) -> Result<StreamEnd, StdioError> {
         let terminal = self.has_terminal();
-        let output = |slot: &Mutex<Option<OwnedFd>>| {
-            slot.lock()
-                .expect("stdio lock poisoned")
+        let output = |slot: &Mutex<Output>| match &mut *slot.lock().expect("stdio lock poisoned") {
+            Output::Pipe(fd) => fd
                 .take()
                 .map(StreamEnd::Output)
-                .ok_or(StdioError::AlreadyAttached(kind))
+                .ok_or(StdioError::AlreadyAttached(kind)),
+            Output::Direct => Err(StdioError::Direct(kind)),
         };
         match (kind, &self.pty) {
             (StreamKind::Tty, Some(master)) => {

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::{serve_connection, ServeError};
+use super::{serve_connection, Connection, ServeError};
 use crate::agent::Agent;
 use crate::power::error_chain;
 
@@ -18,7 +17,7 @@ static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
 
 fn spawn_connection<S>(agent: &Arc<Agent>, stream: S, peer: String)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: Connection,
 {
     let conn = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("conn", conn, %peer);

@@ -116,6 +116,19 @@ pub async fn attach(
     stream: StreamKind,
 ) -> Result<DuplexStream, AgentError> {
     let (ours, theirs) = tokio::io::duplex(BUFFER);
+    let attach = StreamAttach { process, stream };
+    open_stream(agent, (ours, theirs), FrameKind::StreamAttach, &attach).await
+}
+
+/// Serves `theirs` of a connection pair, sends `first` as a frame of `kind`
+/// (a stream attach or park) on `ours`, and gives `ours` back carrying raw
+/// bytes after the agent's `Ok`.
+pub async fn open_stream<S: vc_agent::Connection, T: serde::Serialize>(
+    agent: &Arc<Agent>,
+    (ours, theirs): (S, S),
+    kind: FrameKind,
+    first: &T,
+) -> Result<S, AgentError> {
     tokio::spawn(vc_agent::serve_connection(Arc::clone(agent), theirs));
     let (read, write) = tokio::io::split(ours);
     let mut reader = FrameReader::new(read);
@@ -124,26 +137,22 @@ pub async fn attach(
         .await
         .expect("handshake");
     writer
-        .write_message(
-            FrameKind::StreamAttach,
-            0,
-            &StreamAttach { process, stream },
-        )
+        .write_message(kind, 0, first)
         .await
-        .expect("attach written");
+        .expect("first frame written");
     let (_, response) = reader
         .read_message::<Response>(FrameKind::Response)
         .await
-        .expect("attach answered");
+        .expect("first frame answered");
     match response {
         Response::Ok => Ok(reader.into_inner().unsplit(writer.into_inner())),
         Response::Error(e) => Err(e),
-        other => panic!("attach answered {other:?}"),
+        other => panic!("{kind:?} answered {other:?}"),
     }
 }
 
 /// Reads a stream to its end.
-pub async fn read_all(mut stream: DuplexStream) -> Vec<u8> {
+pub async fn read_all(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
         .await

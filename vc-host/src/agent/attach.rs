@@ -1,8 +1,11 @@
 //! Process streams on the host: one extra connection per stream of a process
 //! (stdin, stdout, stderr or a terminal), opened with a
 //! [`StreamAttach`](vc_proto::StreamAttach) frame and raw bytes after the
-//! agent's `Ok`; [`ProcessIo`] bundles them and [`collect_output`] reads a
-//! whole process's output and exit code.
+//! agent's `Ok`, or, for stdout and stderr of a process about to start with
+//! [`AgentClient::exec_direct`], parked in advance with a
+//! [`StreamPark`](vc_proto::StreamPark) frame (protocol version 3);
+//! [`ProcessIo`] bundles them and [`collect_output`] reads a whole process's
+//! output and exit code.
 //!
 //! End of stream: the agent closes an output stream after the last byte the
 //! process wrote, so reading to end-of-file gets every byte. For stdin, shutting
@@ -11,11 +14,13 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::{debug, debug_span, Instrument};
 use vc_proto::{
-    FrameKind, FrameReader, FrameWriter, ProcessRef, Response, StreamAttach, StreamKind,
+    ErrorCode, FrameKind, FrameReader, FrameWriter, ProcessRef, Response, StreamAttach, StreamKind,
+    StreamPark,
 };
 
 use super::client::{hello, AgentClient};
@@ -37,11 +42,95 @@ impl AgentClient {
         process: &ProcessRef,
         stream: StreamKind,
     ) -> Result<RawStream, AgentClientError> {
+        let attach = StreamAttach {
+            process: process.clone(),
+            stream,
+        };
+        self.open_stream(process, stream, FrameKind::StreamAttach, &attach, "attach")
+            .await
+    }
+
+    /// Parks a new connection as `stream` (stdout or stderr) of a process
+    /// that is not started yet (protocol version 3): a later
+    /// [`exec_direct`](Self::exec_direct) of that process makes the
+    /// connection the process's own stdout or stderr, and the returned stream
+    /// then carries exactly what the process writes. Unclaimed, the agent
+    /// closes it after twice the call timeout (the exec may wait in the agent
+    /// behind its late module loading); [`park_for`](Self::park_for) takes
+    /// another time.
+    pub async fn park(
+        &self,
+        process: &ProcessRef,
+        stream: StreamKind,
+    ) -> Result<RawStream, AgentClientError> {
+        self.park_for(process, stream, self.inner.opts.call_timeout * 2)
+            .await
+    }
+
+    /// As [`park`](Self::park), closed by the agent when no exec claims it
+    /// within `unclaimed` (cut to
+    /// [`MAX_PARK_TIMEOUT_MS`](vc_proto::MAX_PARK_TIMEOUT_MS)).
+    pub async fn park_for(
+        &self,
+        process: &ProcessRef,
+        stream: StreamKind,
+        unclaimed: Duration,
+    ) -> Result<RawStream, AgentClientError> {
+        let timeout_ms = u32::try_from(unclaimed.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(vc_proto::MAX_PARK_TIMEOUT_MS);
+        let park = StreamPark {
+            process: process.clone(),
+            stream,
+            timeout_ms,
+        };
+        self.open_stream(process, stream, FrameKind::StreamPark, &park, "park")
+            .await
+    }
+
+    /// Parks stdout and stderr of a process about to be started with
+    /// [`exec_direct`](Self::exec_direct), both at once.
+    pub async fn park_output(&self, process: &ProcessRef) -> Result<ProcessIo, AgentClientError> {
+        let (stdout, stderr) = tokio::try_join!(
+            self.park(process, StreamKind::Stdout),
+            self.park(process, StreamKind::Stderr),
+        )?;
+        Ok(ProcessIo {
+            stdout: Some(ProcessOutput(stdout)),
+            stderr: Some(ProcessOutput(stderr)),
+            ..ProcessIo::default()
+        })
+    }
+
+    /// Attaches the stdin of a started process.
+    pub async fn attach_stdin(
+        &self,
+        process: &ProcessRef,
+    ) -> Result<ProcessStdin, AgentClientError> {
+        self.attach(process, StreamKind::Stdin)
+            .await
+            .map(ProcessStdin)
+    }
+
+    /// Opens a new connection to the agent, sends `first` as a frame of
+    /// `kind` (a stream attach or park), and returns the connection carrying
+    /// raw bytes after the agent's `Ok`. Needs a dialer (see
+    /// [`attach`](Self::attach)); bounded by the call timeout and the
+    /// liveness probe.
+    async fn open_stream<T: serde::Serialize + Sync>(
+        &self,
+        process: &ProcessRef,
+        stream: StreamKind,
+        kind: FrameKind,
+        first: &T,
+        during: &'static str,
+    ) -> Result<RawStream, AgentClientError> {
         let span = debug_span!(
             "agent_attach",
             container = %process.container_id,
             exec = ?process.exec_id,
-            stream = ?stream
+            stream = ?stream,
+            during
         );
         async move {
             let dialer = self
@@ -50,13 +139,9 @@ impl AgentClient {
                 .as_ref()
                 .ok_or(AgentClientError::NoDialer)?;
             if let Some(LinkDown::VmGone) = self.inner.shared.down() {
-                return Err(AgentClientError::VmGone { during: "attach" });
+                return Err(AgentClientError::VmGone { during });
             }
             let opts = &self.inner.opts;
-            let attach = StreamAttach {
-                process: process.clone(),
-                stream,
-            };
             let exchange = async {
                 let conn = dialer.dial().await.map_err(StreamError::Dial)?;
                 let (read, write) = tokio::io::split(conn);
@@ -66,7 +151,7 @@ impl AgentClient {
                     .await
                     .map_err(StreamError::Handshake)?;
                 writer
-                    .write_message(FrameKind::StreamAttach, 0, &attach)
+                    .write_message(kind, 0, first)
                     .await
                     .map_err(StreamError::Frame)?;
                 let (_, response) = reader
@@ -85,7 +170,7 @@ impl AgentClient {
             let result = tokio::select! {
                 biased;
                 _ = vm_gone(opts.vm_alive.as_ref(), opts.liveness_interval) => {
-                    return Err(AgentClientError::VmGone { during: "attach" });
+                    return Err(AgentClientError::VmGone { during });
                 }
                 result = tokio::time::timeout(opts.call_timeout, exchange) => result
                     .unwrap_or(Err(StreamError::Timeout(opts.call_timeout))),
@@ -136,6 +221,19 @@ impl AgentClient {
             tty: None,
         })
     }
+}
+
+/// Whether `error` is the agent refusing a park because it cannot hand
+/// this connection to a process (an in-memory connection), so that the
+/// caller falls back to the agent's pipes.
+pub fn park_unsupported(error: &AgentClientError) -> bool {
+    matches!(
+        error,
+        AgentClientError::Stream {
+            source: StreamError::Refused(e),
+            ..
+        } if e.code == ErrorCode::Unsupported
+    )
 }
 
 /// The attached streams of one process.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use vc_proto::{
     ContainerSpec, ContainerStats, ContainerStatus, Event, GuestDetails, GuestInterface, Health,
     NetworkUpdate, PodSetup, ProcessRef, ProcessSpec, Request, Resources, Response, Route, Seccomp,
+    StreamKind,
 };
 
 use super::client::AgentClient;
@@ -186,6 +187,31 @@ impl AgentClient {
             spec,
         })
         .await
+    }
+
+    /// Starts one more process whose stdout and stderr (those `streams`
+    /// names) are the connections parked for it with
+    /// [`park`](Self::park): the process writes straight into them. Protocol
+    /// version 3; an agent of version 2 answers `Unsupported`.
+    pub async fn exec_direct(
+        &self,
+        process: &ProcessRef,
+        spec: ProcessSpec,
+        streams: Vec<StreamKind>,
+    ) -> Result<u32, AgentClientError> {
+        self.ask_pid(Request::ExecDirect {
+            process: process.clone(),
+            spec,
+            streams,
+        })
+        .await
+    }
+
+    /// Whether the agent can hand a process its stream connections
+    /// ([`park`](Self::park), [`exec_direct`](Self::exec_direct)): the
+    /// negotiated protocol version is 3 or later.
+    pub fn direct_streams(&self) -> bool {
+        self.protocol_version() >= vc_proto::DIRECT_STREAMS_VERSION
     }
 
     /// Sends `signal` to a process, or with `all` to every process of its

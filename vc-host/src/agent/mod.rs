@@ -31,8 +31,8 @@ mod options;
 pub(crate) mod tests;
 
 pub use attach::{
-    collect_output, collect_output_limited, Output, ProcessIo, ProcessOutput, ProcessStdin,
-    ProcessTty, COLLECT_OUTPUT_LIMIT,
+    collect_output, collect_output_limited, park_unsupported, Output, ProcessIo, ProcessOutput,
+    ProcessStdin, ProcessTty, COLLECT_OUTPUT_LIMIT,
 };
 pub use client::AgentClient;
 pub use dial::{dialer_fn, AgentIo, Dialer, FnDialer, RawStream, VsockDialer};

@@ -181,6 +181,7 @@ fn exec_config(m: MainProcess) -> ProcessConfig {
         user: Some(m.user),
         terminal: m.terminal,
         stdin: false,
+        pipes: false,
     }
 }
 

@@ -40,7 +40,7 @@ pub use error::{HotplugRefusal, RuntimeError};
 pub use guest::GuestImage;
 pub use net_update::NetworkUpdateReport;
 pub use pool::{PoolShape, PoolStatus, SlotHealth, SlotStatus, StartOptions};
-pub use process::{ExecEnv, Process, ProcessConfig, ProcessError, DEFAULT_OUTPUT_LIMIT};
+pub use process::{ExecEnv, Process, ProcessConfig, ProcessError, StdioPath, DEFAULT_OUTPUT_LIMIT};
 pub use record::{ContainerStatus, PodStatus, ProcessInfo, StartPhase};
 pub use resources::{PodEvent, PodEvents};
 

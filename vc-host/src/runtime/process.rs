@@ -6,9 +6,11 @@
 //! [`AsyncWrite`](tokio::io::AsyncWrite) whose shutdown is end-of-file for the
 //! process; a process with a terminal has one stream each way instead
 //! ([`Process::tty`]) and can be resized. Bytes never pass through request
-//! frames, so a slow reader slows only its own process (the agent stops reading
-//! the pipe; the process blocks on a full pipe) and memory stays flat on both
-//! sides. After the process exits, every byte it wrote is delivered before
+//! frames, so a slow reader slows only its own process (the process blocks
+//! on a full connection, or on a full pipe the agent stops reading) and
+//! memory stays flat on both sides. Where the agent speaks protocol version 3,
+//! stdout and stderr are the connections themselves, handed to the process
+//! at its start ([`StdioPath`]). After the process exits, every byte it wrote is delivered before
 //! end-of-file.
 //!
 //! When the VM or its agent dies, [`Process::wait`] ends with
@@ -24,7 +26,8 @@ use vc_proto::{ErrorCode, ProcessRef, ProcessSpec, StreamKind};
 use super::pod::{connect_agent, unique_exec_id, CONNECT_DEADLINE};
 use super::{Runtime, RuntimeError};
 use crate::agent::{
-    AgentClient, AgentClientError, Output, ProcessOutput, ProcessStdin, ProcessTty,
+    park_unsupported, AgentClient, AgentClientError, Output, ProcessIo, ProcessOutput,
+    ProcessStdin, ProcessTty,
 };
 use crate::config::{ContainerConfig, UserConfig, DEFAULT_PATH};
 use crate::id::{ContainerId, PodId};
@@ -68,6 +71,24 @@ pub struct ProcessConfig {
     /// Attach stdin. Without it the process reads end-of-file at once
     /// (terminal processes always get their input stream).
     pub stdin: bool,
+    /// Use the agent's pipes for stdout and stderr even when the agent could
+    /// give the process its stream connections directly
+    /// ([`StdioPath::Pipes`]); for tests and measurements of that path.
+    pub pipes: bool,
+}
+
+/// How a process's stdout and stderr reach the host (not with a terminal,
+/// which always goes through the agent's pty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StdioPath {
+    /// The stream connections themselves as the process's stdout and stderr
+    /// (parked before the exec, protocol version 3), when the agent speaks
+    /// version 3 over a socket; otherwise the pipes.
+    #[default]
+    Direct,
+    /// The agent's pipes, copied into connections attached after the exec
+    /// (the only path of a version-2 agent).
+    Pipes,
 }
 
 /// How an exec's environment combines with its container's.
@@ -130,6 +151,12 @@ impl ProcessConfig {
     /// With stdin attached.
     pub fn stdin(mut self, stdin: bool) -> Self {
         self.stdin = stdin;
+        self
+    }
+
+    /// With stdout and stderr through the agent's pipes (see [`StdioPath`]).
+    pub fn pipes(mut self, pipes: bool) -> Self {
+        self.pipes = pipes;
         self
     }
 
@@ -288,9 +315,10 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `spec` as `reference` through `agent` and attaches its streams:
-    /// the terminal, or stdout and stderr (and stdin when `stdin` is set;
+    /// Starts `spec` as `reference` through `agent` with its streams: the
+    /// terminal, or stdout and stderr (and stdin when `stdin` is set;
     /// otherwise stdin is closed at once, so the process reads end-of-file).
+    /// stdout and stderr take [`StdioPath::Direct`].
     ///
     /// A missing or non-executable program is [`ProcessError::ExecFailed`], at
     /// once. This is the building block of [`Runtime::exec_process`]; callers
@@ -301,13 +329,49 @@ impl Process {
         spec: ProcessSpec,
         stdin: bool,
     ) -> Result<Self, ProcessError> {
+        Self::spawn_with(agent, reference, spec, stdin, StdioPath::Direct).await
+    }
+
+    /// As [`spawn`](Self::spawn), with stdout and stderr taking `path`.
+    ///
+    /// The direct path parks the stdout and stderr connections first, then
+    /// sends `ExecDirect`, then attaches stdin (or closes it): nothing the
+    /// process writes can be lost, since its output connections exist before
+    /// it does. The pipe path sends `Exec` and attaches afterwards; output
+    /// written before the attach waits in the agent's pipes.
+    pub async fn spawn_with(
+        agent: &AgentClient,
+        reference: ProcessRef,
+        spec: ProcessSpec,
+        stdin: bool,
+        path: StdioPath,
+    ) -> Result<Self, ProcessError> {
         let name = process_name(&reference);
         let Some(program) = spec.args.first().cloned() else {
             return Err(ProcessError::NoProgram { process: name });
         };
         let terminal = spec.terminal;
-        match agent.exec(&reference, spec).await {
-            Ok(pid) => debug!(process = %name, pid, "process started"),
+        let parked = if !terminal && path == StdioPath::Direct && agent.direct_streams() {
+            match agent.park_output(&reference).await {
+                Ok(io) => Some(io),
+                Err(e) if park_unsupported(&e) => {
+                    debug!(process = %name, error = %e, "the agent cannot park streams here; pipes");
+                    None
+                }
+                Err(e) => return Err(ProcessError::from_agent("park", &name, e)),
+            }
+        } else {
+            None
+        };
+        let started = match parked {
+            Some(_) => {
+                let streams = vec![StreamKind::Stdout, StreamKind::Stderr];
+                agent.exec_direct(&reference, spec, streams).await
+            }
+            None => agent.exec(&reference, spec).await,
+        };
+        match started {
+            Ok(pid) => debug!(process = %name, pid, direct = parked.is_some(), "process started"),
             Err(AgentClientError::Agent { request, source })
                 if source.code == ErrorCode::ExecFailed =>
             {
@@ -319,7 +383,11 @@ impl Process {
             }
             Err(e) => return Err(ProcessError::from_agent("exec", &name, e)),
         }
-        match Self::attach(agent, reference.clone(), terminal, stdin).await {
+        let attached = match parked {
+            Some(io) => Self::attach_stdin(agent, reference.clone(), io, stdin).await,
+            None => Self::attach(agent, reference.clone(), terminal, stdin).await,
+        };
+        match attached {
             Ok(process) => Ok(process),
             Err(e) => {
                 // Nobody can reach the process's streams: do not leave it running.
@@ -329,6 +397,37 @@ impl Process {
                 Err(e)
             }
         }
+    }
+
+    /// The direct path after the exec: stdout and stderr are the parked
+    /// connections in `io`; stdin is attached, or closed without `stdin`.
+    async fn attach_stdin(
+        agent: &AgentClient,
+        reference: ProcessRef,
+        io: ProcessIo,
+        stdin: bool,
+    ) -> Result<Self, ProcessError> {
+        let name = process_name(&reference);
+        let stdin = if stdin {
+            let attached = agent.attach_stdin(&reference).await;
+            Some(attached.map_err(|e| ProcessError::from_agent("attach", &name, e))?)
+        } else {
+            agent
+                .close_stdin(&reference)
+                .await
+                .map_err(|e| ProcessError::from_agent("close-stdin", &name, e))?;
+            None
+        };
+        Ok(Self {
+            agent: agent.clone(),
+            reference,
+            name,
+            terminal: false,
+            stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+            tty: None,
+        })
     }
 
     /// Attaches the streams of an existing process. Each stream of a process
@@ -577,12 +676,17 @@ impl Runtime {
             // The lease lasts until the process is spawned and attached.
             let (agent, container, _lease) = self.running_container(pod_id, id, "exec").await?;
             let stdin = config.stdin;
+            let path = if config.pipes {
+                StdioPath::Pipes
+            } else {
+                StdioPath::Direct
+            };
             let spec = config.exec_spec(&container, ExecEnv::Extend);
             let reference = ProcessRef {
                 container_id: id.to_string(),
                 exec_id: Some(unique_exec_id()),
             };
-            let process = Process::spawn(&agent, reference, spec, stdin).await?;
+            let process = Process::spawn_with(&agent, reference, spec, stdin, path).await?;
             crate::fault::point("exec.spawned");
             info!(process = %process.name, "exec started");
             Ok(process)

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use vc_proto::{ProcessRef, ProcessSpec, StreamKind};
 
-use super::{Process, ProcessError};
-use crate::agent::tests::real_agent::{real_client_with, sh};
-use crate::agent::{AgentClient, ConnectOptions};
+use super::{Process, ProcessError, StdioPath};
+use crate::agent::tests::real_agent::{real_client_sockets, real_client_with, sh};
+use crate::agent::{AgentClient, AgentClientError, ConnectOptions, StreamError};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -27,6 +27,11 @@ async fn client(alive: Arc<AtomicBool>) -> (AgentClient, tempfile::TempDir) {
         .vm_alive(move || alive.load(Ordering::SeqCst))
         .liveness_interval(Duration::from_millis(50));
     real_client_with(&opts).await
+}
+
+/// As [`client`], over unix socket pairs: the direct path.
+async fn socket_client() -> (AgentClient, tempfile::TempDir) {
+    real_client_sockets(&ConnectOptions::default()).await
 }
 
 fn host(exec_id: &str) -> ProcessRef {
@@ -197,4 +202,57 @@ fn an_oci_exec_environment_replaces_the_containers() {
     let inherit = super::ProcessConfig::new(["env"]);
     let spec = inherit.exec_spec(&container, super::ExecEnv::Replace);
     assert_eq!(spec.env, ["PATH=/bin", "A=1"], "no env: the container's");
+}
+
+/// Over sockets the process gets its connections (the agent has nothing to
+/// attach afterwards); forced, the pipes; over `duplex` the park is refused
+/// and the pipes are taken without the caller noticing. The output is the
+/// same byte for byte every way, stdin works beside direct output, and a
+/// process that exits right after writing has written everything.
+#[tokio::test]
+async fn direct_and_pipe_paths_give_the_same_bytes() {
+    let script = "printf 'out\\0put'; printf err >&2; head -c 200000 /dev/zero; exit 3";
+    let mut expected = b"out\0put".to_vec();
+    expected.extend(std::iter::repeat_n(0u8, 200_000));
+    let (sockets, _dir) = socket_client().await;
+    assert!(sockets.direct_streams());
+    let (memory, _dir2) = client(alive()).await;
+    let runs = [
+        (&sockets, "d", StdioPath::Direct, true),
+        (&sockets, "p", StdioPath::Pipes, false),
+        (&memory, "m", StdioPath::Direct, false),
+    ];
+    for (agent, id, path, direct) in runs {
+        let p = within(Process::spawn_with(
+            agent,
+            host(id),
+            sh(script),
+            false,
+            path,
+        ))
+        .await
+        .expect("spawned");
+        // Attached once either way; a direct stream was never the agent's.
+        let refused = match agent.attach(&host(id), StreamKind::Stdout).await {
+            Err(AgentClientError::Stream {
+                source: StreamError::Refused(e),
+                ..
+            }) => e.message,
+            other => panic!("{id}: a second stdout attach gave {other:?}"),
+        };
+        assert_eq!(refused.contains("handed to it"), direct, "{id}: {refused}");
+        let out = within(p.output()).await.expect("output");
+        assert!(out.stdout == expected, "{id} ({path:?}): stdout differs");
+        assert_eq!(out.stderr, b"err", "{id}");
+        assert_eq!(out.exit_code, 3, "{id}");
+    }
+
+    let mut p = within(Process::spawn(&sockets, host("cat"), sh("wc -c"), true))
+        .await
+        .expect("spawned");
+    let mut stdin = p.stdin.take().expect("stdin");
+    stdin.write_all(&[7u8; 100_000]).await.expect("written");
+    stdin.shutdown().await.expect("closed");
+    let out = within(p.output()).await.expect("output");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
 }

@@ -236,6 +236,54 @@ pub struct StreamAttach {
     pub stream: StreamKind,
 }
 
+/// The first frame of a parked output connection
+/// ([`FrameKind::StreamPark`](crate::FrameKind::StreamPark), protocol version
+/// 3 and later).
+///
+/// After the handshake the host sends this for a process that does not exist
+/// yet; the agent answers [`Response::Ok`](crate::Response::Ok) once the
+/// connection is parked, or an error. A later
+/// [`Request::ExecDirect`](crate::Request::ExecDirect) for the same process
+/// claims it, and the agent gives the connection itself to the process as
+/// its stdout or stderr: the bytes that follow the `Ok` are exactly what the
+/// process wrote, and the stream ends (EOF) when the process and everything it
+/// handed the descriptor to have closed it. A parked connection that no exec
+/// claims within `timeout_ms` (the agent caps it at
+/// [`MAX_PARK_TIMEOUT_MS`]) is closed by the agent with no byte after the
+/// `Ok`; the exec that names it afterwards fails with `NotFound`.
+///
+/// Payload, in bincode's standard encoding (see [`codec`](crate::codec)):
+///
+/// ```text
+/// process.container_id   varint length, UTF-8 bytes
+/// process.exec_id        0 (None) | 1, varint length, UTF-8 bytes
+/// stream                 varint variant index: 1 Stdout, 2 Stderr
+///                        (0 Stdin and 3 Tty are refused: InvalidArgument)
+/// timeout_ms             varint u32
+/// ```
+///
+/// For example container `c`, exec `e`, stdout, 30000 ms is the 9 bytes
+/// `01 63 | 01 01 65 | 01 | fb 30 75` (`fb`: a `u16` follows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPark {
+    /// The process that will be started with
+    /// [`Request::ExecDirect`](crate::Request::ExecDirect).
+    pub process: ProcessRef,
+    /// [`StreamKind::Stdout`] or [`StreamKind::Stderr`].
+    pub stream: StreamKind,
+    /// How long the agent keeps the connection waiting for its exec, in
+    /// milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// The longest an agent keeps a parked stream waiting for its exec (two
+/// minutes); a longer [`StreamPark::timeout_ms`] is cut to this.
+pub const MAX_PARK_TIMEOUT_MS: u32 = 120_000;
+
+/// The most streams one agent (one pod) keeps parked at once; a park beyond
+/// it is refused with `WrongState`.
+pub const MAX_PARKED_STREAMS: usize = 128;
+
 /// An event the agent reports (the reply to
 /// [`Request::NextEvent`](crate::Request::NextEvent)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

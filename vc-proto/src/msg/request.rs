@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::container::{ContainerSpec, ProcessRef, ProcessSpec, Resources};
+use super::container::{ContainerSpec, ProcessRef, ProcessSpec, Resources, StreamKind};
 use super::net::NetworkUpdate;
 use super::pod::PodSetup;
 use super::seccomp::Seccomp;
@@ -144,6 +144,30 @@ pub enum Request {
     /// older than this variant answers
     /// [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported). Reply: `Ok`.
     UpdateNetwork(NetworkUpdate),
+    /// Start one more process, as [`Request::Exec`], whose stdout and stderr
+    /// (each one `streams` names) are connections the host parked for it
+    /// with [`StreamPark`](crate::StreamPark): the agent places each
+    /// connection's socket on the child's fd 1 or 2 and keeps no copy, so the
+    /// process writes straight into the connection. A stream not named gets
+    /// the agent's pipe as with `Exec` (attach it with `StreamAttach`), and so
+    /// does stdin always. Every named stream must be parked for this process
+    /// (else `NotFound`, and the parked streams named are closed); with
+    /// `spec.terminal` it is `InvalidArgument`. Protocol version 3 and later:
+    /// an agent answers `Unsupported` on a connection negotiated at 2.
+    /// Reply: `Pid`.
+    ///
+    /// Payload after the variant index (25): `process` and `spec` encoded as
+    /// in `Exec`, then `streams` as a varint count and one varint variant
+    /// index each (1 Stdout, 2 Stderr).
+    ExecDirect {
+        /// The new process; `exec_id` must be set and unused.
+        process: ProcessRef,
+        /// What to run; `terminal` must be false.
+        spec: ProcessSpec,
+        /// The parked streams it gets: [`StreamKind::Stdout`],
+        /// [`StreamKind::Stderr`], each at most once.
+        streams: Vec<StreamKind>,
+    },
 }
 
 /// The most pids a [`Response::Pids`](crate::Response::Pids) carries (at
@@ -182,6 +206,7 @@ impl Request {
             Request::CreateContainerV2 { .. } => "create-container-v2",
             Request::ContainerPids { .. } => "container-pids",
             Request::UpdateNetwork(_) => "update-network",
+            Request::ExecDirect { .. } => "exec-direct",
         }
     }
 }

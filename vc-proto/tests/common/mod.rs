@@ -237,6 +237,11 @@ pub fn requests() -> Vec<Request> {
             neighbours: pod_setup().neighbours,
         }),
         Request::UpdateNetwork(NetworkUpdate::default()),
+        Request::ExecDirect {
+            process: exec_process(),
+            spec: ProcessSpec::default(),
+            streams: vec![StreamKind::Stdout, StreamKind::Stderr],
+        },
     ]
 }
 
@@ -285,7 +290,7 @@ pub fn seccomp_profile() -> SeccompProfile {
 }
 
 /// Number of `Request` variants: one more than the highest `request_index`.
-pub const REQUEST_VARIANTS: usize = 25;
+pub const REQUEST_VARIANTS: usize = 26;
 
 /// The variant's position; exhaustive, so a new variant must be added here.
 pub fn request_index(request: &Request) -> usize {
@@ -315,6 +320,7 @@ pub fn request_index(request: &Request) -> usize {
         Request::CreateContainerV2 { .. } => 22,
         Request::ContainerPids { .. } => 23,
         Request::UpdateNetwork(_) => 24,
+        Request::ExecDirect { .. } => 25,
     }
 }
 

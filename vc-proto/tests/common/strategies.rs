@@ -11,7 +11,7 @@ use vc_proto::{
     GuestDetails, GuestInterface, Health, Hello, HostEntry, Interface, IpNet, Mount, Neighbour,
     NetworkUpdate, PodSetup, ProcessRef, ProcessSpec, ProcessState, Request, Resources, Response,
     Rlimit, Rootfs, Route, Seccomp, SeccompAction, SeccompArg, SeccompFlag, SeccompOp,
-    SeccompProfile, SeccompSyscall, SharedMount, StreamAttach, StreamKind, User,
+    SeccompProfile, SeccompSyscall, SharedMount, StreamAttach, StreamKind, StreamPark, User,
 };
 
 /// Short strings of any Unicode scalar values, including empty ones.
@@ -214,14 +214,27 @@ pub fn process_ref() -> impl Strategy<Value = ProcessRef> {
     })
 }
 
-pub fn stream_attach() -> impl Strategy<Value = StreamAttach> {
-    let stream = prop_oneof![
+pub fn stream_kind() -> impl Strategy<Value = StreamKind> {
+    prop_oneof![
         Just(StreamKind::Stdin),
         Just(StreamKind::Stdout),
         Just(StreamKind::Stderr),
         Just(StreamKind::Tty),
-    ];
-    (process_ref(), stream).prop_map(|(process, stream)| StreamAttach { process, stream })
+    ]
+}
+
+pub fn stream_attach() -> impl Strategy<Value = StreamAttach> {
+    (process_ref(), stream_kind()).prop_map(|(process, stream)| StreamAttach { process, stream })
+}
+
+pub fn stream_park() -> impl Strategy<Value = StreamPark> {
+    (process_ref(), stream_kind(), any::<u32>()).prop_map(|(process, stream, timeout_ms)| {
+        StreamPark {
+            process,
+            stream,
+            timeout_ms,
+        }
+    })
 }
 
 pub fn event() -> impl Strategy<Value = Event> {
@@ -298,6 +311,13 @@ pub fn request() -> impl Strategy<Value = Request> {
                     neighbours,
                 })
             }),
+        (process_ref(), process_spec(), vec(stream_kind(), 0..3)).prop_map(
+            |(process, spec, streams)| Request::ExecDirect {
+                process,
+                spec,
+                streams
+            }
+        ),
     ]
 }
 

@@ -15,7 +15,8 @@ use crate::agent::{
 };
 
 /// A client whose control connection and process streams are all served by
-/// one in-process agent.
+/// one in-process agent, over `tokio::io::duplex` (so stdout and stderr take
+/// the agent's pipes: a park needs a socket).
 async fn real_client() -> (AgentClient, tempfile::TempDir) {
     real_client_with(&ConnectOptions::default()).await
 }
@@ -23,12 +24,32 @@ async fn real_client() -> (AgentClient, tempfile::TempDir) {
 /// As [`real_client`], connected with `opts` (also used by the tests of
 /// `runtime::Process`).
 pub(crate) async fn real_client_with(opts: &ConnectOptions) -> (AgentClient, tempfile::TempDir) {
+    real_client_over(opts, || tokio::io::duplex(PIPE)).await
+}
+
+/// As [`real_client_with`], every connection a unix socket pair, as vsock
+/// sockets in the guest: stdout and stderr take the direct path (the
+/// agent hands the parked sockets to the processes).
+pub(crate) async fn real_client_sockets(opts: &ConnectOptions) -> (AgentClient, tempfile::TempDir) {
+    real_client_over(opts, || {
+        tokio::net::UnixStream::pair().expect("a unix socket pair")
+    })
+    .await
+}
+
+/// A client of one in-process agent; `pair` makes each connection's host
+/// and agent ends.
+async fn real_client_over<S, P>(opts: &ConnectOptions, pair: P) -> (AgentClient, tempfile::TempDir)
+where
+    S: vc_agent::Connection,
+    P: Fn() -> (S, S) + Send + Sync + 'static,
+{
     let run_dir = tempfile::tempdir().expect("tempdir");
     let agent = Agent::new(AgentOptions::process(run_dir.path())).expect("agent");
     let connect = {
         let agent = Arc::clone(&agent);
         move || {
-            let (host, guest) = tokio::io::duplex(PIPE);
+            let (host, guest) = pair();
             tokio::spawn(vc_agent::serve_connection(Arc::clone(&agent), guest));
             host
         }
