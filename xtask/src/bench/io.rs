@@ -195,6 +195,14 @@ async fn bench(
             .goal(Goal::RatioAtLeast(0.8)),
     );
     outcome.figures.push(
+        Figure::new(
+            "stdout throughput through the agent's pipes (forced)",
+            Unit::MbPerS,
+            vc.pipe_mb_s,
+        )
+        .floor("raw vsock, static C writer", floor.mb_s),
+    );
+    outcome.figures.push(
         Figure::ms("exec /bin/true, median", vc.spawn.median)
             .floor_ms("vsock round trip + guest fork+exec+wait", budget)
             .goal(Goal::RatioAtMost(10.0)),
