@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use guest_image::{Manifest, GUEST_MODULE_DIR};
+use guest_image::Manifest;
 
 use super::floor::build_initrd;
 
@@ -40,6 +40,8 @@ static void halt(const char *what) {
     reboot(RB_POWER_OFF);
     for (;;) pause();
 }
+
+@LOAD_MODULES@
 
 static int write_all(int fd, const unsigned char *p, size_t len) {
     while (len > 0) {
@@ -90,12 +92,7 @@ static void serve(int c) {
 }
 
 int main(void) {
-    for (size_t i = 0; MODULES[i] != NULL; i++) {
-        int fd = open(MODULES[i], O_RDONLY | O_CLOEXEC);
-        if (fd < 0) halt(MODULES[i]);
-        if (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST) halt(MODULES[i]);
-        close(fd);
-    }
+    load_modules();
     int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) halt("socket");
     struct sockaddr_vm addr;
@@ -120,14 +117,8 @@ int main(void) {
 
 /// Builds the I/O floor initrd in `dir` from the guest image in `image_dir`; returns its path.
 pub(super) fn build(image_dir: &Path, manifest: &Manifest, dir: &Path) -> Result<PathBuf> {
-    build_initrd(image_dir, manifest, dir, "io-floor", "-O2", |wanted| {
-        let mods: String = wanted
-            .iter()
-            .map(|m| format!("\"{GUEST_MODULE_DIR}/{m}\", "))
-            .collect();
-        INIT_C
-            .replace("@MODULES@", &mods)
-            .replace("@PORT@", &vc_proto::AGENT_VSOCK_PORT.to_string())
-            .replace("@READY@", READY_LINE)
-    })
+    let source = INIT_C
+        .replace("@PORT@", &vc_proto::AGENT_VSOCK_PORT.to_string())
+        .replace("@READY@", READY_LINE);
+    build_initrd(image_dir, manifest, dir, "io-floor", "-O2", &source)
 }

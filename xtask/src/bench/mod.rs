@@ -3,7 +3,8 @@
 //! as a [`report::Outcome`]; `--report DIR` writes the outcomes of the run as `report.md`,
 //! `results.json` and SVG plots ([`report`], [`plot`]), and `all` runs every bench in turn
 //! (`density` at 1, 2, 4, ... up to `--pods` pods). The benches: `boot` ([`boot`], with its floor image
-//! in [`floor`]), `pod` ([`pod`]), `io` ([`io`], floor in [`io_floor`]), `net` ([`net`]), `storm`
+//! in [`floor`]), `pod` ([`pod`]), `io` ([`io`], floor in [`io_floor`]), `net` ([`net`], floor in
+//! [`net_floor`], namespaces in [`net_ns`]), `storm`
 //! ([`storm`], 16 starts at once against one after another) and `density` ([`density`], host
 //! memory and CPU of N idle pods, read from `/proc` by [`procfs`]); `pod --pool` adds warm pool
 //! starts ([`pool`]); [`inputs`] finds what they start from and [`stats`] summarizes samples.
@@ -15,6 +16,8 @@ mod inputs;
 mod io;
 mod io_floor;
 mod net;
+mod net_floor;
+mod net_ns;
 mod plot;
 mod pod;
 mod pool;

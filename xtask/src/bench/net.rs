@@ -1,18 +1,24 @@
-//! `cargo xtask bench net`: TCP between a peer network namespace and a container of a pod whose
-//! namespace is mirrored into its VM (upload and download throughput, 1-byte round trip), and in
-//! the same run the floor: the same servers (busybox `nc -ll`) in a plain namespace reached over a
-//! veth alone. Runs alternate between the two paths so host load drifts hit both; medians are
-//! printed with their ratio.
+//! `cargo xtask bench net`: TCP from a peer network namespace over a veth (upload and download
+//! throughput, 1-byte round trip) to three servers, on three paths measured in the same run:
 //!
-//! Namespaces (`ip netns`, iproute2 from `cargo xtask deps`) and the floor's server processes
-//! are removed by guards; the pod is stopped and deleted whatever happens. Addresses: 192.0.2.0/24
-//! only, inside the namespaces made here.
+//! - **pod**: a container of a pod whose namespace is mirrored into its VM (tc `mirred` between
+//!   the veth and the pod's tap, the agent, the container);
+//! - **VM, plain tap** (the floor, [`super::net_floor`]): the same kernel, machine, vCPUs and
+//!   memory, a static init and busybox serving over a tap bridged to the veth;
+//! - **veth alone** (a reference line): the same servers in the veth's namespace on the host.
+//!
+//! Every path runs the same busybox `nc -ll` servers. Runs alternate between the paths so host
+//! load drifts hit all of them; medians are printed with the pod's ratios to the floor (goals:
+//! upload and download >= 0.8, round trip <= 1.25x).
+//!
+//! Namespaces (`ip netns`, iproute2 from `cargo xtask deps`), the floor's QEMU and the reference
+//! servers are removed by guards ([`super::net_ns`]); the pod is stopped and deleted whatever
+//! happens. Addresses: 192.0.2.0/24 only, inside the namespaces made here.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -20,7 +26,9 @@ use vc_host::config::{ContainerConfig, PodConfig};
 use vc_host::id::{ContainerId, PodId};
 
 use super::inputs::{rootfs, scratch, tokio_runtime, vc_runtime, Image};
-use super::report::{Figure, Outcome, Unit};
+use super::net_floor::NetFloor;
+use super::net_ns::{join, Netns, SERVER_IP};
+use super::report::{Figure, Goal, Outcome, Unit};
 use super::stats::Summary;
 use crate::ctx::{self, Ctx};
 
@@ -28,76 +36,13 @@ use crate::ctx::{self, Ctx};
 const TRANSFER: usize = 32 << 20;
 /// Round trips in one latency sample (after 20 unmeasured ones).
 const ROUND_TRIPS: usize = 200;
-/// The servers, identical for the pod's container and the floor namespace.
+/// The servers, identical on every path.
 const SERVERS: &str = "busybox nc -ll -p 5001 -e busybox cat & \
      busybox nc -ll -p 5002 -e busybox dd of=/dev/null bs=65536 & \
      busybox nc -ll -p 5003 -e busybox dd if=/dev/zero bs=65536 count=512 & wait";
-/// Server address (the pod's or the floor's) and the peer's.
-const SERVER_IP: &str = "192.0.2.2";
-const PEER_CIDR: &str = "192.0.2.1/24";
-const SERVER_CIDR: &str = "192.0.2.2/24";
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("cannot run ip: install iproute2 with `cargo xtask deps`")?;
-    if !out.status.success() {
-        bail!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// A named network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Result<Self> {
-        let name = format!("vcb{}{tag}", std::process::id());
-        ip(&["netns", "add", &name])?;
-        let ns = Self(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/var/run/netns").join(&self.0)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.0]);
-    }
-}
-
-/// `server` and `peer` joined by a veth: server end `eth0` 192.0.2.2/24, peer end 192.0.2.1/24.
-fn join(server: &Netns, peer: &Netns) -> Result<()> {
-    ip(&[
-        "-n", &server.0, "link", "add", "eth0", "type", "veth", "peer", "name", "p0", "netns",
-        &peer.0,
-    ])?;
-    ip(&["-n", &server.0, "addr", "add", SERVER_CIDR, "dev", "eth0"])?;
-    ip(&["-n", &peer.0, "addr", "add", PEER_CIDR, "dev", "p0"])?;
-    ip(&["-n", &server.0, "link", "set", "eth0", "up"])?;
-    ip(&["-n", &peer.0, "link", "set", "p0", "up"])
-}
-
-/// The floor's servers: a process group, killed by id on drop.
-struct Servers(Child);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        // SAFETY: killpg with our own child's pid, which is its process group id (process_group(0));
-        // the child is not reaped yet, so the id cannot have been reused.
-        unsafe { libc::killpg(self.0.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
+/// Goals of the pod against the floor (issue 14).
+const GOAL_THROUGHPUT: f64 = 0.8;
+const GOAL_RTT: f64 = 1.25;
 
 /// One sample of each measure.
 #[derive(Debug, Clone, Copy)]
@@ -197,45 +142,219 @@ fn mib_s(d: Duration) -> f64 {
     TRANSFER as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
 
-pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<Outcome> {
-    let image = Image::locate(ctx)?;
-    let rootfs = rootfs(ctx)?;
-    tokio_runtime()?.block_on(bench(&image.dir, &rootfs, runs))
+/// Medians of one path's samples.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathSummary {
+    /// Upload (peer -> server) in MiB/s.
+    pub upload_mib_s: f64,
+    /// Download (server -> peer) in MiB/s.
+    pub download_mib_s: f64,
+    /// 1-byte round trip.
+    pub rtt: Duration,
 }
 
-async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<Outcome> {
-    let tmp = scratch("vn")?;
-    let rt = vc_runtime(tmp.path(), image_dir)?;
+impl PathSummary {
+    fn of(samples: &[Sample]) -> Result<Self> {
+        let median = |f: fn(&Sample) -> Duration| -> Result<Duration> {
+            Ok(Summary::of(&samples.iter().map(f).collect::<Vec<_>>())
+                .context("no samples")?
+                .median)
+        };
+        Ok(Self {
+            upload_mib_s: mib_s(median(|s| s.upload)?),
+            download_mib_s: mib_s(median(|s| s.download)?),
+            rtt: median(|s| s.rtt)?,
+        })
+    }
 
-    // The floor: two namespaces and a veth, servers in one.
-    let floor_server = Netns::new("fs")?;
-    let floor_peer = Netns::new("fp")?;
-    join(&floor_server, &floor_peer)?;
-    use std::os::unix::process::CommandExt as _;
-    let _servers = Servers(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &floor_server.0,
-                "busybox",
-                "sh",
-                "-c",
-                SERVERS,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("cannot start the floor's servers")?,
-    );
+    fn row(&self, name: &str) -> String {
+        format!(
+            "  {name:<24} {:>9.1} {:>9.1} {:>10}",
+            self.upload_mib_s,
+            self.download_mib_s,
+            us(self.rtt)
+        )
+    }
+}
+
+/// The pod against a path: upload and download ratios (pod / path) and the round trip's
+/// (pod / path, lower is better).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ratios {
+    pub upload: f64,
+    pub download: f64,
+    pub rtt: f64,
+}
+
+impl Ratios {
+    fn of(pod: &PathSummary, other: &PathSummary) -> Self {
+        Self {
+            upload: pod.upload_mib_s / other.upload_mib_s,
+            download: pod.download_mib_s / other.download_mib_s,
+            rtt: pod.rtt.as_secs_f64() / other.rtt.as_secs_f64(),
+        }
+    }
+}
+
+/// What one `bench net` run found.
+#[derive(Debug, Clone)]
+pub(crate) struct NetResults {
+    pub runs: u32,
+    pub pod: PathSummary,
+    /// The floor: a VM with a plain tap.
+    pub floor: PathSummary,
+    /// The reference: the servers in the veth's namespace, no VM.
+    pub veth: PathSummary,
+    /// `/proc/loadavg` before and after.
+    pub load: (String, String),
+}
+
+impl NetResults {
+    /// The pod against the floor (the goals' ratios).
+    pub(crate) fn against_floor(&self) -> Ratios {
+        Ratios::of(&self.pod, &self.floor)
+    }
+
+    fn print(&self) {
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        println!(
+            "\nmedians of {} runs (peer namespace -> veth -> ...):",
+            self.runs
+        );
+        println!(
+            "  {:<24} {:>9} {:>9} {:>10}",
+            "path", "up MiB/s", "down MiB/s", "rtt"
+        );
+        println!("{}", self.pod.row(POD));
+        println!("{}", self.floor.row(FLOOR));
+        println!("{}", self.veth.row(VETH));
+        let f = self.against_floor();
+        println!("pod / floor ({FLOOR}):");
+        println!(
+            "  upload   {:.3} (goal >= {GOAL_THROUGHPUT}: {})",
+            f.upload,
+            verdict(f.upload >= GOAL_THROUGHPUT)
+        );
+        println!(
+            "  download {:.3} (goal >= {GOAL_THROUGHPUT}: {})",
+            f.download,
+            verdict(f.download >= GOAL_THROUGHPUT)
+        );
+        println!(
+            "  rtt      {:.2}x (goal <= {GOAL_RTT}x: {})",
+            f.rtt,
+            verdict(f.rtt <= GOAL_RTT)
+        );
+        let v = Ratios::of(&self.pod, &self.veth);
+        println!(
+            "pod / {VETH}: upload {:.3}, download {:.3}, rtt {:.1}x",
+            v.upload, v.download, v.rtt
+        );
+        println!(
+            "host load (/proc/loadavg) before: {}, after: {}",
+            self.load.0, self.load.1
+        );
+    }
+}
+
+impl NetResults {
+    /// The results for the report: each measure of the pod against the floor (with its goal)
+    /// and against the bare veth.
+    fn outcome(&self) -> Outcome {
+        let mut outcome = Outcome::new(
+            "net",
+            format!(
+                "{} MiB upload and download and {ROUND_TRIPS} one-byte round trips between a \
+                 peer namespace and busybox nc servers, over a veth: in a container of a pod \
+                 whose namespace is mirrored into its VM ({POD}), in a VM on the same kernel, \
+                 machine, vCPUs and memory whose tap is bridged to the veth ({FLOOR}, the \
+                 floor), and on the host at the veth ({VETH}); {} runs alternating, medians.",
+                TRANSFER >> 20,
+                self.runs
+            ),
+        );
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let (pod, floor, veth) = (&self.pod, &self.floor, &self.veth);
+        outcome.figures.extend([
+            Figure::new("upload", Unit::MibPerS, pod.upload_mib_s)
+                .floor(FLOOR, floor.upload_mib_s)
+                .goal(Goal::RatioAtLeast(GOAL_THROUGHPUT)),
+            Figure::new("download", Unit::MibPerS, pod.download_mib_s)
+                .floor(FLOOR, floor.download_mib_s)
+                .goal(Goal::RatioAtLeast(GOAL_THROUGHPUT)),
+            Figure::new("1-byte round trip, median", Unit::Us, us(pod.rtt))
+                .floor(FLOOR, us(floor.rtt))
+                .goal(Goal::RatioAtMost(GOAL_RTT)),
+            Figure::new("upload against the veth", Unit::MibPerS, pod.upload_mib_s)
+                .floor(VETH, veth.upload_mib_s),
+            Figure::new(
+                "download against the veth",
+                Unit::MibPerS,
+                pod.download_mib_s,
+            )
+            .floor(VETH, veth.download_mib_s),
+            Figure::new("1-byte round trip against the veth", Unit::Us, us(pod.rtt))
+                .floor(VETH, us(veth.rtt)),
+        ]);
+        outcome
+    }
+}
+
+/// The paths' names as printed.
+const POD: &str = "pod";
+const FLOOR: &str = "VM, plain tap (floor)";
+const VETH: &str = "veth alone (reference)";
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+pub(crate) fn run(ctx: &Ctx, runs: u32) -> Result<Outcome> {
+    let image = Image::locate(ctx)?;
+    let manifest = image.manifest()?;
+    let rootfs = rootfs(ctx)?;
+    let results = tokio_runtime()?.block_on(bench(&image, &manifest, &rootfs, runs))?;
+    results.print();
+    Ok(results.outcome())
+}
+
+async fn bench(
+    image: &Image,
+    manifest: &guest_image::Manifest,
+    rootfs: &Path,
+    runs: u32,
+) -> Result<NetResults> {
+    let load_before = loadavg();
+    let tmp = scratch("vn")?;
+    let rt = vc_runtime(tmp.path(), &image.dir)?;
+    let pod_id = PodId::new("netbench").context("pod id")?;
+    let mut config = PodConfig::new(pod_id.clone());
+
+    // The reference: two namespaces and a veth, the servers in one.
+    let veth_server = Netns::new("vs")?;
+    let veth_peer = Netns::new("vp")?;
+    join(&veth_server, &veth_peer, true)?;
+    let _veth_servers = veth_server.spawn(
+        "busybox".as_ref(),
+        &["sh", "-c", SERVERS],
+        None,
+        "the reference servers",
+    )?;
+    // The floor: the pod's VM settings, a plain tap.
+    ctx::step("building the network floor's initrd and booting it (a VM with a plain tap)");
+    let mut vm = config.vm.clone();
+    vm.kernel = Some(image.paths.kernel.clone());
+    vm.initrd = Some(image.paths.initrd.clone());
+    let settings = vm
+        .validate()
+        .context("the VM configuration is not usable on this host (try `cargo xtask deps`)")?;
+    let floor = NetFloor::start(&settings, &image.dir, manifest, tmp.path(), SERVERS)?;
     // The pod: its namespace mirrored into the VM, the same servers in a container.
     let pod_ns = Netns::new("ps")?;
     let pod_peer = Netns::new("pp")?;
-    join(&pod_ns, &pod_peer)?;
-    let pod_id = PodId::new("netbench").context("pod id")?;
-    let mut config = PodConfig::new(pod_id.clone());
+    join(&pod_ns, &pod_peer, true)?;
     config.netns = Some(pod_ns.path());
     config.containers.push(ContainerConfig::new(
         ContainerId::new("servers").context("container id")?,
@@ -244,86 +363,48 @@ async fn bench(image_dir: &Path, rootfs: &Path, runs: u32) -> Result<Outcome> {
     ));
     ctx::step(format!(
         "{runs} runs each: {} MiB upload and download and {ROUND_TRIPS} 1-byte round trips, \
-         peer namespace -> container in a pod VM, and the floor: the same busybox nc servers in a \
-         namespace over a veth alone",
+         peer namespace -> {POD}, {FLOOR}, {VETH}",
         TRANSFER >> 20
     ));
     rt.run_pod(config).await.context("cannot start the pod")?;
+    let paths = [(POD, &pod_peer), (FLOOR, &floor.peer), (VETH, &veth_peer)];
     let measured = async {
-        // Unmeasured warm-up of both paths.
-        measure_from(&floor_peer).context("floor warm-up")?;
-        measure_from(&pod_peer).context("pod warm-up")?;
-        let mut floor = Vec::new();
-        let mut pod = Vec::new();
-        for i in 0..runs {
-            let f = measure_from(&floor_peer).with_context(|| format!("floor run {}", i + 1))?;
-            let p = measure_from(&pod_peer).with_context(|| format!("pod run {}", i + 1))?;
-            println!(
-                "  run {:>2}  pod: up {:>7.1} MiB/s down {:>7.1} MiB/s rtt {:>8}   \
-                 floor: up {:>7.1} MiB/s down {:>7.1} MiB/s rtt {:>8}",
-                i + 1,
-                mib_s(p.upload),
-                mib_s(p.download),
-                us(p.rtt),
-                mib_s(f.upload),
-                mib_s(f.download),
-                us(f.rtt)
-            );
-            floor.push(f);
-            pod.push(p);
+        for (name, peer) in paths {
+            measure_from(peer).with_context(|| format!("{name} warm-up"))?;
         }
-        Ok::<_, anyhow::Error>((floor, pod))
+        let mut samples: [Vec<Sample>; 3] = Default::default();
+        for i in 0..runs {
+            let mut line = format!("  run {:>2}", i + 1);
+            for ((name, peer), out) in paths.iter().zip(samples.iter_mut()) {
+                let s = measure_from(peer).with_context(|| format!("{name} run {}", i + 1))?;
+                line.push_str(&format!(
+                    "  {name}: {:.1}/{:.1} MiB/s {}",
+                    mib_s(s.upload),
+                    mib_s(s.download),
+                    us(s.rtt)
+                ));
+                out.push(s);
+            }
+            println!("{line}");
+        }
+        Ok::<_, anyhow::Error>(samples)
     }
     .await;
     let stopped = rt.stop_pod(&pod_id).await;
     let deleted = rt.delete_pod(&pod_id).await;
-    let (floor, pod) = measured?;
+    let diagnostics = floor.diagnostics();
+    drop(floor);
+    let [pod, floor, veth] = measured.with_context(|| diagnostics)?;
     stopped.context("stop_pod failed")?;
     deleted.context("delete_pod failed")?;
-
-    let median = |v: &[Sample], f: fn(&Sample) -> Duration| -> Result<Duration> {
-        Ok(Summary::of(&v.iter().map(f).collect::<Vec<_>>())
-            .context("no samples")?
-            .median)
-    };
-    println!("\nmedians of {runs} runs (pod = peer namespace <-> container in the VM; floor = veth alone):");
-    let mut outcome = Outcome::new(
-        "net",
-        format!(
-            "{} MiB upload and download and {ROUND_TRIPS} one-byte round trips between a peer \
-             namespace and busybox nc servers in a container of a pod whose namespace is \
-             mirrored into its VM, {runs} runs alternating with the floor, medians.",
-            TRANSFER >> 20
-        ),
-    );
-    const FLOOR: &str = "the same servers in a namespace over a veth alone";
-    for (name, f) in [
-        ("upload", (|s: &Sample| s.upload) as fn(&Sample) -> Duration),
-        ("download", |s: &Sample| s.download),
-    ] {
-        let (p, fl) = (mib_s(median(&pod, f)?), mib_s(median(&floor, f)?));
-        println!(
-            "  {name:<9} pod {p:>8.1} MiB/s   floor {fl:>8.1} MiB/s   pod/floor {:.3}",
-            p / fl
-        );
-        outcome
-            .figures
-            .push(Figure::new(name, Unit::MibPerS, p).floor(FLOOR, fl));
-    }
-    let (p, fl) = (median(&pod, |s| s.rtt)?, median(&floor, |s| s.rtt)?);
-    println!(
-        "  {:<9} pod {:>10}   floor {:>10}   pod/floor {:.1}x",
-        "rtt",
-        us(p),
-        us(fl),
-        p.as_secs_f64() / fl.as_secs_f64()
-    );
-    outcome.figures.push(
-        Figure::new("1-byte round trip, median", Unit::Us, p.as_secs_f64() * 1e6)
-            .floor(FLOOR, fl.as_secs_f64() * 1e6),
-    );
     drop(rt);
     tmp.close()
         .context("cannot remove the temporary directory")?;
-    Ok(outcome)
+    Ok(NetResults {
+        runs,
+        pod: PathSummary::of(&pod)?,
+        floor: PathSummary::of(&floor)?,
+        veth: PathSummary::of(&veth)?,
+        load: (load_before, loadavg()),
+    })
 }
