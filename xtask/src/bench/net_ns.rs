@@ -54,8 +54,9 @@ impl Netns {
         ip(&all)
     }
 
-    /// Starts `program ARGS` inside this namespace in a process group of its own, its output to
-    /// `log` (discarded when `None`).
+    /// Starts `program ARGS` inside this namespace in a session (and process group) of its
+    /// own, as the library starts QEMU (with the kernel's autogroup scheduling, a session is
+    /// also a scheduling group), its output to `log` (discarded when `None`).
     pub(super) fn spawn<S: AsRef<OsStr>>(
         &self,
         program: &OsStr,
@@ -72,14 +73,24 @@ impl Netns {
             }
             None => (Stdio::null(), Stdio::null()),
         };
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.0])
             .arg(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
+            .stderr(stderr);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start {what}"))?;
         Ok(Group(child))
@@ -106,8 +117,8 @@ pub(super) fn join(server: &Netns, peer: &Netns, server_address: bool) -> Result
     peer.ip(&["link", "set", "p0", "up"])
 }
 
-/// A process group (`ip netns exec` execs the program, so the child's pid is the program's),
-/// killed by its id on drop.
+/// A session and process group (`ip netns exec` execs the program, so the child's pid is the
+/// program's and the group's id), killed by its id on drop.
 pub(super) struct Group(Child);
 
 impl Group {
@@ -119,7 +130,7 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // SAFETY: killpg with our own child's pid, which is its process group id (process_group(0));
+        // SAFETY: killpg with our own child's pid, which is its process group id (setsid);
         // the child is not reaped yet, so the id cannot have been reused.
         unsafe { libc::killpg(self.0.id() as libc::pid_t, libc::SIGKILL) };
         let _ = self.0.wait();
