@@ -169,7 +169,7 @@ impl PathSummary {
 
     fn row(&self, name: &str) -> String {
         format!(
-            "  {name:<24} {:>9.1} {:>9.1} {:>10}",
+            "  {name:<28} {:>9.1} {:>9.1} {:>10}",
             self.upload_mib_s,
             self.download_mib_s,
             us(self.rtt)
@@ -222,14 +222,14 @@ impl NetResults {
             self.runs
         );
         println!(
-            "  {:<24} {:>9} {:>9} {:>10}",
+            "  {:<28} {:>9} {:>9} {:>10}",
             "path", "up MiB/s", "down MiB/s", "rtt"
         );
         println!("{}", self.pod.row(POD));
         println!("{}", self.floor.row(FLOOR));
         println!("{}", self.veth.row(VETH));
         let f = self.against_floor();
-        println!("pod / floor ({FLOOR}):");
+        println!("pod / floor:");
         println!(
             "  upload   {:.3} (goal >= {GOAL_THROUGHPUT}: {})",
             f.upload,
@@ -266,9 +266,10 @@ impl NetResults {
             format!(
                 "{} MiB upload and download and {ROUND_TRIPS} one-byte round trips between a \
                  peer namespace and busybox nc servers, over a veth: in a container of a pod \
-                 whose namespace is mirrored into its VM ({POD}), in a VM on the same kernel, \
-                 machine, vCPUs and memory whose tap is bridged to the veth ({FLOOR}, the \
-                 floor), and on the host at the veth ({VETH}); {} runs alternating, medians.",
+                 whose namespace is mirrored into its VM; in the floor, a VM on the same \
+                 kernel, machine, vCPUs and memory with a static init, whose plain tap is \
+                 bridged to the veth; and on the host at the bare veth (reference); {} runs \
+                 alternating, medians.",
                 TRANSFER >> 20,
                 self.runs
             ),
@@ -302,8 +303,8 @@ impl NetResults {
 
 /// The paths' names as printed.
 const POD: &str = "pod";
-const FLOOR: &str = "VM, plain tap (floor)";
-const VETH: &str = "veth alone (reference)";
+const FLOOR: &str = "VM with a plain tap (floor)";
+const VETH: &str = "bare veth (reference)";
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
