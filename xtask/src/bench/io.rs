@@ -1,8 +1,8 @@
 //! `cargo xtask bench io`: process I/O through the library against its floor, in one run.
 //!
-//! - vc: in a running pod, exec latency of `/bin/true` in a container (exec, stream attach,
-//!   wait through [`Process::spawn`]; and exec + wait alone), at least 100 runs, median and
-//!   p99; the guest's own fork+exec+wait of `/bin/true` (timed inside the guest); stdout
+//! - vc: in a running pod, exec latency of `/bin/true` in a container (stdout and stderr
+//!   parked, exec, wait through [`Process::spawn`]; and exec + wait alone), at least 100 runs,
+//!   median and p99; the guest's own fork+exec+wait of `/bin/true` (timed inside the guest); stdout
 //!   throughput of `dd if=/dev/zero bs=1M count=256` read on the host, on the direct path (the
 //!   vsock connection is dd's stdout) and through the agent's pipes (forced), alternating.
 //! - floor: the same kernel and vsock modules with a minimal static C init
@@ -117,7 +117,7 @@ async fn bench(
     );
     println!("vc (agent, container, library):");
     println!(
-        "  exec /bin/true (Process::spawn: exec, attach stdout+stderr, close stdin, wait)\n                        median {:>9}  p99 {:>9}  (min {}, max {}, {execs} runs)",
+        "  exec /bin/true (Process::spawn: park stdout+stderr, exec, close stdin, wait)\n                        median {:>9}  p99 {:>9}  (min {}, max {}, {execs} runs)",
         ms(vc.spawn.median),
         ms(vc.spawn_p99),
         ms(vc.spawn.min),
