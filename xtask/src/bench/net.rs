@@ -3,13 +3,17 @@
 //!
 //! - **pod**: a container of a pod whose namespace is mirrored into its VM (tc `mirred` between
 //!   the veth and the pod's tap, the agent, the container);
-//! - **VM, plain tap** (the floor, [`super::net_floor`]): the same kernel, machine, vCPUs and
-//!   memory, a static init and busybox serving over a tap bridged to the veth;
-//! - **veth alone** (a reference line): the same servers in the veth's namespace on the host.
+//! - **VM with a plain tap** (the floor, [`super::net_floor`]): the same kernel, machine, vCPUs
+//!   and memory, a static init and busybox serving over a tap bridged to the veth;
+//! - **bare veth** (a reference line): the same servers in the veth's namespace on the host.
 //!
-//! Every path runs the same busybox `nc -ll` servers. Runs alternate between the paths so host
-//! load drifts hit all of them; medians are printed with the pod's ratios to the floor (goals:
-//! upload and download >= 0.8, round trip <= 1.25x).
+//! Every path runs the same busybox `nc -ll` servers, which start a process per connection.
+//! Throughput is timed from the server's process running (upload: after 1 MiB written through
+//! a small send buffer, which the server must have read; download: from the first byte) to the
+//! end; the time from connecting to the download's first byte
+//! (the server's process start) is reported on its own. Runs alternate between the paths so
+//! host load drifts hit all of them; medians are printed with the pod's ratios to the floor
+//! (goals: upload and download >= 0.8, round trip <= 1.25x).
 //!
 //! Namespaces (`ip netns`, iproute2 from `cargo xtask deps`), the floor's QEMU and the reference
 //! servers are removed by guards ([`super::net_ns`]); the pod is stopped and deleted whatever
@@ -40,6 +44,12 @@ const ROUND_TRIPS: usize = 200;
 const SERVERS: &str = "busybox nc -ll -p 5001 -e busybox cat & \
      busybox nc -ll -p 5002 -e busybox dd of=/dev/null bs=65536 & \
      busybox nc -ll -p 5003 -e busybox dd if=/dev/zero bs=65536 count=512 & wait";
+/// Unmeasured bytes sent before an upload is timed, through a send buffer of PRIME_SNDBUF
+/// (the kernel doubles it); the server's initial receive buffer is 128 KiB (`tcp_rmem`).
+const PRIME: usize = 1 << 20;
+const PRIME_SNDBUF: libc::c_int = 64 << 10;
+/// The send buffer of the timed upload (the default maximum, `wmem_max` permitting).
+const SNDBUF: libc::c_int = 4 << 20;
 /// Goals of the pod against the floor (issue 14).
 const GOAL_THROUGHPUT: f64 = 0.8;
 const GOAL_RTT: f64 = 1.25;
@@ -47,9 +57,15 @@ const GOAL_RTT: f64 = 1.25;
 /// One sample of each measure.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
+    /// TRANSFER bytes up, after PRIME bytes (the server reads), to the server's close.
     upload: Duration,
+    /// TRANSFER bytes down, from the first byte to the end (scaled from the bytes after the
+    /// first read).
     download: Duration,
     rtt: Duration,
+    /// From connecting to the download server to its first byte: the server process's start
+    /// (`nc` forks and executes `dd`).
+    server_start: Duration,
 }
 
 fn connect(addr: SocketAddr) -> Result<TcpStream> {
@@ -70,9 +86,16 @@ fn connect(addr: SocketAddr) -> Result<TcpStream> {
 /// Upload, download and round trip from the calling thread's namespace.
 fn measure(server: &str) -> Result<Sample> {
     let at = |port: u16| -> Result<SocketAddr> { Ok(format!("{server}:{port}").parse()?) };
-    // Upload: TRANSFER bytes into `dd of=/dev/null`, until the server closes.
+    // Upload: TRANSFER bytes into `dd of=/dev/null`, until the server closes, after PRIME
+    // unmeasured bytes written through a small send buffer: they cannot all wait in the two
+    // sockets' buffers, so when they are written `dd` runs and reads.
     let mut s = connect(at(5002)?)?;
     let chunk = vec![0x5au8; 64 << 10];
+    set_sndbuf(&s, PRIME_SNDBUF)?;
+    for _ in 0..PRIME / chunk.len() {
+        s.write_all(&chunk)?;
+    }
+    set_sndbuf(&s, SNDBUF)?;
     let start = Instant::now();
     for _ in 0..TRANSFER / chunk.len() {
         s.write_all(&chunk)?;
@@ -81,22 +104,31 @@ fn measure(server: &str) -> Result<Sample> {
     let mut rest = Vec::new();
     s.read_to_end(&mut rest)?;
     let upload = start.elapsed();
-    // Download: 32 MiB from `dd if=/dev/zero`, to EOF.
+    // Download: 32 MiB from `dd if=/dev/zero`, from the first byte to EOF; the time from
+    // connecting to the first byte is the server's start.
     let mut s = connect(at(5003)?)?;
-    let start = Instant::now();
+    let connected = Instant::now();
     let mut buf = vec![0u8; 64 << 10];
+    let mut first = None;
     let mut got = 0;
     loop {
         let n = s.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        if first.is_none() {
+            first = Some((Instant::now(), n));
+        }
         got += n;
     }
-    let download = start.elapsed();
+    let end = Instant::now();
     if got != TRANSFER {
         bail!("downloaded {got} bytes, expected {TRANSFER}");
     }
+    let (first_at, first_len) = first.context("no byte downloaded")?;
+    let server_start = first_at - connected;
+    // The bytes after the first read, scaled to TRANSFER.
+    let download = (end - first_at).mul_f64(TRANSFER as f64 / (TRANSFER - first_len).max(1) as f64);
     // Round trip: one byte to `cat` and back.
     let mut s = connect(at(5001)?)?;
     let mut rtts = Vec::with_capacity(ROUND_TRIPS);
@@ -114,7 +146,27 @@ fn measure(server: &str) -> Result<Sample> {
         upload,
         download,
         rtt,
+        server_start,
     })
+}
+
+/// `SO_SNDBUF` of `s`.
+fn set_sndbuf(s: &TcpStream, bytes: libc::c_int) -> Result<()> {
+    // SAFETY: setsockopt on an open socket with a pointer to an int that outlives the call and
+    // its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::from_ref(&bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot set SO_SNDBUF");
+    }
+    Ok(())
 }
 
 /// Runs [`measure`] on a thread inside `peer`.
@@ -151,6 +203,8 @@ pub(crate) struct PathSummary {
     pub download_mib_s: f64,
     /// 1-byte round trip.
     pub rtt: Duration,
+    /// Connection to the download server's first byte.
+    pub server_start: Duration,
 }
 
 impl PathSummary {
@@ -164,15 +218,17 @@ impl PathSummary {
             upload_mib_s: mib_s(median(|s| s.upload)?),
             download_mib_s: mib_s(median(|s| s.download)?),
             rtt: median(|s| s.rtt)?,
+            server_start: median(|s| s.server_start)?,
         })
     }
 
     fn row(&self, name: &str) -> String {
         format!(
-            "  {name:<28} {:>9.1} {:>9.1} {:>10}",
+            "  {name:<28} {:>9.1} {:>9.1} {:>10} {:>12}",
             self.upload_mib_s,
             self.download_mib_s,
-            us(self.rtt)
+            us(self.rtt),
+            super::stats::ms(self.server_start)
         )
     }
 }
@@ -222,8 +278,8 @@ impl NetResults {
             self.runs
         );
         println!(
-            "  {:<28} {:>9} {:>9} {:>10}",
-            "path", "up MiB/s", "down MiB/s", "rtt"
+            "  {:<28} {:>9} {:>9} {:>10} {:>12}",
+            "path", "up MiB/s", "down MiB/s", "rtt", "server start"
         );
         println!("{}", self.pod.row(POD));
         println!("{}", self.floor.row(FLOOR));
@@ -286,6 +342,11 @@ impl NetResults {
             Figure::new("1-byte round trip, median", Unit::Us, us(pod.rtt))
                 .floor(FLOOR, us(floor.rtt))
                 .goal(Goal::RatioAtMost(GOAL_RTT)),
+            Figure::ms(
+                "download server start (connect to first byte)",
+                pod.server_start,
+            )
+            .floor_ms(FLOOR, floor.server_start),
             Figure::new("upload against the veth", Unit::MibPerS, pod.upload_mib_s)
                 .floor(VETH, veth.upload_mib_s),
             Figure::new(
@@ -379,10 +440,11 @@ async fn bench(
             for ((name, peer), out) in paths.iter().zip(samples.iter_mut()) {
                 let s = measure_from(peer).with_context(|| format!("{name} run {}", i + 1))?;
                 line.push_str(&format!(
-                    "  {name}: {:.1}/{:.1} MiB/s {}",
+                    "  {name}: {:.1}/{:.1} MiB/s {} {}",
                     mib_s(s.upload),
                     mib_s(s.download),
-                    us(s.rtt)
+                    us(s.rtt),
+                    super::stats::ms(s.server_start)
                 ));
                 out.push(s);
             }
