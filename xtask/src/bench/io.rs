@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use guest_image::{ImagePaths, Manifest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use vc_host::agent::AgentClient;
 use vc_host::config::{ContainerConfig, PodConfig};
 use vc_host::hypervisor::{Hypervisor, QemuHypervisor, Vm, VmConfig, VmSpec};
 use vc_host::id::{ContainerId, PodId};
@@ -71,6 +72,8 @@ struct Measured {
     bare_p99: Duration,
     guest_fork_exec: Duration,
     guest_pipe_mb_s: f64,
+    /// `dd if=/dev/zero of=/dev/null` in the guest: what producing the data costs.
+    guest_source_mb_s: f64,
     /// stdout on the direct path (the vsock connection is the process's stdout).
     mb_s: f64,
     /// stdout through the agent's pipe and copy (forced; a version-2 agent's path).
@@ -144,6 +147,10 @@ async fn bench(
     println!(
         "  in the guest alone: dd bs=1M | dd of=/dev/null: {:.1} MB/s (a pipe, no vsock)",
         vc.guest_pipe_mb_s
+    );
+    println!(
+        "  in the guest alone: dd if=/dev/zero bs=1M of=/dev/null: {:.1} MB/s (producing the data)",
+        vc.guest_source_mb_s
     );
 
     // The goal's sentence reads two ways; both are shown.
@@ -222,6 +229,11 @@ async fn bench(
         "guest pipe alone (reference)",
         Unit::MbPerS,
         vc.guest_pipe_mb_s,
+    ));
+    outcome.figures.push(Figure::new(
+        "dd reading /dev/zero alone in the guest (reference)",
+        Unit::MbPerS,
+        vc.guest_source_mb_s,
     ));
     Ok(outcome)
 }
@@ -410,18 +422,14 @@ async fn measure_vc(
         bare.push(start.elapsed());
     }
 
-    // The guest's own pipe: dd into dd, timed in the guest.
+    // The guest's own pipe, dd into dd, and dd's own production of its data (reading /dev/zero)
+    // alone, both timed in the guest.
     let count = format!("count={}", BULK >> 20);
-    let script = format!(
-        "a=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/zero bs=1048576 {count} 2>/dev/null \
-         | dd of=/dev/null bs=1048576 2>/dev/null; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b"
-    );
-    let (r, s) = process(&["sh", "-c", &script]);
-    let out = Process::spawn(&agent, r, s, false).await?.output().await?;
-    let guest_pipe_mb_s = match uptimes(&out.stdout)? {
-        (a, b) if b > a => BULK as f64 / (b - a) / 1e6,
-        _ => f64::NAN,
-    };
+    let source = format!("dd if=/dev/zero bs=1048576 {count}");
+    let pipe = format!("{source} 2>/dev/null | dd of=/dev/null bs=1048576");
+    let guest_pipe_mb_s = guest_rate(&agent, process(&["sh", "-c", &in_guest(&pipe)])).await?;
+    let alone = format!("{source} of=/dev/null");
+    let guest_source_mb_s = guest_rate(&agent, process(&["sh", "-c", &in_guest(&alone)])).await?;
 
     // Throughput, floor and vc alternating: dd writes 1 MiB at a time to its stdout; time from
     // exec to end-of-file.
@@ -462,10 +470,28 @@ async fn measure_vc(
         bare_p99: p99(&bare),
         guest_fork_exec,
         guest_pipe_mb_s,
+        guest_source_mb_s,
         mb_s: median(&mut rates),
         pipe_mb_s: median(&mut pipe_rates),
     };
     Ok((floor, measured))
+}
+
+/// `command` (moving [`BULK`] bytes) between two reads of the guest's uptime, printed.
+fn in_guest(command: &str) -> String {
+    format!(
+        "a=$(cut -d' ' -f1 /proc/uptime); {command} 2>/dev/null; \
+         b=$(cut -d' ' -f1 /proc/uptime); echo $a $b"
+    )
+}
+
+/// Runs an [`in_guest`] script; the MB/s it timed.
+async fn guest_rate(agent: &AgentClient, (r, s): (ProcessRef, ProcessSpec)) -> Result<f64> {
+    let out = Process::spawn(agent, r, s, false).await?.output().await?;
+    Ok(match uptimes(&out.stdout)? {
+        (a, b) if b > a => BULK as f64 / (b - a) / 1e6,
+        _ => f64::NAN,
+    })
 }
 
 /// The median of a few rates.
