@@ -4,7 +4,9 @@
 //! block device node, no character device outside the list, while `/dev/null`,
 //! `/dev/zero`, `/dev/urandom`, `/dev/ptmx` and a terminal still work), `/dev`
 //! mounted `nosuid,noexec`, and read-only meaning read-only below: a read-only
-//! rootfs and a read-only volume, each with a mount inside it.
+//! rootfs and a read-only volume, each with a mount inside it. Below the
+//! containers, the guest kernel is locked down (`VmConfig::guest_lockdown`):
+//! even root in the VM, outside any container, cannot read `/dev/mem`.
 
 mod support;
 
@@ -147,6 +149,30 @@ async fn containers_get_masks_read_only_paths_a_device_list_and_recursive_read_o
     let after = text(&core_pattern().await?.stdout);
     assert_eq!(before, after, "the guest's core_pattern is unchanged");
     assert!(!after.contains("evil"));
+
+    // The guest kernel is locked down: root in the VM, with every capability
+    // and outside any container, is refused /dev/mem (a locked-down kernel
+    // refuses the open; an open kernel lets root read its first page).
+    let busybox = format!("{}/bin/busybox", guest_rootfs_path(&c));
+    let devmem = in_vm(
+        &t,
+        &pod,
+        &c,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "[ -c /dev/mem ] && echo devmem-node=present; \
+                 {busybox} head -c 1 /dev/mem > /dev/null 2>&1 && echo devmem=read || \
+                 echo devmem=refused; {busybox} cat /proc/cmdline"
+            ),
+        ],
+    )
+    .await?;
+    let devmem = text(&devmem.stdout);
+    assert!(has_line(&devmem, "devmem-node=present"), "{devmem}");
+    assert!(has_line(&devmem, "devmem=refused"), "{devmem}");
+    assert!(devmem.contains(" lockdown=confidentiality "), "{devmem}");
 
     // A terminal still works: /dev/tty (5:0) opens and is the process's own.
     let out = exec(

@@ -245,7 +245,7 @@ pub struct QemuCommand {
 
 /// The guest kernel command line: `console=ttyS0 panic=-1`, on microvm
 /// under TCG the host's TSC rate (`tsc_early_khz`, see [`super::host`]), the
-/// agent's `vc.*` keys, then the caller's extra arguments. (microvm appends
+/// lockdown level, the agent's `vc.*` keys, then the caller's extra arguments. (microvm appends
 /// its `virtio_mmio.device=` entries itself: `auto-kernel-cmdline` stays on.)
 pub fn kernel_cmdline(settings: &VmSettings) -> String {
     let mut args = vec!["console=ttyS0".to_owned(), "panic=-1".to_owned()];
@@ -254,6 +254,7 @@ pub fn kernel_cmdline(settings: &VmSettings) -> String {
     {
         args.push(format!("tsc_early_khz={khz}"));
     }
+    args.extend(settings.guest_lockdown.kernel_arg().map(str::to_owned));
     args.extend([
         format!("vc.log={}", settings.agent_log),
         format!("vc.port={}", settings.agent_port),
@@ -546,7 +547,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypervisor::config::VirtiofsCache;
+    use crate::hypervisor::config::{GuestLockdown, VirtiofsCache};
     use crate::hypervisor::spec::TapSpec;
     use std::path::Path;
 
@@ -573,6 +574,8 @@ mod tests {
             console_max_bytes: 4 << 20,
             tcg_tb_size_mib: 32,
             free_page_reporting: true,
+            // The command lines below predate lockdown; its argument has a test of its own.
+            guest_lockdown: GuestLockdown::None,
         }
     }
 
@@ -868,6 +871,19 @@ mod tests {
             append.as_deref(),
             Some("console=ttyS0 panic=-1 tsc_early_khz=2600000 vc.log=info vc.port=1024 vc.debug=a,b")
         );
+    }
+
+    #[test]
+    fn lockdown_follows_the_tsc_rate_and_precedes_the_agent_keys() {
+        let mut spec = spec(Machine::Microvm, Accel::Tcg, VsockKind::Hybrid);
+        spec.settings.guest_lockdown = GuestLockdown::Confidentiality;
+        assert_eq!(
+            kernel_cmdline(&spec.settings),
+            "console=ttyS0 panic=-1 tsc_early_khz=2600000 lockdown=confidentiality \
+             vc.log=debug vc.port=1024 quiet"
+        );
+        spec.settings.guest_lockdown = GuestLockdown::Integrity;
+        assert!(kernel_cmdline(&spec.settings).contains(" lockdown=integrity vc.log="));
     }
 
     #[test]

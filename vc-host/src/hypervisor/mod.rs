@@ -65,8 +65,8 @@ pub use backend::{BoxFuture, Capabilities, Hypervisor, HypervisorKind};
 pub use cgroup::{CgroupError, CgroupLimits, CgroupRecord, CgroupSpec, CgroupVersion};
 pub use cid::{CidAllocator, CidError};
 pub use config::{
-    Accel, AccelChoice, Binaries, ConfigError, Machine, VirtiofsCache, VirtiofsSandbox, VmConfig,
-    VmSettings, VsockChoice, VsockKind,
+    Accel, AccelChoice, Binaries, ConfigError, GuestLockdown, Machine, VirtiofsCache,
+    VirtiofsSandbox, VmConfig, VmSettings, VsockChoice, VsockKind,
 };
 pub use confine::{ConfineError, VmmUser, DEFAULT_VMM_USER};
 pub use daemons::DaemonKind;

@@ -181,6 +181,7 @@ impl Hypervisor for FakeHypervisor {
             console_max_bytes: config.console_max_bytes,
             tcg_tb_size_mib: config.tcg_tb_size_mib,
             free_page_reporting: config.free_page_reporting,
+            guest_lockdown: config.guest_lockdown,
         })
     }
 
