@@ -1,5 +1,6 @@
 //! Process streams over a pluggable dialer: attach, refusal, stdin end-of-file,
-//! `collect_output`, and a VM that dies while output is awaited.
+//! `collect_output`, a VM that dies while output is awaited, and a
+//! version-2 agent, which gets `Exec` and the pipes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,14 +9,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use vc_proto::{
-    AgentError, ErrorCode, FrameKind, ProcessRef, Request, Response, StreamAttach, StreamKind,
+    AgentError, ErrorCode, FrameKind, Hello, ProcessRef, ProcessSpec, Request, Response,
+    StreamAttach, StreamKind,
 };
 
 use super::{pair, pair_with, serve, switch, within, FakeAgent, PIPE};
 use crate::agent::{
-    collect_output, collect_output_limited, dialer_fn, AgentClientError, ConnectOptions, Dialer,
-    RawStream, StreamError,
+    collect_output, collect_output_limited, dialer_fn, AgentClient, AgentClientError,
+    ConnectOptions, Dialer, RawStream, StreamError,
 };
+use crate::runtime::Process;
 
 /// Output bytes: NULs included, no final newline, larger than the pipe.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -247,4 +250,57 @@ async fn agent_attach_collect_output_ends_with_vm_gone_when_the_vm_dies() {
         matches!(err, AgentClientError::VmGone { during: "attach" }),
         "{err:?}"
     );
+}
+
+/// A host of protocol 3 and an agent of protocol 2 settle on 2:
+/// `Process::spawn` then sends `Exec` (never a park, which the stream side
+/// here would not read, nor `ExecDirect`) and reads every byte through
+/// streams attached afterwards.
+#[tokio::test]
+async fn a_version_2_agent_gets_exec_and_the_pipes() {
+    let (dialer, _) = fake_dialer();
+    let (host, guest) = tokio::io::duplex(PIPE);
+    let old = Hello {
+        min_version: 2,
+        max_version: 2,
+        software: "old agent".into(),
+    };
+    let opts = ConnectOptions::default();
+    let (client, agent) = tokio::join!(
+        AgentClient::from_stream_with(host, &opts, Some(dialer)),
+        FakeAgent::accept_as(guest, &old)
+    );
+    let client = client.expect("client handshake");
+    assert_eq!(client.protocol_version(), 2);
+    assert!(!client.direct_streams());
+    let (seen, mut requests) = mpsc::unbounded_channel();
+    serve(agent, move |request| {
+        let _ = seen.send(request.name());
+        match request {
+            Request::Exec { .. } => Some(Response::Pid(7)),
+            other => answer_waits(other),
+        }
+    });
+    let spec = ProcessSpec {
+        args: vec!["prog".into()],
+        ..ProcessSpec::default()
+    };
+    let p = within(
+        Duration::from_secs(10),
+        Process::spawn(&client, process("c"), spec, false),
+    )
+    .await
+    .expect("spawned");
+    let output = within(Duration::from_secs(10), p.output())
+        .await
+        .expect("output");
+    assert_eq!(output.exit_code, 3);
+    assert!(output.stdout == stdout_bytes(), "stdout differs");
+    assert!(output.stderr == stderr_bytes(), "stderr differs");
+    drop(client);
+    let mut names = Vec::new();
+    while let Some(name) = requests.recv().await {
+        names.push(name);
+    }
+    assert_eq!(names, ["exec", "close-stdin", "wait"]);
 }

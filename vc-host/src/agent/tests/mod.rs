@@ -29,10 +29,16 @@ pub(super) struct FakeAgent {
 impl FakeAgent {
     /// Runs the server side of the handshake on `stream`.
     pub async fn accept(stream: DuplexStream) -> Self {
+        Self::accept_as(stream, &Hello::ours("fake-agent 0")).await
+    }
+
+    /// As [`accept`](Self::accept), announcing `hello` (an older agent's
+    /// versions, say).
+    pub async fn accept_as(stream: DuplexStream, hello: &Hello) -> Self {
         let (r, w) = tokio::io::split(stream);
         let mut reader = FrameReader::new(r);
         let mut writer = FrameWriter::new(w);
-        handshake_server(&mut reader, &mut writer, &Hello::ours("fake-agent 0"))
+        handshake_server(&mut reader, &mut writer, hello)
             .await
             .expect("fake agent handshake");
         Self { reader, writer }
