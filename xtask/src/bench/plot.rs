@@ -2,7 +2,8 @@
 //!
 //! - one chart per distribution a bench recorded (`Outcome::samples` grouped by chart): the
 //!   empirical CDF of each series, e.g. vc's boot times against the floor's;
-//! - `throughput.svg`: every throughput figure of the run as a bar, beside its floor's bar;
+//! - `throughput.svg`: every throughput figure of the run that has a goal against a floor, as a
+//!   bar beside its floor's bar;
 //! - `density-pss.svg`: host PSS per idle pod against the number of pods, with the goal line.
 //!
 //! Text is written as SVG `<text>`: no font files are read, the viewer renders it.
@@ -64,9 +65,11 @@ pub(crate) fn draw_all(dir: &Path, outcomes: &[Outcome]) -> Result<Vec<Drawn>> {
         .flat_map(|o| {
             o.figures
                 .iter()
-                .filter(|f| f.unit.is_throughput())
+                // The throughputs held to a goal against a floor; the rest (reference lines,
+                // paths kept for comparison) are in the tables.
+                .filter(|f| f.unit.is_throughput() && f.floor.is_some() && f.goal.is_some())
                 .map(move |f| Bar {
-                    label: format!("{} {}", o.bench, f.name),
+                    label: format!("{}: {}", o.bench, f.name),
                     value: f.unit.to_mib_per_s(f.value),
                     floor: f.floor.as_ref().map(|fl| f.unit.to_mib_per_s(fl.value)),
                 })
@@ -411,8 +414,13 @@ mod tests {
             values: vec![1000.0],
         });
         let mut io = Outcome::new("io", "i");
+        io.figures.push(
+            Figure::new("stdout", Unit::MbPerS, 30.0)
+                .floor("raw vsock", 70.0)
+                .goal(Goal::RatioAtLeast(0.8)),
+        );
         io.figures
-            .push(Figure::new("stdout", Unit::MbPerS, 30.0).floor("raw vsock", 70.0));
+            .push(Figure::new("a reference", Unit::MbPerS, 90.0).floor("veth", 900.0));
         let density: Vec<Outcome> = [1, 2, 4]
             .into_iter()
             .map(|n| {
@@ -446,7 +454,11 @@ mod tests {
         let boot = std::fs::read_to_string(dir.path().join("boot-boot-time.svg")).expect("read");
         assert!(boot.contains("floor (1 runs)") && boot.contains("vc (3 runs)"));
         let bars = std::fs::read_to_string(dir.path().join("throughput.svg")).expect("read");
-        assert!(bars.contains("io stdout"), "the bar's label is drawn");
+        assert!(bars.contains("io: stdout"), "the bar's label is drawn");
+        assert!(
+            !bars.contains("a reference"),
+            "figures without a goal are left out"
+        );
         let pss = std::fs::read_to_string(dir.path().join("density-pss.svg")).expect("read");
         assert!(pss.contains("goal: 64 MiB"));
     }

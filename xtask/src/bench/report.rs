@@ -456,6 +456,7 @@ fn markdown(
 /// A bench's section title.
 fn title(o: &Outcome) -> String {
     match o.pods {
+        Some(1) => format!("{} (1 pod)", o.bench),
         Some(n) => format!("{} ({n} pods)", o.bench),
         None => o.bench.to_owned(),
     }
