@@ -116,7 +116,7 @@ fn all(ctx: &Ctx, args: &Args) -> (Vec<report::Outcome>, Vec<report::Failure>) {
     runs.extend(
         density_scales(args.pods)
             .into_iter()
-            .map(|n| (Bench::Density, n, format!("density ({n} pods)"))),
+            .map(|n| (Bench::Density, n, report::scaled_name("density", Some(n)))),
     );
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();

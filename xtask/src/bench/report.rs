@@ -455,10 +455,15 @@ fn markdown(
 
 /// A bench's section title.
 fn title(o: &Outcome) -> String {
-    match o.pods {
-        Some(1) => format!("{} (1 pod)", o.bench),
-        Some(n) => format!("{} ({n} pods)", o.bench),
-        None => o.bench.to_owned(),
+    scaled_name(o.bench, o.pods)
+}
+
+/// A bench's name, with the pods it ran when it runs at several scales.
+pub(crate) fn scaled_name(bench: &str, pods: Option<u32>) -> String {
+    match pods {
+        Some(1) => format!("{bench} (1 pod)"),
+        Some(n) => format!("{bench} ({n} pods)"),
+        None => bench.to_owned(),
     }
 }
 
