@@ -181,6 +181,8 @@ fn agent_server_seeds() -> Vec<Seed> {
             hostname: "p".to_owned(),
             ..PodSetup::default()
         }),
+        // Recorded, not applied: the agent is not a guest here.
+        Request::UpdateNetwork(vc_proto::NetworkUpdate::default()),
         Request::ContainerState {
             container_id: "c".to_owned(),
         },
