@@ -106,7 +106,7 @@ pub(crate) fn run(ctx: &Ctx, runs: u32, pool: bool) -> Result<Outcome> {
     })
 }
 
-/// What [`bench`] measured.
+/// What [`bench()`] measured.
 #[derive(Debug)]
 struct Measured {
     /// Pod to first byte, per run.
