@@ -1,9 +1,9 @@
 //! `bench net`'s floor: a VM with a plain tap. The same kernel, machine type, accelerator
 //! (TCG translation cache included), vCPUs and memory as the pod (the VM defaults of
 //! [`vc_host::config::PodConfig`], resolved by the library), but no agent, no container, no
-//! vsock, no virtio-fs, no balloon and no tc: a static C init loads the guest image's modules up to `virtio_net`, and busybox
-//! (busybox-static, appended to the initrd) brings up `eth0` with the pod's address and runs the
-//! pod's three servers.
+//! vsock, no virtio-fs, no balloon and no tc: a static C init loads the guest image's modules
+//! up to `virtio_net`, and busybox (busybox-static, appended to the initrd) brings up `eth0`
+//! with the pod's address and runs the pod's three servers.
 //!
 //! The layout is the pod's: a server namespace holding a veth `eth0` whose peer is in a peer
 //! namespace (192.0.2.1/24). Where the pod redirects `eth0` to its tap with two tc `mirred`
