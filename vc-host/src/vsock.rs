@@ -9,10 +9,19 @@
 //!   that socket, writes `CONNECT <port>\n`, and reads `OK <host port>\n`; from
 //!   then on the stream is raw. When nothing listens on the port in the guest,
 //!   the daemon closes the connection instead of answering.
+//!
+//! A hybrid `CONNECT` is never closed before the daemon answered it:
+//! vhost-device-vsock 0.3 writes the guest's `OK` with `write_all(..).unwrap()`
+//! on its vring worker thread, so an `OK` written to a socket the host already
+//! closed fails with `EPIPE` and kills that thread; the daemon stays up but no
+//! later `CONNECT` is ever answered (docs/agent-client.md). A connect that is
+//! cancelled (a timeout, a `select!`) hands its socket to a task that waits for
+//! the answer ([`ABANDONED_REPLY_WAIT`] at most) before closing it.
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -21,6 +30,12 @@ use tokio::net::UnixStream;
 
 /// Longest reply line accepted from a hybrid vsock daemon.
 const MAX_HYBRID_REPLY: usize = 64;
+
+/// How long the socket of a cancelled hybrid `CONNECT` stays open waiting for
+/// the daemon's answer. The daemon answers (or closes, when its VM stops) as
+/// soon as the guest's vsock driver takes the request; a guest that never
+/// does is not answering at all, and closing then is harmless.
+pub const ABANDONED_REPLY_WAIT: Duration = Duration::from_secs(60);
 
 /// Where the guest's vsock is reachable from the host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,12 +141,16 @@ impl VsockAddr {
                     port,
                     source,
                 };
-                let mut stream = UnixStream::connect(uds).await.map_err(io_err)?;
+                let stream = UnixStream::connect(uds).await.map_err(io_err)?;
+                let mut pending = PendingConnect(Some(stream));
+                let stream = pending.stream();
                 stream
                     .write_all(format!("CONNECT {port}\n").as_bytes())
                     .await
                     .map_err(io_err)?;
-                let reply = read_reply_line(&mut stream).await.map_err(io_err)?;
+                let reply = read_reply_line(stream).await.map_err(io_err)?;
+                // Answered: closing is safe from here on.
+                let stream = pending.answered();
                 if reply.starts_with("OK ") {
                     Ok(VsockStream::Hybrid(stream))
                 } else {
@@ -144,6 +163,46 @@ impl VsockAddr {
             }
         }
     }
+}
+
+/// The socket of a hybrid `CONNECT` the daemon has not answered yet. Dropped
+/// before [`answered`](Self::answered) (the connect future was cancelled), it
+/// keeps the socket open on a task until the answer comes, so that the daemon
+/// never writes its `OK` to a closed socket (see the module docs).
+struct PendingConnect(Option<UnixStream>);
+
+impl PendingConnect {
+    fn stream(&mut self) -> &mut UnixStream {
+        self.0
+            .as_mut()
+            .expect("a pending connect holds its stream until answered")
+    }
+
+    /// The daemon answered (or the exchange failed): the stream is the caller's.
+    fn answered(mut self) -> UnixStream {
+        self.0
+            .take()
+            .expect("a pending connect holds its stream until answered")
+    }
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        let Some(stream) = self.0.take() else { return };
+        // Without a runtime nothing can wait: the socket closes here.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain_abandoned(stream));
+        }
+    }
+}
+
+/// Waits for the daemon's answer to a cancelled `CONNECT`, then closes.
+async fn drain_abandoned(mut stream: UnixStream) {
+    let answer = tokio::time::timeout(ABANDONED_REPLY_WAIT, read_reply_line(&mut stream)).await;
+    tracing::debug!(
+        ?answer,
+        "abandoned hybrid vsock connect answered; closing it"
+    );
 }
 
 /// Reads the daemon's reply one byte at a time, so that nothing of the raw
@@ -242,6 +301,46 @@ mod tests {
         let err = addr.connect(1024).await.expect_err("refused");
         assert!(matches!(err, VsockError::Refused { .. }), "{err:?}");
         assert!(err.is_transient());
+    }
+
+    /// vhost-device-vsock 0.3 panics when the guest's `OK` meets a closed
+    /// socket; a connect cancelled before the answer must leave the socket
+    /// open until the answer is written, and close it after.
+    #[tokio::test]
+    async fn a_cancelled_hybrid_connect_stays_open_until_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uds = dir.path().join("vsock.sock");
+        let listener = UnixListener::bind(&uds).expect("bind");
+        let addr = VsockAddr::Hybrid { uds };
+        let (cancelled_tx, cancelled) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 13];
+            s.read_exact(&mut buf).await.expect("read connect");
+            cancelled.await.expect("the client cancelled");
+            // The daemon's `write_all(..).unwrap()`: fails (EPIPE) on a
+            // socket the client closed.
+            let write = s.write_all(b"OK 1024\n").await;
+            let mut rest = Vec::new();
+            let closed = s.read_to_end(&mut rest).await;
+            (write, closed, rest)
+        });
+        let attempt = tokio::time::timeout(Duration::from_millis(50), addr.connect(1024)).await;
+        assert!(
+            attempt.is_err(),
+            "the fake daemon does not answer before the cancel"
+        );
+        cancelled_tx.send(()).expect("daemon waits");
+        let (write, closed, rest) = tokio::time::timeout(Duration::from_secs(10), daemon)
+            .await
+            .expect("the abandoned socket is closed once answered")
+            .expect("daemon task");
+        write.expect("the answer reaches an open socket");
+        closed.expect("a clean close after the answer");
+        assert!(
+            rest.is_empty(),
+            "nothing is sent on an abandoned connect: {rest:?}"
+        );
     }
 
     #[tokio::test]

@@ -86,8 +86,10 @@ pub struct ConnectOptions {
     pub max_backoff: Duration,
     /// Longest wait for one connection attempt. A hybrid vsock daemon can keep
     /// a `CONNECT` sent before the guest's vsock driver was ready unanswered
-    /// for good; abandoning it and asking again reaches the guest once it
-    /// listens.
+    /// for a long time; asking again reaches the guest once it listens. An
+    /// abandoned hybrid attempt's socket stays open until the daemon answers
+    /// it (see [`crate::vsock`]: vhost-device-vsock 0.3 stops serving for
+    /// good when an answer meets a closed socket).
     pub attempt_timeout: Duration,
     /// Timeout of each call, except `wait` and `next_event`, which have none.
     /// Also bounds the handshake and each stream attach.
