@@ -139,3 +139,49 @@ async fn sigkill_of_qemu_fails_a_pending_call_fast_and_stop_cleans_up() -> Resul
     assert!(t.leftover_mounts().is_empty());
     Ok(())
 }
+
+/// vhost-device-vsock 0.3 kills its vring worker (a panic on `EPIPE`) when
+/// the guest's `OK` meets a host socket already closed, and from then on
+/// answers no `CONNECT`. Connects cancelled in the middle of the exchange
+/// (as the client's per-attempt timeout does under load) must leave the
+/// daemon answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_vsock_connects_leave_the_daemon_answering() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let id = t.pod("cancel").id;
+    t.rt.create_pod(t.pod("cancel")).await?;
+    t.rt.start_pod(&id).await?;
+    let agent = t.rt.pod_agent(&id).await?;
+    let addr = agent.addr().cloned().expect("a client made by connect");
+    drop(agent);
+
+    // The guest takes milliseconds to answer under TCG: cutoffs from 0.1 to
+    // 2 ms cancel most of these after the `CONNECT` was written.
+    let mut cancelled = 0;
+    for step in 1..=20u64 {
+        let cutoff = Duration::from_micros(100 * step);
+        let attempt = tokio::time::timeout(cutoff, addr.connect(vc_proto::AGENT_VSOCK_PORT)).await;
+        if attempt.is_err() {
+            cancelled += 1;
+        }
+    }
+    assert!(cancelled > 0, "no connect was cancelled");
+
+    let answered = tokio::time::timeout(Duration::from_secs(20), async {
+        let agent = t.rt.pod_agent(&id).await?;
+        agent.ping().await?;
+        anyhow::Ok(())
+    })
+    .await;
+    let log = std::fs::read_to_string(t.root().join("pods").join(id.as_str()).join("vm/vsock.log"))
+        .unwrap_or_default();
+    assert!(!log.contains("panicked"), "vhost-device-vsock: {log}");
+    answered.map_err(|_| {
+        anyhow::anyhow!("the agent did not answer within 20 s after {cancelled} cancelled connects")
+    })??;
+
+    t.rt.stop_pod(&id).await?;
+    t.rt.delete_pod(&id).await?;
+    assert!(t.leftover_pods().is_empty(), "{:?}", t.leftover_pods());
+    Ok(())
+}
