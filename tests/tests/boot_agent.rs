@@ -155,13 +155,24 @@ async fn cancelled_vsock_connects_leave_the_daemon_answering() -> Result<()> {
     let addr = agent.addr().cloned().expect("a client made by connect");
     drop(agent);
 
-    // The guest takes milliseconds to answer under TCG: cutoffs from 0.1 to
-    // 2 ms cancel most of these after the `CONNECT` was written.
+    // The guest takes milliseconds to answer under TCG. Each connect runs as
+    // a task that is aborted after a spin of 0.1 to 4 ms on this thread
+    // (tokio's timers round up to whole milliseconds, which let every
+    // connect finish first on a quiet host): most aborts land after the
+    // `CONNECT` was written and before the answer.
     let mut cancelled = 0;
     for step in 1..=20u64 {
-        let cutoff = Duration::from_micros(100 * step);
-        let attempt = tokio::time::timeout(cutoff, addr.connect(vc_proto::AGENT_VSOCK_PORT)).await;
-        if attempt.is_err() {
+        let cutoff = Duration::from_micros(200 * step - 100);
+        let task = tokio::spawn({
+            let addr = addr.clone();
+            async move { addr.connect(vc_proto::AGENT_VSOCK_PORT).await }
+        });
+        let spin = Instant::now();
+        while spin.elapsed() < cutoff && !task.is_finished() {
+            std::hint::spin_loop();
+        }
+        task.abort();
+        if matches!(task.await, Err(e) if e.is_cancelled()) {
             cancelled += 1;
         }
     }
