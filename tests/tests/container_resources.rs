@@ -103,14 +103,9 @@ async fn memory_limit_lowered_live_oom_kills_and_reports_the_event() -> Result<(
     assert_eq!(&line, b"holding\n");
     // The container's processes: the shell and the `sleep` it started, which
     // only the container's cgroup knows of.
-    let pids = bounded("waiting for the shell's child", async {
-        loop {
-            let pids = t.rt.container_pids(&pod, &id).await?;
-            if pids.len() >= 2 {
-                return Ok(pids);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    let pids = poll_until("the shell's child", || async {
+        let pids = t.rt.container_pids(&pod, &id).await?;
+        Ok(if pids.len() >= 2 { Ok(pids) } else { Err(pids) })
     })
     .await?;
     assert_eq!(pids.len(), 2, "{pids:?}");

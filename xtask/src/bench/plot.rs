@@ -36,6 +36,18 @@ pub(crate) struct Drawn {
     pub file: String,
 }
 
+impl Drawn {
+    /// A plot across benches.
+    fn across(title: &str, file: &str) -> Self {
+        Self {
+            bench: None,
+            pods: None,
+            title: title.to_owned(),
+            file: file.to_owned(),
+        }
+    }
+}
+
 /// Draws every plot the outcomes allow into `dir`.
 pub(crate) fn draw_all(dir: &Path, outcomes: &[Outcome]) -> Result<Vec<Drawn>> {
     let mut drawn = Vec::new();
@@ -76,28 +88,21 @@ pub(crate) fn draw_all(dir: &Path, outcomes: &[Outcome]) -> Result<Vec<Drawn>> {
         })
         .collect();
     if !bars.is_empty() {
-        let title = "throughput against floors (MiB/s)".to_owned();
-        throughput(&dir.join("throughput.svg"), &title, &bars)?;
-        drawn.push(Drawn {
-            bench: None,
-            pods: None,
-            title,
-            file: "throughput.svg".to_owned(),
-        });
+        let plot = Drawn::across("throughput against floors (MiB/s)", "throughput.svg");
+        throughput(&dir.join(&plot.file), &plot.title, &bars)?;
+        drawn.push(plot);
     }
     let density: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| o.bench == "density" && o.pods.is_some())
         .collect();
     if !density.is_empty() {
-        let title = "host PSS per idle pod against the number of pods".to_owned();
-        density_pss(&dir.join("density-pss.svg"), &title, &density)?;
-        drawn.push(Drawn {
-            bench: None,
-            pods: None,
-            title,
-            file: "density-pss.svg".to_owned(),
-        });
+        let plot = Drawn::across(
+            "host PSS per idle pod against the number of pods",
+            "density-pss.svg",
+        );
+        density_pss(&dir.join(&plot.file), &plot.title, &density)?;
+        drawn.push(plot);
     }
     Ok(drawn)
 }
