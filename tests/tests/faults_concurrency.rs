@@ -184,7 +184,11 @@ fn judge(verb: Verb, worker: usize, n: usize, ran: &Ran) -> Outcome {
     }
 }
 
-/// One worker: verbs from its offset of the schedule until the time is up.
+/// One worker: verbs from its offset of the schedule until the time is up,
+/// and then the resume that its last pause is owed (the schedule puts each
+/// worker's resume right after its pause): a worker that stopped between
+/// them would leave the pod frozen under the others' execs, whose output
+/// then waits for a resume that never comes.
 fn worker(
     v: &Virtc,
     w: usize,
@@ -194,8 +198,10 @@ fn worker(
 ) -> Vec<(Verb, Outcome, Duration)> {
     let mut done = Vec::new();
     let mut n = 0;
-    while Instant::now() < until {
+    let mut owes_resume = false;
+    while Instant::now() < until || owes_resume {
         let verb = SCHEDULE[(w + n) % SCHEDULE.len()];
+        owes_resume = verb == Verb::Pause;
         let t0 = Instant::now();
         let outcome = match v.run_bounded(args(verb, w, n, rootfs), scratch, VERB_TIMEOUT) {
             Ok(ran) => judge(verb, w, n, &ran),
