@@ -342,16 +342,9 @@ fn eight_processes_of_mixed_verbs_on_one_pod_for_30_s() -> Result<()> {
         ensure!(ok > 0, "{verb:?} never succeeded: {tally:?}");
     }
 
-    // Afterwards: the records parse, the pod runs and answers. A worker
-    // whose time ran out between its pause and its resume left the pod
-    // paused: resume it (refused as a state conflict when it is running).
+    // Afterwards: the records parse, the pod runs (every pause was followed
+    // by its worker's resume) and answers.
     ensure!(check_records(t.root())? == 1, "records");
-    let resumed = v.run(["pod", "resume", POD])?;
-    ensure!(
-        resumed.code == Some(0)
-            || error_line(&resumed).and_then(conflict) == Some("wrong state for the transition"),
-        "{resumed}"
-    );
     let s = v.ok(["pod", "status", POD, "--json"])?.json()?;
     ensure!(
         s["state"] == "running",
