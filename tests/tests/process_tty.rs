@@ -149,9 +149,28 @@ async fn virtc_exec_pipes_stdin_passes_codes_and_drives_a_terminal() -> Result<(
         );
         set_window(&master, 20, 60)?;
         kill(Pid::from_raw(child.0.id() as i32), Signal::SIGWINCH)?;
-        std::thread::sleep(Duration::from_millis(500));
-        write(b"stty size; echo sum=$((40+2))\r")?;
-        let at = read_master_until(&master, &mut seen, at, "20 60", SHORT)?;
+        // virtc forwards the new size on the agent's control connection and
+        // the typing on the terminal's own stream: nothing orders the two, so
+        // ask until the shell sees the new size. Each answer ends with a
+        // mark that the echo of the typed line cannot contain (the shell
+        // computes it).
+        let deadline = Instant::now() + SHORT;
+        let mut at = at;
+        for n in 1000u32.. {
+            write(format!("stty size; echo mark$(({n}+1))\r").as_bytes())?;
+            let end = read_master_until(&master, &mut seen, at, &format!("mark{}", n + 1), SHORT)?;
+            let answer = String::from_utf8_lossy(&seen[at..end]).into_owned();
+            at = end;
+            if answer.contains("20 60") {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the shell never saw the new window size: {answer:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        write(b"echo sum=$((40+2))\r")?;
         read_master_until(&master, &mut seen, at, "sum=42", SHORT)?;
         write(b"exit 4\r")?;
         assert_eq!(wait_code(&mut child, SHORT)?, Some(4));
