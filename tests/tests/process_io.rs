@@ -282,7 +282,11 @@ async fn exit_codes_signals_and_wait_from_another_process() -> Result<()> {
         .await?;
     assert_eq!(tokio::time::timeout(SHORT, p.wait()).await??, 143);
 
-    // Missing and non-executable programs fail at once, naming themselves.
+    // Missing and non-executable programs fail at once, naming themselves
+    // (66 and 132 ms in this binary's run at load 2; an exec's start took
+    // about 1 s at load 10, docs/reliability.md): the bound is only under
+    // the agent's 30 s call timeout, which a failure that waited for a
+    // timeout would take.
     for program in ["/no/such/program", "/etc/hostname"] {
         let started = Instant::now();
         let err = match t
@@ -295,8 +299,9 @@ async fn exit_codes_signals_and_wait_from_another_process() -> Result<()> {
         };
         let took = started.elapsed();
         let message = format!("{:#}", anyhow::Error::new(err));
+        eprintln!("exec of {program} failed after {} ms", took.as_millis());
         assert!(message.contains(program), "{message}");
-        assert!(took < Duration::from_secs(2), "{program}: {took:?}");
+        assert!(took < Duration::from_secs(15), "{program}: {took:?}");
     }
 
     // The main process's exit code, waited for by another Runtime on the
