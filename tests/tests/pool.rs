@@ -1,8 +1,9 @@
 //! The warm pool on real VMs: slots filled, adopted by pods and drained; a
-//! slot whose VM died discarded at the claim; two processes racing for one
-//! slot; pods that must boot cold (a network namespace on microvm, another
-//! shape, `--no-pool`); a q35 pod with a network namespace adopting a slot,
-//! its NICs hot-plugged; and every pool VM accounted for by the leak checks.
+//! slot whose VM died, or that booted a guest image since rebuilt, discarded
+//! at the claim; two processes racing for one slot; pods that must boot cold
+//! (a network namespace on microvm, another shape, `--no-pool`); a q35 pod
+//! with a network namespace adopting a slot, its NICs hot-plugged; and every
+//! pool VM accounted for by the leak checks.
 
 mod support;
 
@@ -13,7 +14,7 @@ use anyhow::{ensure, Context as _, Result};
 use support::net::{tcp_both_ways, Netns, Pair};
 use support::pod::{pid_gone, wait_pids_gone, TestRuntime};
 use support::virtc::Virtc;
-use support::ChildGuard;
+use support::{ChildGuard, GuestImage};
 use vc_host::config::VolumeConfig;
 use vc_host::hypervisor::Machine;
 use vc_host::id::PodId;
@@ -204,6 +205,53 @@ async fn a_slot_killed_while_idle_is_discarded_never_handed_out() -> Result<()> 
         .run_container(&pod, t.container("c", &["/bin/echo", "alive"]))
         .await?;
     ensure!(out.stdout == b"alive\n", "{out:?}");
+    t.rt.stop_pod(&pod).await?;
+    t.rt.delete_pod(&pod).await?;
+    assert_nothing_left(&t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_booted_from_a_rebuilt_image_is_discarded_and_the_pod_boots_cold() -> Result<()> {
+    // A copy of the guest image, which this test rebuilds.
+    let images = tempfile::tempdir()?;
+    let copy = images.path().join("guest-image");
+    std::fs::create_dir(&copy)?;
+    let original = GuestImage::locate()?;
+    for file in [
+        &original.paths.kernel,
+        &original.paths.initrd,
+        &original.paths.manifest,
+    ] {
+        let name = file.file_name().context("image file name")?;
+        std::fs::copy(file, copy.join(name))?;
+    }
+    let t = TestRuntime::with_image(GuestImage::in_dir(copy)?)?;
+    let filled = t.rt.fill_pool(1, &PoolShape::default()).await?;
+    let slot_qemu = *slot_pids(&filled).first().context("no slot")?;
+    // Rebuilt as `cargo xtask guest-image` writes it: a new initrd renamed
+    // over the old one (the same bytes here, so that the pod boots).
+    let initrd = &t.image.paths.initrd;
+    let staged = initrd.with_extension("new");
+    std::fs::copy(initrd, &staged)?;
+    std::fs::rename(&staged, initrd)?;
+
+    let pod = t.pod("fresh").id;
+    t.rt.run_pod(t.pod("fresh")).await?;
+    let qemu = qemu_pid(&t, &pod).await?;
+    ensure!(
+        qemu != slot_qemu,
+        "the pod adopted the stale slot's QEMU {slot_qemu}"
+    );
+    ensure!(
+        wait_pids_gone(&[slot_qemu], Duration::from_secs(10)),
+        "the stale slot's QEMU {slot_qemu} lives on"
+    );
+    let status = t.rt.pool_status().await?;
+    ensure!(status.slots.is_empty(), "{status:?}");
+    let out = t
+        .run_container(&pod, t.container("c", &["/bin/echo", "fresh"]))
+        .await?;
+    ensure!(out.stdout == b"fresh\n", "{out:?}");
     t.rt.stop_pod(&pod).await?;
     t.rt.delete_pod(&pod).await?;
     assert_nothing_left(&t)

@@ -61,6 +61,11 @@ impl GuestImage {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| guest_image::default_image_dir(&workspace_root()));
+        Self::in_dir(dir)
+    }
+
+    /// The image in `dir`.
+    pub fn in_dir(dir: PathBuf) -> Result<Self> {
         let paths = ImagePaths::in_dir(&dir);
         for file in [&paths.kernel, &paths.initrd, &paths.manifest] {
             if !file.is_file() {

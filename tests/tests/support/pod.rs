@@ -37,13 +37,17 @@ impl TestRuntime {
     /// Finds QEMU, the helper daemons, the guest image and the rootfs, and opens
     /// a runtime on a fresh root under /tmp (kept short: socket paths live there).
     pub fn new() -> Result<Self> {
+        Self::with_image(GuestImage::locate()?)
+    }
+
+    /// [`TestRuntime::new`] booting `image`.
+    pub fn with_image(image: GuestImage) -> Result<Self> {
         for tool in ["qemu-system-x86_64", "vhost-device-vsock", "virtiofsd"] {
             find_tool(tool)?;
         }
         // Builds vc-console-log too, which the library finds beside the
         // test binary's profile directory.
         super::virtc::virtc_path()?;
-        let image = GuestImage::locate()?;
         let rootfs = rootfs_dir()?;
         let root = tempfile::Builder::new()
             .prefix("vc")

@@ -13,6 +13,7 @@ mod container;
 mod error;
 mod force;
 pub mod guest;
+mod image_stamp;
 mod mountpoints;
 mod net;
 mod net_update;

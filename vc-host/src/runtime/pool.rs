@@ -16,6 +16,10 @@
 //! - Claims take the slot's lock without waiting, so two starts (in any
 //!   processes) never get one slot; a slot whose VM or helper died is found
 //!   at the claim, discarded, and never handed out.
+//! - A slot booted from a guest image that has since been rebuilt at the
+//!   same paths (a new agent in a new initrd) is discarded at the claim too:
+//!   the slot records its kernel's and initrd's identity
+//!   ([`ImageStamp`](super::image_stamp)).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::admission::BootDeadline;
+use super::image_stamp::ImageStamp;
 use super::pod::{connect_agent, wait_for_agent_ready, BootWait, LockedPod, BOOT_CONNECT_DEADLINE};
 use super::record::{now, ProcessInfo, StartPhase};
 use super::share::{PodShare, EXPORT_TARGETS};
@@ -38,7 +43,7 @@ use crate::store::pool::SlotDir;
 use crate::store::{read_json, write_json_atomic, PodLock, StoreError};
 
 /// Version of the [`SlotRecord`] layout.
-const SLOT_RECORD_FORMAT: u32 = 1;
+const SLOT_RECORD_FORMAT: u32 = 2;
 
 /// The VM shape of pool slots: what differs from [`VmConfig::default`]. A
 /// pod adopts a slot when its own VM configuration resolves to the same
@@ -97,6 +102,8 @@ struct SlotRecord {
     shape: PoolShape,
     /// What the VM was launched with; a pod must resolve to the same.
     settings: VmSettings,
+    /// The kernel and initrd it booted; a pod must find the same files.
+    image: ImageStamp,
     /// The VM's host cgroup limits; a pod must ask for the same.
     host_limits: CgroupLimits,
     /// Set once launched.
@@ -269,12 +276,14 @@ impl Runtime {
         limits: CgroupLimits,
     ) -> Result<String, RuntimeError> {
         let vmm_user = self.vmm_user()?;
+        let image = ImageStamp::of(settings)?;
         let name = slot_name();
         let (dir, lock) = self.store.create_slot(&name).await?;
         let mut record = SlotRecord {
             format: SLOT_RECORD_FORMAT,
             shape: shape.clone(),
             settings: settings.clone(),
+            image,
             host_limits: limits,
             vm: None,
             binds: Vec::new(),
@@ -487,6 +496,11 @@ impl Runtime {
         settings: &VmSettings,
         limits: CgroupLimits,
     ) -> Result<Option<ClaimedSlot>, RuntimeError> {
+        // Without its image the pod cannot boot cold either; that boot says
+        // so.
+        let Ok(image) = ImageStamp::of(settings) else {
+            return Ok(None);
+        };
         for name in self.store.slots()? {
             let Some((dir, lock)) = self.store.try_claim_slot(&name)? else {
                 continue;
@@ -502,6 +516,13 @@ impl Runtime {
                 }
             };
             if !same_vm(&record.settings, settings) || record.host_limits != limits {
+                continue;
+            }
+            if record.image != image {
+                // Booted from a guest image since rebuilt at the same paths:
+                // no pod will ever want it.
+                info!(slot = %name, "discarding a pool slot booted from a replaced guest image");
+                self.discard_slot(dir, lock, Some(record)).await;
                 continue;
             }
             let vm = match record.vm.clone().map(Vm::from_record) {
