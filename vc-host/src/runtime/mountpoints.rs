@@ -89,7 +89,13 @@ fn make(root: &Dir, point: &MountPoint) -> Result<(), BeneathError> {
         let at = dir.as_ref().unwrap_or(root);
         let next = match at.open_dir(name) {
             Ok(d) => d,
-            Err(e) if not_found(&e) => at.mkdir(name, DIR_MODE, false)?,
+            Err(e) if not_found(&e) => match at.mkdir(name, DIR_MODE, false) {
+                Ok(d) => d,
+                // Made meanwhile by another container's start on the same
+                // rootfs: use it as it is.
+                Err(e) if already_exists(&e) => at.open_dir(name)?,
+                Err(e) => return Err(e),
+            },
             Err(e) => return Err(e),
         };
         dir = Some(next);
@@ -101,9 +107,13 @@ fn make(root: &Dir, point: &MountPoint) -> Result<(), BeneathError> {
         at.mkdir(last, DIR_MODE, false).map(drop)
     };
     match made {
-        Err(BeneathError::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if already_exists(&e) => Ok(()),
         other => other,
     }
+}
+
+fn already_exists(e: &BeneathError) -> bool {
+    matches!(e, BeneathError::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists)
 }
 
 fn not_found(e: &BeneathError) -> bool {
@@ -206,5 +216,26 @@ mod tests {
         );
         let failed: Vec<&str> = failed.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(failed, ["/etc/resolv.conf", "/data/x"]);
+    }
+
+    #[test]
+    fn starts_racing_on_one_rootfs_share_the_parents_they_make() {
+        // Containers of several pods may share one rootfs: their starts make
+        // the same missing parents at once, and none may fail for it.
+        for _ in 0..50 {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            std::thread::scope(|s| {
+                for i in 0..4 {
+                    let root = tmp.path();
+                    s.spawn(move || {
+                        let points = [point(&format!("/a/b/c/m{i}"), false)];
+                        assert!(prepare(root, &points).is_empty(), "start {i} failed");
+                    });
+                }
+            });
+            for i in 0..4 {
+                assert!(tmp.path().join(format!("a/b/c/m{i}")).is_dir());
+            }
+        }
     }
 }
