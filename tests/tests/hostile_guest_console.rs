@@ -154,7 +154,7 @@ async fn a_console_flood_stays_bounded_and_the_pod_lives_in_its_cgroup() -> Resu
     // title and a screen clear) on every line.
     let console = status.console_log.clone().context("console path")?;
     let flood = format!(
-        "b={busybox}; $b yes \"$(printf 'flood \\033]0;owned\\007\\033[2J\\r')\" | $b head -c {FLOOD_BYTES} > /dev/ttyS0; echo done"
+        "b={busybox}; $b yes \"$(printf 'flood \\033]0;owned\\007\\033[2J\\r')\" | $b head -c {FLOOD_BYTES} > /dev/ttyS0; echo flood-end-$((6*7)) > /dev/ttyS0; echo done"
     );
     let started = Instant::now();
     let out = tokio::time::timeout(
@@ -170,9 +170,26 @@ async fn a_console_flood_stays_bounded_and_the_pod_lives_in_its_cgroup() -> Resu
     );
     eprintln!("flooded {} MiB in {took:?}", FLOOD_BYTES >> 20);
 
-    // The logger has copied the end of the flood once the console stops
-    // growing; then the files are within the limit and hold the newest text.
+    // The logger has copied the end of the flood once the line written after
+    // it (computed by the shell, so never in a command line the agent may
+    // log) is in the files; the agent's own lines may follow, so then wait
+    // for the console to stop growing. The files are then within the limit
+    // and hold the newest text.
     let deadline = Instant::now() + Duration::from_secs(60);
+    // (The two files read as one: a rotation may split the line.)
+    let both = || -> Vec<u8> {
+        console_files(&console)
+            .iter()
+            .flat_map(|p| std::fs::read(p).unwrap_or_default())
+            .collect()
+    };
+    while !String::from_utf8_lossy(&both()).contains("flood-end-42") {
+        ensure!(
+            Instant::now() < deadline,
+            "the end of the flood never reached the console files"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut last = u64::MAX;
     loop {
         let total: u64 = console_files(&console)
