@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use support::pod::TestRuntime;
 use support::virtc::Virtc;
-use support::ChildGuard;
+use support::{poll_until, ChildGuard};
 use tokio::io::AsyncReadExt as _;
 use vc_host::agent::collect_output;
 use vc_host::config::{ResourcesConfig, VolumeConfig};
@@ -33,25 +33,6 @@ fn main_process(id: &ContainerId) -> ProcessRef {
     }
 }
 
-/// Polls `probe` until it returns `Ok(Some(_))`, failing after [`HANG`]
-/// with `what` and the last value it saw.
-async fn poll_until<T, L: std::fmt::Debug, F>(what: &str, mut probe: impl FnMut() -> F) -> Result<T>
-where
-    F: Future<Output = Result<Result<T, L>>>,
-{
-    let start = Instant::now();
-    loop {
-        let last = match probe().await? {
-            Ok(done) => return Ok(done),
-            Err(last) => last,
-        };
-        if start.elapsed() > HANG {
-            bail!("never saw {what}; last: {last:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Polls the container's stats until `done` holds, and returns them.
 async fn stats_until(
     t: &TestRuntime,
@@ -60,7 +41,7 @@ async fn stats_until(
     what: &str,
     done: impl Fn(&ContainerStats) -> bool,
 ) -> Result<ContainerStats> {
-    poll_until(&format!("stats showing {what}"), || async {
+    poll_until(&format!("stats showing {what}"), HANG, || async {
         let stats = t.rt.container_stats(pod, id).await?;
         Ok(if done(&stats) { Ok(stats) } else { Err(stats) })
     })
@@ -103,7 +84,7 @@ async fn memory_limit_lowered_live_oom_kills_and_reports_the_event() -> Result<(
     assert_eq!(&line, b"holding\n");
     // The container's processes: the shell and the `sleep` it started, which
     // only the container's cgroup knows of.
-    let pids = poll_until("the shell's child", || async {
+    let pids = poll_until("the shell's child", HANG, || async {
         let pids = t.rt.container_pids(&pod, &id).await?;
         Ok(if pids.len() >= 2 { Ok(pids) } else { Err(pids) })
     })
@@ -223,7 +204,7 @@ async fn pids_limit_raised_live_and_the_same_through_virtc() -> Result<()> {
     t.rt.create_container(&pod, spinner).await?;
     t.rt.start_container(&pod, &id).await?;
     let mark = mark_dir.join("refused");
-    poll_until("the spinner's mark of a refused fork", || async {
+    poll_until("the spinner's mark of a refused fork", HANG, || async {
         Ok(if mark.exists() { Ok(()) } else { Err(()) })
     })
     .await?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use support::pod::TestRuntime;
+use support::poll_until;
 use vc_host::hypervisor::console::{console_files, rotated_path};
 use vc_host::hypervisor::{CgroupRecord, CgroupVersion, HypervisorError};
 use vc_host::id::ContainerId;
@@ -175,21 +176,29 @@ async fn a_console_flood_stays_bounded_and_the_pod_lives_in_its_cgroup() -> Resu
     // log) is in the files; the agent's own lines may follow, so then wait
     // for the console to stop growing. The files are then within the limit
     // and hold the newest text.
-    let deadline = Instant::now() + Duration::from_secs(60);
     // (The two files read as one: a rotation may split the line.)
-    let both = || -> Vec<u8> {
-        console_files(&console)
-            .iter()
-            .flat_map(|p| std::fs::read(p).unwrap_or_default())
-            .collect()
-    };
-    while !String::from_utf8_lossy(&both()).contains("flood-end-42") {
-        ensure!(
-            Instant::now() < deadline,
-            "the end of the flood never reached the console files"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "the line after the flood in the console files",
+        Duration::from_secs(60),
+        || async {
+            let both: Vec<u8> = console_files(&console)
+                .iter()
+                .flat_map(|p| std::fs::read(p).unwrap_or_default())
+                .collect();
+            let text = String::from_utf8_lossy(&both);
+            Ok(if text.contains("flood-end-42") {
+                Ok(())
+            } else {
+                // The end, for the failure message.
+                Err(text
+                    .chars()
+                    .skip(text.chars().count().saturating_sub(120))
+                    .collect::<String>())
+            })
+        },
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = u64::MAX;
     loop {
         let total: u64 = console_files(&console)

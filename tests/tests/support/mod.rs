@@ -238,6 +238,29 @@ fn exits_within(pid: u32, timeout: Duration) -> Result<bool> {
     }
 }
 
+/// Polls `probe` every 200 ms until it returns `Ok(Ok(_))`, failing after
+/// `timeout` with `what` and the last value it saw (`Ok(Err(last))`).
+pub async fn poll_until<T, L: std::fmt::Debug, F>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<Result<T, L>>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match probe().await? {
+            Ok(done) => return Ok(done),
+            Err(last) => last,
+        };
+        if start.elapsed() > timeout {
+            bail!("never saw {what}; last: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until the file at `path` contains `needle` at or after byte `from`; returns the byte
 /// offset just past the match. Fails when `timeout` passes or when `guard`'s process ends first.
 pub fn wait_for_text(
