@@ -184,15 +184,26 @@ async fn boots_pauses_resumes_and_stops_leaving_nothing() {
     assert!(vm.is_running());
     assert_eq!(vm.status().await.expect("status"), VmStatus::Running);
 
-    // The vsock device works end to end: the agent's port accepts.
+    // The vsock device works end to end: the agent's port accepts. A connect
+    // made while the guest's vsock driver is still being set up may never be
+    // answered (the library bounds each attempt the same way), so each attempt
+    // has its own bound and an unanswered one is retried.
     let t = Instant::now();
     let connected = loop {
-        match vm.agent_addr().connect(vm.agent_port()).await {
-            Ok(stream) => break Some(stream),
-            Err(e) if e.is_transient() && t.elapsed() < Duration::from_secs(60) => {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(2),
+            vm.agent_addr().connect(vm.agent_port()),
+        )
+        .await;
+        let within = t.elapsed() < Duration::from_secs(60);
+        match attempt {
+            Ok(Ok(stream)) => break Some(stream),
+            Ok(Err(e)) if e.is_transient() && within => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => panic!("agent port: {e}{}", source_chain(&e)),
+            Ok(Err(e)) => panic!("agent port: {e}{}", source_chain(&e)),
+            Err(_) if within => eprintln!("a connect was not answered in 2 s; retrying"),
+            Err(_) => panic!("the agent port answered no connect within 60 s"),
         }
     };
     eprintln!(
