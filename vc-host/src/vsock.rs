@@ -122,6 +122,11 @@ pub enum VsockStream {
 impl VsockAddr {
     /// Connects to `port` in the guest. One attempt; callers that wait for a
     /// booting guest retry while [`VsockError::is_transient`] holds.
+    ///
+    /// The attempt has no bound of its own: a hybrid `CONNECT` that reaches
+    /// the daemon while the guest's vsock driver is still being set up may
+    /// stay unanswered. Bound each attempt with a timeout and retry, as the
+    /// agent client does; cancelling is safe (see the module docs).
     pub async fn connect(&self, port: u32) -> Result<VsockStream, VsockError> {
         match self {
             VsockAddr::Kernel { cid } => {
