@@ -36,12 +36,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A gRPC channel over the daemon's unix socket.
 async fn connect(socket: &Path) -> Result<Channel> {
     let path: PathBuf = socket.to_owned();
-    let channel = Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+    let endpoint = Endpoint::try_from("http://[::]:50051")?;
+    let connect = endpoint.connect_with_connector(service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+    }));
+    let channel = tokio::time::timeout(CALL_TIMEOUT, connect)
         .await
+        .with_context(|| {
+            format!("containerd's CRI service did not answer within {CALL_TIMEOUT:?}")
+        })?
         .context("cannot connect to containerd's CRI service")?;
     Ok(channel)
 }

@@ -244,9 +244,12 @@ async fn a_console_flood_stays_bounded_and_the_pod_lives_in_its_cgroup() -> Resu
     );
 
     // The pod still works, its helpers all alive and still in the cgroup.
-    let out =
-        t.rt.enter_pod(&id, vec![busybox.clone(), "echo".into(), "alive".into()])
-            .await?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        t.rt.enter_pod(&id, vec![busybox.clone(), "echo".into(), "alive".into()]),
+    )
+    .await
+    .context("echo alive in the VM did not end within 2 minutes")??;
     ensure!(
         String::from_utf8_lossy(&out.stdout).trim() == "alive",
         "{out:?}"
@@ -265,9 +268,12 @@ async fn a_console_flood_stays_bounded_and_the_pod_lives_in_its_cgroup() -> Resu
     let fill = format!(
         "b={busybox}; $b dd if=/dev/zero of=/fill bs=1M count=200 2>/dev/null; $b ls -l /fill; $b rm /fill && echo filled"
     );
-    let out =
-        t.rt.enter_pod(&id, vec![busybox.clone(), "sh".into(), "-c".into(), fill])
-            .await?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(600),
+        t.rt.enter_pod(&id, vec![busybox.clone(), "sh".into(), "-c".into(), fill]),
+    )
+    .await
+    .context("filling the guest's memory did not end within 10 minutes")??;
     ensure!(
         String::from_utf8_lossy(&out.stdout).contains("filled"),
         "{out:?}"

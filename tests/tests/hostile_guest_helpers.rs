@@ -197,9 +197,12 @@ async fn helpers_run_confined_and_a_guest_device_node_is_refused() -> Result<()>
     );
     // The VM itself has no shell: the container's static busybox serves.
     let busybox = format!("{}/bin/busybox", guest_rootfs_path(&cid));
-    let out =
-        t.rt.enter_pod(&pod, vec![busybox, "sh".into(), "-c".into(), script])
-            .await?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        t.rt.enter_pod(&pod, vec![busybox, "sh".into(), "-c".into(), script]),
+    )
+    .await
+    .context("mknod in the VM did not end within 2 minutes")??;
     let said = text(&out.stdout);
     eprintln!("guest mknod: {said}{}", text(&out.stderr));
     ensure!(said.contains("fifo=0"), "a FIFO can be made: {said}");

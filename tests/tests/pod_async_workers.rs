@@ -11,7 +11,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context as _, Result};
 use support::leaks::{assert_no_leak, on_disk};
 use support::pod::TestRuntime;
 use vc_host::config::VolumeConfig;
@@ -74,7 +74,9 @@ async fn a_pod_lifecycle_never_holds_the_runtime_thread() -> Result<()> {
             let p =
                 t.rt.exec_process(&id, &cid, ProcessConfig::new(["cat", "/data/in"]))
                     .await?;
-            p.output().await?
+            tokio::time::timeout(Duration::from_secs(120), p.output())
+                .await
+                .context("cat /data/in did not finish within 2 minutes")??
         });
         ensure!(out.exit_code == 0, "{out:?}");
         ensure!(out.stdout == b"from the host\n", "{out:?}");

@@ -112,9 +112,12 @@ async fn every_pod_verb_and_wrong_pod_transitions() -> Result<()> {
     t.rt.create_container(&id, t.container("tools", &["/bin/true"]))
         .await?;
     let busybox = format!("{}/bin/busybox", guest_rootfs_path(&tools));
-    let out =
-        t.rt.enter_pod(&id, vec![busybox, "uname".to_owned(), "-r".to_owned()])
-            .await?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        t.rt.enter_pod(&id, vec![busybox, "uname".to_owned(), "-r".to_owned()]),
+    )
+    .await
+    .context("uname -r in the VM did not end within 2 minutes")??;
     assert_eq!(out.exit_code, 0, "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

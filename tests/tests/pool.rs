@@ -137,9 +137,12 @@ async fn fill_adopt_and_drain() -> Result<()> {
         "{}/bin/busybox",
         vc_host::runtime::share::guest_rootfs_path(&"main".parse()?)
     );
-    let entered =
-        t.rt.enter_pod(&pod, vec![busybox, "hostname".into()])
-            .await?;
+    let entered = tokio::time::timeout(
+        Duration::from_secs(120),
+        t.rt.enter_pod(&pod, vec![busybox, "hostname".into()]),
+    )
+    .await
+    .context("hostname in the VM did not end within 2 minutes")??;
     ensure!(
         String::from_utf8_lossy(&entered.stdout).trim() == "adopter-host",
         "{entered:?}"

@@ -21,6 +21,8 @@ use support::virtc::Virtc;
 use vc_host::runtime::ProcessConfig;
 
 const SHORT: Duration = Duration::from_secs(60);
+/// Generous bound for 4 MiB through `virtc container exec -i` under TCG.
+const LONG: Duration = Duration::from_secs(300);
 
 /// A child killed (by its pid) if the test ends before it exits.
 struct Reaped(std::process::Child);
@@ -92,12 +94,21 @@ async fn virtc_exec_pipes_stdin_passes_codes_and_drives_a_terminal() -> Result<(
         );
         let mut stdin = child.0.stdin.take().context("stdin")?;
         let feeder = std::thread::spawn(move || stdin.write_all(&sent).map(|()| sent));
-        let mut out = String::new();
-        std::io::Read::read_to_string(child.0.stdout.as_mut().context("stdout")?, &mut out)?;
+        let mut stdout = child.0.stdout.take().context("stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
+        });
+        // Bounded: once virtc has exited, both pipes are closed and the
+        // threads end (on a timeout, dropping `child` kills it).
+        let code = wait_code(&mut child, LONG)?;
+        let out = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
         let sent = feeder
             .join()
             .map_err(|_| anyhow::anyhow!("feeder panicked"))??;
-        assert_eq!(wait_code(&mut child, SHORT)?, Some(0));
+        assert_eq!(code, Some(0));
         assert!(out.starts_with(&sha256_hex(&sent)), "{out}");
 
         // The exit code passes through.
@@ -228,7 +239,9 @@ async fn a_waiter_gets_code_255_when_the_vm_dies() -> Result<()> {
     assert_eq!(err.exit_code(), Some(vc_proto::EXIT_CODE_VM_GONE));
     assert!(took < Duration::from_secs(10), "noticed after {took:?}");
     // The pod's other waiters (the main process, through the store) agree.
-    let code = t.rt.wait_container(&pod, &c).await?;
+    let code = tokio::time::timeout(SHORT, t.rt.wait_container(&pod, &c))
+        .await
+        .context("waiting for the main process of a dead VM did not end")??;
     assert_eq!(code, vc_proto::EXIT_CODE_VM_GONE);
     t.rt.stop_pod(&pod).await?;
     t.rt.delete_pod(&pod).await?;

@@ -17,9 +17,10 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use support::soak::{Soak, ACCOUNT_EVERY};
+use support::soak::{Soak, ACCOUNT_EVERY, CYCLE_DEADLINE};
 use support::ChildGuard;
 
 /// Environment variable: how many cycles (default [`DEFAULT_CYCLES`]).
@@ -59,7 +60,12 @@ fn pods_cycled_through_every_verb_leave_nothing_behind() -> Result<()> {
             .env(CYCLES_ENV, cycles.to_string())
             .env("TMPDIR", tmp.path()),
     )?;
-    let status = child.wait()?;
+    // Each cycle is bounded by its deadline; the rest (the accountings,
+    // the runtime's setup and teardown) gets a generous 10 minutes.
+    let bound = CYCLE_DEADLINE * cycles + Duration::from_secs(600);
+    let status = child
+        .wait_timeout(bound)?
+        .with_context(|| format!("the soak did not end within {bound:?}; killed"))?;
     ensure!(
         status.success(),
         "the soak failed ({status}): its output is above"

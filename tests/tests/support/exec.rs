@@ -67,9 +67,20 @@ pub async fn put(
 ) -> Result<()> {
     let mut p = exec(t, pod, c, sh(&format!("cat > {path}")).stdin(true)).await?;
     let mut stdin = p.stdin.take().context("no stdin")?;
-    stdin.write_all(bytes).await?;
-    stdin.shutdown().await?;
-    let out = tokio::time::timeout(SHORT, p.output()).await??;
+    tokio::time::timeout(LONG, async {
+        stdin.write_all(bytes).await?;
+        stdin.shutdown().await
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "writing {} bytes to `cat > {path}` did not end",
+            bytes.len()
+        )
+    })??;
+    let out = tokio::time::timeout(SHORT, p.output())
+        .await
+        .with_context(|| format!("cat > {path} did not finish"))??;
     ensure!(out.exit_code == 0, "cat > {path}: {out:?}");
     Ok(())
 }

@@ -129,10 +129,13 @@ pub async fn agent_rss_kib(rt: &Runtime, pod: &PodId, container: &ContainerId) -
         "{}/bin/busybox",
         vc_host::runtime::share::guest_rootfs_path(container)
     );
-    let out = rt
-        .enter_pod(pod, vec![busybox, "cat".into(), "/proc/1/status".into()])
-        .await
-        .context("reading the agent's /proc/1/status from the VM")?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        rt.enter_pod(pod, vec![busybox, "cat".into(), "/proc/1/status".into()]),
+    )
+    .await
+    .context("reading the agent's /proc/1/status from the VM did not end within 60 s")?
+    .context("reading the agent's /proc/1/status from the VM")?;
     vm_rss(&String::from_utf8_lossy(&out.stdout))
 }
 

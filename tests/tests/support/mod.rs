@@ -211,7 +211,7 @@ impl Drop for ChildGuard {
 
 /// Waits up to `timeout` for child `pid` (not yet reaped) to exit, on its
 /// pidfd (readable once the process has exited). True when it has.
-fn exits_within(pid: u32, timeout: Duration) -> Result<bool> {
+pub fn exits_within(pid: u32, timeout: Duration) -> Result<bool> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no
     // memory is passed.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

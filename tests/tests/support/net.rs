@@ -256,6 +256,8 @@ pub fn connect(addr: &str) -> Result<TcpStream> {
 pub fn echo_through(addr: &str, payload: Vec<u8>) -> Result<Vec<u8>> {
     let stream = connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    // Shared with the clone: a peer that stops reading fails the write too.
+    stream.set_write_timeout(Some(Duration::from_secs(60)))?;
     let mut writer = stream.try_clone()?;
     let sender = std::thread::spawn(move || -> std::io::Result<()> {
         writer.write_all(&payload)?;

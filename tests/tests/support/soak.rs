@@ -24,7 +24,7 @@ use super::pod::TestRuntime;
 pub const ACCOUNT_EVERY: u32 = 10;
 
 /// The longest one cycle may take (a TCG cycle takes about 15 s).
-const CYCLE_DEADLINE: Duration = Duration::from_secs(300);
+pub const CYCLE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The pids limit the update sets, read back inside the guest.
 const PIDS_LIMIT: u64 = 64;

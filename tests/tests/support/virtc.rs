@@ -63,6 +63,30 @@ fn build_bins() -> Result<PathBuf> {
     Ok(dir.join("virtc"))
 }
 
+/// Generous bound for one virtc process run to its end ([`Virtc::run`],
+/// [`Virtc::finish`]): every verb the tests run ends well within it (a boot
+/// under TCG and a container's run included); it only turns a hang into a
+/// failure.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a pipe of a virtc process that exited may stay open (held by
+/// something it started) before its output counts as never ending.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(60);
+
+/// Reads `pipe` to its end on a thread of its own; the bytes arrive on the
+/// returned channel (none when there is no pipe).
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
 /// A virtc invocation bound to one runtime root and guest image.
 #[derive(Debug, Clone)]
 pub struct Virtc {
@@ -132,7 +156,8 @@ impl Virtc {
     }
 
     /// Runs `virtc --root R --image-dir I <args>` to completion, as its own
-    /// process (blocking: call from a blocking context or a plain test).
+    /// process (blocking: call from a blocking context or a plain test);
+    /// fails when it has not ended after [`RUN_TIMEOUT`].
     pub fn run<I, S>(&self, args: I) -> Result<Ran>
     where
         I: IntoIterator<Item = S>,
@@ -148,11 +173,13 @@ impl Virtc {
         S: AsRef<OsStr>,
     {
         let (line, mut cmd) = self.command(args);
-        let out = cmd
+        let child = cmd
             .envs(env.iter().copied())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .with_context(|| format!("cannot run {}", self.exe.display()))?;
-        Ok(Ran::from_output(line, out))
+        Self::finish(line, child)
     }
 
     /// The command line (for messages) and a command ready to spawn, its
@@ -177,11 +204,38 @@ impl Virtc {
         (line, cmd)
     }
 
-    /// Collects a spawned command's output as a [`Ran`].
-    pub fn finish(line: String, child: std::process::Child) -> Result<Ran> {
-        let out = child
-            .wait_with_output()
-            .with_context(|| format!("cannot wait for {line}"))?;
+    /// Collects a spawned command's output as a [`Ran`]; kills it and fails
+    /// when it has not ended after [`RUN_TIMEOUT`], or its output has not
+    /// ended [`OUTPUT_GRACE`] after it exited.
+    pub fn finish(line: String, mut child: std::process::Child) -> Result<Ran> {
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let ended = super::exits_within(child.id(), RUN_TIMEOUT)
+            .with_context(|| format!("cannot wait for `{line}`"))?;
+        if !ended {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.recv_timeout(OUTPUT_GRACE).unwrap_or_default();
+            bail!(
+                "`{line}` did not end within {RUN_TIMEOUT:?}; killed; its stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("cannot wait for `{line}`"))?;
+        let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>, what: &str| {
+            rx.recv_timeout(OUTPUT_GRACE).map_err(|_| {
+                anyhow::anyhow!(
+                    "the {what} of `{line}` did not end within {OUTPUT_GRACE:?} of its exit"
+                )
+            })
+        };
+        let out = Output {
+            status,
+            stdout: collect(stdout, "stdout")?,
+            stderr: collect(stderr, "stderr")?,
+        };
         Ok(Ran::from_output(line, out))
     }
 
