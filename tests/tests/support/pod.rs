@@ -21,6 +21,10 @@ use super::{find_tool, log_tail, rootfs_dir, GuestImage};
 /// pods adopt pooled VMs (`cargo xtask test` runs some suites this way).
 pub const POOL_ENV: &str = "VC_TEST_POOL";
 
+/// Generous bound for the cleanup on drop (stop and delete every pod left,
+/// drain the pool).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A runtime with its own root, cleaned up on drop.
 #[derive(Debug)]
 pub struct TestRuntime {
@@ -321,8 +325,11 @@ impl Drop for TestRuntime {
         }
         // Clean up on a fresh runtime in its own thread: drop may run inside
         // the test's async runtime, which cannot be blocked on.
+        // Bounded: a cleanup stuck (on a pod lock a hung verb still holds,
+        // say) is reported and left behind rather than hanging the test.
         let rt = self.rt.clone();
-        let cleanup = std::thread::spawn(move || {
+        let (done, cleaned) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
             let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -339,8 +346,13 @@ impl Drop for TestRuntime {
                 }
                 let _ = rt.drain_pool().await;
             });
+            let _ = done.send(());
         });
-        let _ = cleanup.join();
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            cleaned.recv_timeout(CLEANUP_TIMEOUT)
+        {
+            eprintln!("the test runtime's cleanup did not end within {CLEANUP_TIMEOUT:?}");
+        }
         // The parent cgroups are this runtime's own; empty now unless a pod
         // leaked, which the test's own checks report.
         for dir in self.cgroup_parents() {
