@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use vc_host::agent::{AgentClient, ConnectOptions};
 use vc_host::hypervisor::{
     Hypervisor, Machine, ProcessRecord, QemuHypervisor, TapSpec, Vm, VmConfig, VmRecord, VmSpec,
     VmStatus, VmmUser, DEFAULT_VMM_USER,
@@ -184,33 +185,21 @@ async fn boots_pauses_resumes_and_stops_leaving_nothing() {
     assert!(vm.is_running());
     assert_eq!(vm.status().await.expect("status"), VmStatus::Running);
 
-    // The vsock device works end to end: the agent's port accepts. A connect
-    // made while the guest's vsock driver is still being set up may never be
-    // answered (the library bounds each attempt the same way), so each attempt
-    // has its own bound and an unanswered one is retried.
-    let t = Instant::now();
-    let connected = loop {
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(2),
-            vm.agent_addr().connect(vm.agent_port()),
-        )
-        .await;
-        let within = t.elapsed() < Duration::from_secs(60);
-        match attempt {
-            Ok(Ok(stream)) => break Some(stream),
-            Ok(Err(e)) if e.is_transient() && within => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(Err(e)) => panic!("agent port: {e}{}", source_chain(&e)),
-            Err(_) if within => eprintln!("a connect was not answered in 2 s; retrying"),
-            Err(_) => panic!("the agent port answered no connect within 60 s"),
-        }
-    };
+    // The vsock device works end to end: the agent accepts and answers the
+    // handshake. The library's connect bounds each attempt (a hybrid CONNECT
+    // made while the guest's vsock driver is set up can go unanswered) and
+    // retries until its deadline.
+    let opts = ConnectOptions::default()
+        .port(vm.agent_port())
+        .deadline(Duration::from_secs(60));
+    let agent = AgentClient::connect(vm.agent_addr(), &opts)
+        .await
+        .unwrap_or_else(|e| panic!("agent: {e}{}", source_chain(&e)));
     eprintln!(
-        "agent port accepted {:?} after launch",
+        "agent answered {:?} after launch",
         t0.elapsed().saturating_sub(launched)
     );
-    drop(connected);
+    drop(agent);
 
     vm.pause().await.expect("pause");
     assert_eq!(vm.status().await.expect("status"), VmStatus::Paused);
