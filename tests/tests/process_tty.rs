@@ -36,19 +36,16 @@ impl Drop for Reaped {
     }
 }
 
-/// Waits up to `timeout` for the child's exit code.
+/// Waits up to `timeout` for the child's exit code, on its pidfd.
 fn wait_code(child: &mut Reaped, timeout: Duration) -> Result<Option<i32>> {
-    let until = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.0.try_wait()? {
-            return Ok(status.code());
-        }
-        ensure!(
-            Instant::now() < until,
-            "virtc did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(status) = child.0.try_wait()? {
+        return Ok(status.code());
     }
+    ensure!(
+        support::exits_within(child.0.id(), timeout)?,
+        "virtc did not exit within {timeout:?}"
+    );
+    Ok(child.0.wait()?.code())
 }
 
 fn virtc_cmd(v: &Virtc, args: &[&str]) -> Command {
